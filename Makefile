@@ -1,0 +1,31 @@
+# The two README commands: `make demo` and `make test`. Each does its own set-up.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: test demo serve stop deps venv lint clean
+
+deps:
+	@scripts/install-system-deps.sh
+
+# torch first and pinned: the CPU build; an unpinned torch pulled by fuxictr would be a multi-GB CUDA build.
+$(STAMP): setup.cfg pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -e ".[fuxictr,hive-embedded,test]"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+test: deps venv
+	@scripts/run-tests.sh $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .work demo-output

@@ -1,0 +1,262 @@
+"""Typed settings from config.yaml.
+
+The file keeps the seed's four sections (servers, storage, transfer, task) with the
+seed's keys and defaults, plus the sections later stages need (hive, hdfs, fuxictr,
+store). Every error names the key path and the fix, e.g. ``transfer.chunk_size: must be > 0``,
+and is raised at load time so a bad file never reaches a running stage.
+
+The file path comes from ``$FUXICTR_WORKFLOW_CONFIG``; without it the packaged default is
+used. Path values expand ``~`` and ``$VARS``; relative paths are relative to the file.
+``$FUXICTR_WORKFLOW_HOME`` defaults to ``$AIRFLOW_HOME/fuxictr_workflow`` (or
+``~/airflow/fuxictr_workflow``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+CONFIG_ENV = "FUXICTR_WORKFLOW_CONFIG"
+HOME_ENV = "FUXICTR_WORKFLOW_HOME"
+DEFAULT_CONFIG_PATH = Path(__file__).with_name("config.yaml")
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class ConfigError(ValueError):
+    """config.yaml is unreadable or invalid; the message names the key path."""
+
+
+def workflow_home() -> str:
+    if os.environ.get(HOME_ENV):
+        return os.environ[HOME_ENV]
+    airflow_home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
+    return os.path.join(airflow_home, "fuxictr_workflow")
+
+
+def _expand(value: str, info: ValidationInfo) -> str:
+    """Expand $VARS and ~; make a relative local path relative to the config file's directory."""
+    env = {HOME_ENV: workflow_home(), **os.environ}
+    expanded = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: env.get(m.group(1) or m.group(2), m.group(0)), value)
+    expanded = os.path.expanduser(expanded)
+    base_dir = (info.context or {}).get("base_dir", Path.cwd())
+    return os.path.normpath(os.path.join(base_dir, expanded))
+
+
+def _expand_url(value: str, info: ValidationInfo) -> str:
+    prefix = "sqlite:///"
+    return prefix + _expand(value[len(prefix) :], info) if value.startswith(prefix) else value
+
+
+LocalPath = Annotated[str, AfterValidator(_expand)]
+StoreUrl = Annotated[str, AfterValidator(_expand_url)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+PositiveInt = Annotated[int, Field(gt=0, strict=True)]
+NonNegativeInt = Annotated[int, Field(ge=0, strict=True)]
+
+
+class ServerConfig(_Section):
+    """A training server: an Airflow SSH connection, or host/port/username/key_path."""
+
+    ssh_conn_id: str | None = None
+    host: str | None = None
+    port: Annotated[int, Field(ge=1, le=65535, strict=True)] = 22
+    username: str | None = None
+    key_path: LocalPath | None = None
+    # known_hosts file used to verify the server's host key; None = ~/.ssh/known_hosts.
+    known_hosts: LocalPath | None = None
+    # Turning this off is an explicit choice and is logged as a warning on every connection.
+    strict_host_key_checking: bool = True
+    # Per-task work dirs live under <remote_root>/task_<id>/ on the server.
+    remote_root: str = "/tmp/fuxictr_workflow"
+    # Python on the server that has fuxictr installed (runs remote/runner.py).
+    python: str = "python3"
+    # Airflow pool slots: how many trainings this server runs at once.
+    max_concurrent_trainings: PositiveInt = 1
+    # FuXiCTR experiment config dir (model_config.yaml + dataset_config.yaml) on the server;
+    # None = the demo config shipped with the package, copied by the train stage.
+    fuxictr_config_dir: str | None = None
+    # The user's FuXiCTR model_zoo checkout on the server (models are looked up by name there).
+    model_zoo_path: str | None = None
+    gpu: int | None = None
+
+    @field_validator("key_path")
+    @classmethod
+    def _key_exists(cls, v: str | None) -> str | None:
+        if v is not None and not os.path.isfile(v):
+            raise ValueError(f"key file {v} does not exist")
+        return v
+
+    @model_validator(mode="after")
+    def _conn_or_host(self) -> ServerConfig:
+        if self.ssh_conn_id is None and (self.host is None or self.username is None):
+            raise ValueError("give either ssh_conn_id or host and username (plus key_path)")
+        return self
+
+
+class StorageConfig(_Section):
+    shared_dir: LocalPath = "${FUXICTR_WORKFLOW_HOME}/shared"
+    staging_dir: LocalPath = "${FUXICTR_WORKFLOW_HOME}/staging"
+    checkpoint_dir: LocalPath = "${FUXICTR_WORKFLOW_HOME}/checkpoints"
+    # Per-task log files: <log_dir>/task_<id>/<YYYY-MM-DD_HH-MM-SS>.log
+    log_dir: LocalPath = "${FUXICTR_WORKFLOW_HOME}/logs/workflow"
+
+
+class TransferConfig(_Section):
+    chunk_size: PositiveInt = 10485760
+    max_retries: NonNegativeInt = 3
+    parallel_workers: PositiveInt = 4
+    verify_checksum: bool = True
+    # First retry waits this long; each later one doubles it.
+    retry_backoff_s: Annotated[float, Field(ge=0)] = 1.0
+    # Seconds between progress lines in the workflow log.
+    progress_interval_s: Annotated[float, Field(gt=0)] = 3.0
+
+
+class TaskConfig(_Section):
+    heartbeat_interval: PositiveInt = 30
+    log_rotation_size: PositiveInt = 104857600
+
+
+class HiveConfig(_Section):
+    cli_conn_id: str = "hive_cli_default"
+    hiveserver2_conn_id: str = "hiveserver2_default"
+
+
+class HdfsConfig(_Section):
+    # fsspec storage options per protocol, e.g. {"webhdfs": {"host": ..., "port": 9870}}
+    storage_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class FuxictrConfig(_Section):
+    # Columns carried through inference into the predictions table next to `score`.
+    id_columns: list[str] = Field(default_factory=lambda: ["id"])
+    label_column: str = "label"
+    valid_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    seed: int = 2024
+    infer_batch_size: PositiveInt = 8192
+
+
+class StoreConfig(_Section):
+    url: StoreUrl = "sqlite:///${FUXICTR_WORKFLOW_HOME}/workflow.db"
+
+
+class WorkflowConfig(_Section):
+    servers: dict[str, ServerConfig]
+    default_server: str | None = None
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    transfer: TransferConfig = Field(default_factory=TransferConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    hive: HiveConfig = Field(default_factory=HiveConfig)
+    hdfs: HdfsConfig = Field(default_factory=HdfsConfig)
+    fuxictr: FuxictrConfig = Field(default_factory=FuxictrConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+
+    @field_validator("servers")
+    @classmethod
+    def _servers(cls, v: dict[str, ServerConfig]) -> dict[str, ServerConfig]:
+        if not v:
+            raise ValueError("at least one training server is required")
+        for name in v:
+            if not NAME_RE.match(name):
+                raise ValueError(f"server name {name!r} may only use letters, digits, _ . -")
+        return v
+
+    @model_validator(mode="after")
+    def _default_server(self) -> WorkflowConfig:
+        if self.default_server is None:
+            object.__setattr__(self, "default_server", next(iter(self.servers)))
+        elif self.default_server not in self.servers:
+            raise ValueError(
+                f"default_server: {self.default_server!r} is not one of the servers ({', '.join(self.servers)})"
+            )
+        return self
+
+    def server(self, name: str | None = None) -> ServerConfig:
+        key = name or self.default_server
+        assert key is not None
+        if key not in self.servers:
+            raise KeyError(f"unknown server {key!r}; configured: {', '.join(self.servers)}")
+        return self.servers[key]
+
+
+_FRIENDLY = {
+    "extra_forbidden": lambda e: "unknown key (check spelling; see the configuration reference in README.md)",
+    "missing": lambda e: "required key is missing",
+    "greater_than": lambda e: f"must be > {e['ctx']['gt']}",
+    "greater_than_equal": lambda e: f"must be >= {e['ctx']['ge']}",
+    "less_than": lambda e: f"must be < {e['ctx']['lt']}",
+    "less_than_equal": lambda e: f"must be <= {e['ctx']['le']}",
+    "int_type": lambda e: f"must be an integer, got {e['input']!r}",
+    "bool_type": lambda e: f"must be true or false, got {e['input']!r}",
+    "string_type": lambda e: f"must be a string, got {e['input']!r}",
+    "dict_type": lambda e: "must be a mapping of keys to values",
+    "model_type": lambda e: "must be a mapping of keys to values",
+}
+
+
+def _format(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        friendly = _FRIENDLY.get(e["type"])
+        msg = friendly(e) if friendly else e["msg"].removeprefix("Value error, ")
+        lines.append(f"{loc}: {msg}" if loc else msg)
+    return f"invalid config {source}:\n  " + "\n  ".join(lines)
+
+
+def parse_config(raw: Any, base_dir: Path, source: str = "<config>") -> WorkflowConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"invalid config {source}: the top level must be a mapping of sections")
+    try:
+        return WorkflowConfig.model_validate(raw, context={"base_dir": base_dir})
+    except ValidationError as err:
+        raise ConfigError(_format(err, source)) from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> WorkflowConfig:
+    """Load and validate config.yaml (explicit path, else $FUXICTR_WORKFLOW_CONFIG, else packaged)."""
+    file = Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH).expanduser()
+    try:
+        raw = yaml.safe_load(file.read_text())
+    except FileNotFoundError:
+        hint = f" (from ${CONFIG_ENV})" if path is None and os.environ.get(CONFIG_ENV) else ""
+        raise ConfigError(f"config file {file}{hint} does not exist") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {file} is not valid YAML: {err}") from None
+    return parse_config(raw, file.resolve().parent, str(file))
+
+
+@lru_cache(maxsize=8)
+def _cached(path: str, mtime: float) -> WorkflowConfig:
+    return load_config(path)
+
+
+def get_config() -> WorkflowConfig:
+    """The active config, re-read when the file changes."""
+    file = Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH).expanduser().resolve()
+    try:
+        mtime = file.stat().st_mtime
+    except FileNotFoundError:
+        return load_config(file)
+    return _cached(str(file), mtime)

@@ -1,0 +1,94 @@
+"""The workflow logger: one call writes an event to the store (what the WebSocket streams)
+and to the task's rotating log files ``<log_dir>/task_<id>/<YYYY-MM-DD_HH-MM-SS>.log``.
+
+Several processes (Airflow task processes, the API server) may log for the same task, so
+the file side takes an exclusive ``flock`` on the task directory's lock file around
+choose-file-and-append; a line is never split across files, and a file passes the
+rotation size only when a single line is bigger than the limit.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from fuxictr_workflow.store import WorkflowStore, iso, utcnow
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_FILE_TS = "%Y-%m-%d_%H-%M-%S"
+
+_py_logger = logging.getLogger("fuxictr_workflow")
+
+
+def format_line(task_id: int, step: str | None, level: str, message: str, ts: datetime) -> str:
+    one_line = message.replace("\r", "").replace("\n", "\n    ")
+    return f"{iso(ts)} [{level}] task_{task_id} {step or '-'}: {one_line}\n"
+
+
+@dataclass
+class WorkflowLogger:
+    store: WorkflowStore
+    log_dir: str
+    rotation_size: int
+
+    def log(self, task_id: int, step: str | None, level: str, message: str) -> int:
+        """Record one event; returns its id in task_logs."""
+        level = level.upper()
+        if level not in LEVELS:
+            raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+        ts = utcnow()
+        event_id = self.store.append_log(task_id, step, level, message, ts)
+        self._append_file(task_id, format_line(task_id, step, level, message, ts), ts)
+        _py_logger.log(getattr(logging, level), "[task %s %s] %s", task_id, step or "-", message)
+        return event_id
+
+    def info(self, task_id: int, step: str | None, message: str) -> int:
+        return self.log(task_id, step, "INFO", message)
+
+    def warning(self, task_id: int, step: str | None, message: str) -> int:
+        return self.log(task_id, step, "WARNING", message)
+
+    def error(self, task_id: int, step: str | None, message: str) -> int:
+        return self.log(task_id, step, "ERROR", message)
+
+    def task_dir(self, task_id: int) -> Path:
+        return Path(self.log_dir) / f"task_{task_id}"
+
+    def _append_file(self, task_id: int, line: str, ts: datetime) -> None:
+        directory = self.task_dir(task_id)
+        directory.mkdir(parents=True, exist_ok=True)
+        data = line.encode()
+        with open(directory / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            path = self._current_file(directory, len(data), ts)
+            with open(path, "ab") as f:
+                f.write(data)
+
+    def _current_file(self, directory: Path, incoming: int, ts: datetime) -> Path:
+        """The newest file if the line fits, else a new file named for the time (unique)."""
+        files = sorted(directory.glob("*.log"))
+        if files:
+            newest = files[-1]
+            size = newest.stat().st_size
+            if size == 0 or size + incoming <= self.rotation_size:
+                return newest
+        base = ts.strftime(_FILE_TS)
+        candidate = directory / f"{base}.log"
+        n = 0
+        while candidate.exists() or (files and candidate.name <= files[-1].name):
+            n += 1
+            candidate = directory / f"{base}_{n:04d}.log"
+        return candidate
+
+
+def get_logger(config_path: str | os.PathLike[str] | None = None) -> WorkflowLogger:
+    """The logger for the active config (store URL, log_dir, rotation size)."""
+    from fuxictr_workflow.config import get_config, load_config
+    from fuxictr_workflow.store import get_store
+
+    cfg = load_config(config_path) if config_path else get_config()
+    return WorkflowLogger(get_store(cfg.store.url), cfg.storage.log_dir, cfg.task.log_rotation_size)

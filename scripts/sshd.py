@@ -1,0 +1,225 @@
+"""A private OpenSSH sshd on 127.0.0.1 standing in for the training server.
+
+Own host key, own user key, key-only auth, strict host keys on the client side (a
+known_hosts file is written for it). Used by the tests (fixture), the benchmarks and
+`make demo`:
+
+    python scripts/sshd.py start --dir DIR [--port N]   # prints the env/JSON facts
+    python scripts/sshd.py stop --dir DIR
+    python scripts/sshd.py status --dir DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/bin/sshd")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def find_sshd() -> str:
+    for path in (*SSHD_CANDIDATES, shutil.which("sshd") or ""):
+        if path and os.access(path, os.X_OK):
+            return path
+    raise RuntimeError("OpenSSH sshd not found: install the openssh-server package (make deps does)")
+
+
+@dataclass
+class SshdInfo:
+    host: str
+    port: int
+    username: str
+    key_path: str
+    known_hosts: str
+    pid: int
+    dir: str
+
+    def conn_uri(self) -> str:
+        """An Airflow connection URI (AIRFLOW_CONN_*) for this server."""
+        from urllib.parse import quote
+
+        extra = f"key_file={quote(self.key_path, safe='')}&known_hosts_file={quote(self.known_hosts, safe='')}"
+        return f"ssh://{self.username}@{self.host}:{self.port}?{extra}"
+
+
+class LocalSshd:
+    """Start/stop one sshd whose files all live under `directory`."""
+
+    def __init__(self, directory: str | os.PathLike[str], port: int | None = None) -> None:
+        self.dir = Path(directory).resolve()
+        self.port = port
+        self.info_file = self.dir / "sshd.json"
+
+    def _keys(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o700)
+        for name in ("host_ed25519", "client_ed25519"):
+            key = self.dir / name
+            if not key.exists():
+                subprocess.run(
+                    ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key), "-C", name], check=True
+                )
+        shutil.copy(self.dir / "client_ed25519.pub", self.dir / "authorized_keys")
+        os.chmod(self.dir / "authorized_keys", 0o600)
+
+    def _config(self, port: int) -> Path:
+        config = self.dir / "sshd_config"
+        config.write_text(
+            "\n".join(
+                [
+                    f"ListenAddress 127.0.0.1:{port}",
+                    f"HostKey {self.dir / 'host_ed25519'}",
+                    f"AuthorizedKeysFile {self.dir / 'authorized_keys'}",
+                    f"PidFile {self.dir / 'sshd.pid'}",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "PubkeyAuthentication yes",
+                    "PermitRootLogin prohibit-password",
+                    "StrictModes no",
+                    "UsePAM no",
+                    "MaxStartups 100:30:200",
+                    "MaxSessions 100",
+                    "Subsystem sftp internal-sftp",
+                    "LogLevel ERROR",
+                    "",
+                ]
+            )
+        )
+        return config
+
+    def read_info(self) -> SshdInfo | None:
+        if not self.info_file.exists():
+            return None
+        return SshdInfo(**json.loads(self.info_file.read_text()))
+
+    def running(self) -> SshdInfo | None:
+        info = self.read_info()
+        if info is None:
+            return None
+        try:
+            os.kill(info.pid, 0)
+        except ProcessLookupError:
+            return None
+        return info
+
+    def start(self, timeout: float = 15.0) -> SshdInfo:
+        current = self.running()
+        if current is not None:
+            return current
+        self._keys()
+        port = self.port or (self.read_info().port if self.read_info() else None) or free_port()
+        config = self._config(port)
+        if os.geteuid() == 0:
+            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation dir
+        log = open(self.dir / "sshd.log", "ab")
+        # -D: stay in the foreground so we own the process; -e: log to stderr (our log file).
+        proc = subprocess.Popen(
+            [find_sshd(), "-D", "-e", "-f", str(config)],
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                tail = (self.dir / "sshd.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"sshd exited with {proc.returncode}:\n{tail}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                    if s.recv(4).startswith(b"SSH-"):
+                        break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            proc.kill()
+            raise RuntimeError(f"sshd did not accept connections on 127.0.0.1:{port} within {timeout}s")
+        host_pub = (self.dir / "host_ed25519.pub").read_text().split()
+        known_hosts = self.dir / "known_hosts"
+        known_hosts.write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
+        info = SshdInfo(
+            host="127.0.0.1",
+            port=port,
+            username=getpass.getuser(),
+            key_path=str(self.dir / "client_ed25519"),
+            known_hosts=str(known_hosts),
+            pid=proc.pid,
+            dir=str(self.dir),
+        )
+        self.info_file.write_text(json.dumps(asdict(info)))
+        return info
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the listener and every session it forked (its process group)."""
+        info = self.running()
+        if info is None:
+            return
+        self.kill_sessions()  # sessions run in their own sessions (setsid), not our group
+        try:
+            os.killpg(info.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.kill(info.pid, 0)
+                # reap if it is our child
+                try:
+                    os.waitpid(info.pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+                time.sleep(0.05)
+            except ProcessLookupError:
+                return
+        os.killpg(info.pid, signal.SIGKILL)
+
+    def kill_sessions(self) -> int:
+        """Kill the per-connection sshd children (cut every live SSH session), keep the listener."""
+        info = self.running()
+        if info is None:
+            return 0
+        out = subprocess.run(["pgrep", "-P", str(info.pid)], capture_output=True, text=True).stdout.split()
+        for pid in out:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        return len(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=["start", "stop", "status"])
+    parser.add_argument("--dir", required=True, help="directory for keys, config, pid and log")
+    parser.add_argument("--port", type=int, help="port on 127.0.0.1 (default: a free one, kept across restarts)")
+    args = parser.parse_args(argv)
+    sshd = LocalSshd(args.dir, args.port)
+    if args.action == "start":
+        print(json.dumps(asdict(sshd.start())))
+    elif args.action == "stop":
+        sshd.stop()
+    else:
+        info = sshd.running()
+        print(json.dumps(asdict(info)) if info else "stopped")
+        return 0 if info else 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
