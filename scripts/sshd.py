@@ -12,6 +12,7 @@ known_hosts file is written for it). Used by the tests (fixture), the benchmarks
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import os
@@ -54,7 +55,9 @@ class SshdInfo:
         """An Airflow connection URI (AIRFLOW_CONN_*) for this server."""
         from urllib.parse import quote
 
-        extra = f"key_file={quote(self.key_path, safe='')}&known_hosts_file={quote(self.known_hosts, safe='')}"
+        extra = (
+            f"key_file={quote(self.key_path, safe='')}&known_hosts_file={quote(self.known_hosts, safe='')}"
+        )
         return f"ssh://{self.username}@{self.host}:{self.port}?{extra}"
 
 
@@ -127,7 +130,7 @@ class LocalSshd:
         config = self._config(port)
         if os.geteuid() == 0:
             os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation dir
-        log = open(self.dir / "sshd.log", "ab")
+        log = open(self.dir / "sshd.log", "ab")  # noqa: SIM115 - handed to the daemon
         # -D: stay in the foreground so we own the process; -e: log to stderr (our log file).
         proc = subprocess.Popen(
             [find_sshd(), "-D", "-e", "-f", str(config)],
@@ -180,10 +183,8 @@ class LocalSshd:
             try:
                 os.kill(info.pid, 0)
                 # reap if it is our child
-                try:
+                with contextlib.suppress(ChildProcessError):
                     os.waitpid(info.pid, os.WNOHANG)
-                except ChildProcessError:
-                    pass
                 time.sleep(0.05)
             except ProcessLookupError:
                 return
@@ -196,18 +197,20 @@ class LocalSshd:
             return 0
         out = subprocess.run(["pgrep", "-P", str(info.pid)], capture_output=True, text=True).stdout.split()
         for pid in out:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         return len(out)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("action", choices=["start", "stop", "status"])
     parser.add_argument("--dir", required=True, help="directory for keys, config, pid and log")
-    parser.add_argument("--port", type=int, help="port on 127.0.0.1 (default: a free one, kept across restarts)")
+    parser.add_argument(
+        "--port", type=int, help="port on 127.0.0.1 (default: a free one, kept across restarts)"
+    )
     args = parser.parse_args(argv)
     sshd = LocalSshd(args.dir, args.port)
     if args.action == "start":

@@ -28,11 +28,15 @@ def _config_check(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fuxictr-workflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    db = sub.add_parser("db", help="workflow store administration").add_subparsers(dest="db_command", required=True)
+    db = sub.add_parser("db", help="workflow store administration").add_subparsers(
+        dest="db_command", required=True
+    )
     init = db.add_parser("init", help=f"create or migrate the store to schema version {SCHEMA_VERSION}")
     init.add_argument("--url", help="SQLAlchemy URL (default: store.url from the config)")
     init.set_defaults(func=_db_init)
-    config = sub.add_parser("config", help="configuration").add_subparsers(dest="config_command", required=True)
+    config = sub.add_parser("config", help="configuration").add_subparsers(
+        dest="config_command", required=True
+    )
     config.add_parser("check", help="load and validate the config file").set_defaults(func=_config_check)
     args = parser.parse_args(argv)
     try:

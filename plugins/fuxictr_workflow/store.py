@@ -298,32 +298,57 @@ class WorkflowStore:
         dag_run_id: str | None = None,
     ) -> int:
         """Insert a pending task with its six pending steps; returns the task id."""
-        now = utcnow()
+        fields = dict(
+            name=name,
+            experiment_id=experiment_id,
+            sample_sql=sample_sql,
+            infer_sql=infer_sql,
+            hdfs_path=hdfs_path,
+            hive_table=hive_table,
+            server=server,
+            dag_run_id=dag_run_id,
+        )
+        return self._write(lambda conn: self._insert_task(conn, fields))
+
+    def task_for_run(self, dag_run_id: str, fields: dict[str, Any], server: str | None = None) -> int:
+        """The task of a DAG run, created from the run's (unvalidated) params on first use.
+
+        Values are stored as given (cut to the column sizes) so that a bad value is shown
+        in the failed step's error_message instead of losing the run.
+        """
 
         def run(conn: Connection) -> int:
-            task_id = conn.execute(
-                tasks.insert().values(
-                    name=name,
-                    experiment_id=experiment_id,
-                    sample_sql=sample_sql,
-                    infer_sql=infer_sql,
-                    hdfs_path=hdfs_path,
-                    hive_table=hive_table,
-                    status=TaskStatus.PENDING,
-                    current_step=0,
-                    created_at=now,
-                    updated_at=now,
-                    server=server,
-                    dag_run_id=dag_run_id,
-                )
-            ).inserted_primary_key[0]
-            conn.execute(
-                task_steps.insert(),
-                [{"task_id": task_id, "step_name": s, "status": StepStatus.PENDING} for s in STAGE_NAMES],
-            )
-            return int(task_id)
+            found = conn.execute(sa.select(tasks.c.id).where(tasks.c.dag_run_id == dag_run_id)).scalar()
+            if found is not None:
+                return int(found)
+            values: dict[str, Any] = {"server": server, "dag_run_id": dag_run_id}
+            for column in ("name", "experiment_id", "sample_sql", "infer_sql", "hdfs_path", "hive_table"):
+                raw = fields.get(column)
+                text = "" if raw is None else str(raw)
+                length = getattr(tasks.c[column].type, "length", None)
+                values[column] = text[:length] if length else text
+            return self._insert_task(conn, values)
 
         return self._write(run)
+
+    @staticmethod
+    def _insert_task(conn: Connection, values: dict[str, Any]) -> int:
+        now = utcnow()
+        task_id = conn.execute(
+            tasks.insert().values(
+                status=TaskStatus.PENDING, current_step=0, created_at=now, updated_at=now, **values
+            )
+        ).inserted_primary_key[0]
+        conn.execute(
+            task_steps.insert(),
+            [{"task_id": task_id, "step_name": s, "status": StepStatus.PENDING} for s in STAGE_NAMES],
+        )
+        return int(task_id)
+
+    def find_task_by_run(self, dag_run_id: str) -> int | None:
+        with self._read() as conn:
+            found = conn.execute(sa.select(tasks.c.id).where(tasks.c.dag_run_id == dag_run_id)).scalar()
+        return None if found is None else int(found)
 
     def set_dag_run(self, task_id: int, dag_run_id: str) -> None:
         self._update_task(task_id, dag_run_id=dag_run_id)

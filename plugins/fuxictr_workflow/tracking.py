@@ -1,0 +1,123 @@
+"""Stage lifecycle -> store: start, heartbeat, complete with a result, fail with a reason.
+
+Plain Python (no Airflow): the operators wrap their work in :func:`track_stage`. A stage
+that spans several Airflow tasks opens the step in its first task and closes it in its
+last (``closes_step=False`` for the earlier ones).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fuxictr_workflow.stages import StepStatus, TaskStatus, stage
+from fuxictr_workflow.workflow_log import WorkflowLogger
+
+ERROR_MESSAGE_MAX = 4000
+
+
+class StageError(RuntimeError):
+    """A stage failed for a reason the user can act on; the message is shown as is.
+
+    retryable=False (bad input, unknown experiment ...) fails the task at once: retrying
+    cannot help.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class TaskCancelled(StageError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
+
+
+def error_message(exc: BaseException) -> str:
+    """What goes into task_steps.error_message: the user-facing reason, not a traceback."""
+    text = str(exc).strip() if isinstance(exc, StageError) else f"{type(exc).__name__}: {exc}".strip()
+    return text[:ERROR_MESSAGE_MAX]
+
+
+@dataclass
+class StageRun:
+    """Handle the stage code gets: logging, a JSON result for the step, cancellation."""
+
+    task_id: int
+    step: str
+    logger: WorkflowLogger
+    result: dict[str, Any] = field(default_factory=dict)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def log(self, level: str, message: str) -> None:
+        self.logger.log(self.task_id, self.step, level, message)
+
+    def info(self, message: str) -> None:
+        self.log("INFO", message)
+
+    def warning(self, message: str) -> None:
+        self.log("WARNING", message)
+
+    def error(self, message: str) -> None:
+        self.log("ERROR", message)
+
+    def check_cancelled(self) -> None:
+        if self.cancelled.is_set():
+            raise TaskCancelled(f"task {self.task_id} was cancelled")
+
+
+def _heartbeat(run: StageRun, interval: float, stop: threading.Event) -> None:
+    store = run.logger.store
+    while not stop.wait(interval):
+        try:
+            store.heartbeat(run.task_id)
+            if store.get_task(run.task_id, with_steps=False)["status"] == TaskStatus.CANCELLED:
+                run.cancelled.set()
+        except Exception:  # a missed heartbeat must never fail the stage itself
+            pass
+
+
+@contextmanager
+def track_stage(
+    task_id: int,
+    step: str,
+    *,
+    logger: WorkflowLogger,
+    heartbeat_interval: float,
+    will_retry: bool = False,
+    opens_step: bool = True,
+    closes_step: bool = True,
+) -> Iterator[StageRun]:
+    """Run one stage (or one part of it) with its lifecycle recorded in the store."""
+    stage(step)
+    store = logger.store
+    run = StageRun(task_id, step, logger)
+    current = next(s for s in store.get_task(task_id)["steps"] if s["step_name"] == step)
+    # A later part of a stage joins the running step; it (re)starts it only after a failure.
+    if opens_step or current["status"] != StepStatus.RUNNING:
+        attempt = store.start_step(task_id, step)
+        run.info(f"{step} started" + (f" (retry {attempt})" if attempt else ""))
+    started = time.monotonic()
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(run, heartbeat_interval, stop), daemon=True)
+    beat.start()
+    try:
+        yield run
+    except BaseException as exc:
+        reason = error_message(exc)
+        will_retry = will_retry and getattr(exc, "retryable", True)
+        store.fail_step(task_id, step, reason, final=not will_retry)
+        run.error(f"{step} failed: {reason}" + ("; it will be retried" if will_retry else ""))
+        raise
+    else:
+        if closes_step:
+            run.result.setdefault("seconds", round(time.monotonic() - started, 3))
+            store.complete_step(task_id, step, run.result)
+            run.info(f"{step} finished in {time.monotonic() - started:.1f}s")
+    finally:
+        stop.set()
+        beat.join(timeout=5)

@@ -1,0 +1,130 @@
+"""Shared fixtures: a real sshd on 127.0.0.1, config files pointing at it, a store.
+
+Service fixtures for other real components live in their own plugin modules under
+tests/services/ and are registered in `pytest_plugins` below.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # scripts/ and benchmarks/ import as packages
+
+from fuxictr_workflow.config import WorkflowConfig, load_config  # noqa: E402
+from fuxictr_workflow.store import WorkflowStore  # noqa: E402
+from fuxictr_workflow.workflow_log import WorkflowLogger  # noqa: E402
+
+from scripts.sshd import LocalSshd, SshdInfo  # noqa: E402
+
+pytest_plugins: list[str] = []
+
+VENV_PYTHON = str(REPO / ".venv" / "bin" / "python")
+
+
+@pytest.fixture(scope="session")
+def work_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("work")
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdInfo]:
+    """A real OpenSSH sshd on 127.0.0.1 (own host key, own user key, key-only)."""
+    server = LocalSshd(tmp_path_factory.mktemp("sshd"))
+    info = server.start()
+    yield info
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def sshd_server(sshd: SshdInfo) -> LocalSshd:
+    """The controller of the session sshd (for fault tests: kill sessions, restart)."""
+    return LocalSshd(sshd.dir)
+
+
+def write_config(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., WorkflowConfig]:
+    """Write a config.yaml under tmp_path (server 'local' from `sshd` if given) and load it.
+
+    Keyword overrides are merged per section, e.g. make_config(sshd, transfer={"chunk_size": 1024}).
+    Sets $FUXICTR_WORKFLOW_CONFIG to the file for the test's duration.
+    """
+    old = os.environ.get("FUXICTR_WORKFLOW_CONFIG")
+
+    def make(ssh: SshdInfo | None = None, **sections: dict[str, Any]) -> WorkflowConfig:
+        server: dict[str, Any] = {"host": "127.0.0.1", "username": "nobody", "port": 22}
+        if ssh is not None:
+            server = {
+                "host": ssh.host,
+                "port": ssh.port,
+                "username": ssh.username,
+                "key_path": ssh.key_path,
+                "known_hosts": ssh.known_hosts,
+                "python": VENV_PYTHON,
+            }
+        server["remote_root"] = str(tmp_path / "remote")
+        data: dict[str, Any] = {
+            "servers": {"local": server},
+            "storage": {
+                "shared_dir": str(tmp_path / "shared"),
+                "staging_dir": str(tmp_path / "staging"),
+                "checkpoint_dir": str(tmp_path / "checkpoints"),
+                "log_dir": str(tmp_path / "logs" / "workflow"),
+            },
+            "store": {"url": f"sqlite:///{tmp_path / 'workflow.db'}"},
+        }
+        for section, values in sections.items():
+            if isinstance(values, dict) and isinstance(data.get(section), dict):
+                if section == "servers":
+                    for name, overrides in values.items():
+                        data["servers"][name] = {**data["servers"].get(name, {}), **overrides}
+                else:
+                    data[section] = {**data[section], **values}
+            else:
+                data[section] = values
+        path = write_config(tmp_path / "config.yaml", data)
+        os.environ["FUXICTR_WORKFLOW_CONFIG"] = str(path)
+        return load_config(path)
+
+    yield make  # type: ignore[misc]
+    if old is None:
+        os.environ.pop("FUXICTR_WORKFLOW_CONFIG", None)
+    else:
+        os.environ["FUXICTR_WORKFLOW_CONFIG"] = old
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> WorkflowStore:
+    s = WorkflowStore(f"sqlite:///{tmp_path / 'store.db'}", create=True)
+    yield s  # type: ignore[misc]
+    s.dispose()
+
+
+@pytest.fixture
+def wlogger(store: WorkflowStore, tmp_path: Path) -> WorkflowLogger:
+    return WorkflowLogger(store, str(tmp_path / "logs" / "workflow"), 1_000_000)
+
+
+def new_task(store: WorkflowStore, **overrides: Any) -> int:
+    fields = {
+        "name": "t",
+        "experiment_id": "demo_exp",
+        "sample_sql": "SELECT * FROM db.sample",
+        "infer_sql": "SELECT * FROM db.infer",
+        "hdfs_path": "/tmp/hdfs",
+        "hive_table": "db.predictions",
+    }
+    fields.update(overrides)
+    return store.create_task(**fields)
