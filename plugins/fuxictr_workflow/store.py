@@ -45,7 +45,7 @@ metadata = sa.MetaData()
 tasks = sa.Table(
     "tasks",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True, nullable=True),  # as the seed DDL
     sa.Column("name", sa.String(255), nullable=False),
     sa.Column("experiment_id", sa.String(100), nullable=False),
     sa.Column("sample_sql", sa.Text, nullable=False),
@@ -68,7 +68,7 @@ tasks = sa.Table(
 task_steps = sa.Table(
     "task_steps",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True, nullable=True),  # as the seed DDL
     sa.Column("task_id", sa.Integer, sa.ForeignKey("tasks.id"), nullable=False),
     sa.Column("step_name", sa.String(50), nullable=False),
     sa.Column("status", sa.String(50), server_default="pending"),
@@ -85,7 +85,7 @@ sa.Index("ix_task_steps_task_step", task_steps.c.task_id, task_steps.c.step_name
 transfer_chunks = sa.Table(
     "transfer_chunks",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True, nullable=True),  # as the seed DDL
     sa.Column("task_id", sa.Integer, sa.ForeignKey("tasks.id"), nullable=False),
     sa.Column("step_name", sa.String(50), nullable=False),
     sa.Column("chunk_id", sa.String(100), nullable=False),
@@ -109,7 +109,7 @@ transfer_chunks = sa.Table(
 task_logs = sa.Table(
     "task_logs",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True, nullable=True),  # as the seed DDL
     sa.Column("task_id", sa.Integer, sa.ForeignKey("tasks.id"), nullable=False),
     sa.Column("step", sa.String(50)),
     sa.Column("level", sa.String(20), nullable=False),

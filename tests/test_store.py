@@ -1,0 +1,205 @@
+"""The workflow store's named operations, on SQLite and on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fuxictr_workflow.stages import STAGE_NAMES
+from fuxictr_workflow.store import ChunkSpec, IllegalTransition, NotFound, WorkflowStore
+
+from tests.conftest import new_task
+from tests.services.postgres import reset_database
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+    else:
+        pg = request.getfixturevalue("postgres_url")
+        reset_database(pg)
+        yield pg
+
+
+@pytest.fixture
+def db(url: str) -> Iterator[WorkflowStore]:
+    store = WorkflowStore(url, create=True)
+    yield store
+    store.dispose()
+
+
+def test_create_task_has_six_pending_steps(db: WorkflowStore) -> None:
+    task_id = new_task(db, name="my_task")
+    task = db.get_task(task_id)
+    assert task["status"] == "pending" and task["current_step"] == 0
+    assert task["created_at"] is not None and task["completed_at"] is None
+    assert [s["step_name"] for s in task["steps"]] == list(STAGE_NAMES)
+    assert {s["status"] for s in task["steps"]} == {"pending"}
+    assert {s["retry_count"] for s in task["steps"]} == {0}
+
+
+def test_full_lifecycle_completes_task(db: WorkflowStore) -> None:
+    task_id = new_task(db)
+    for index, step in enumerate(STAGE_NAMES):
+        db.start_step(task_id, step)
+        task = db.get_task(task_id, with_steps=False)
+        assert (task["status"], task["current_step"]) == ("running", index)
+        db.complete_step(task_id, step, {"index": index})
+    task = db.get_task(task_id)
+    assert task["status"] == "completed" and task["current_step"] == 5 and task["completed_at"] is not None
+    assert all(s["status"] == "completed" and s["started_at"] and s["completed_at"] for s in task["steps"])
+    assert db.step_result(task_id, "train") == {"index": 2}
+
+
+def test_illegal_transitions_are_refused(db: WorkflowStore) -> None:
+    task_id = new_task(db)
+    with pytest.raises(IllegalTransition, match="pending to completed"):
+        db.complete_step(task_id, "train")
+    with pytest.raises(IllegalTransition):
+        db.fail_step(task_id, "train", "x")
+    db.start_step(task_id, "data_fetch")
+    db.complete_step(task_id, "data_fetch")
+    with pytest.raises(IllegalTransition, match="completed to running"):
+        db.start_step(task_id, "data_fetch")
+    with pytest.raises(ValueError, match="unknown step"):
+        db.start_step(task_id, "bogus")
+    with pytest.raises(NotFound):
+        db.start_step(99999, "data_fetch")
+    with pytest.raises(IllegalTransition, match="only failed or cancelled"):
+        db.reset_from_step(task_id)
+
+
+def test_failure_retry_and_reset(db: WorkflowStore) -> None:
+    task_id = new_task(db)
+    db.start_step(task_id, "data_fetch")
+    db.complete_step(task_id, "data_fetch")
+    db.start_step(task_id, "data_upload")
+    db.fail_step(task_id, "data_upload", "connection reset", final=False)
+    assert db.get_task(task_id, with_steps=False)["status"] == "running"  # Airflow will retry
+    assert db.start_step(task_id, "data_upload") == 1
+    db.fail_step(task_id, "data_upload", "connection reset again")
+    task = db.get_task(task_id)
+    assert task["status"] == "failed" and task["current_step"] == 1
+    assert task["steps"][1]["error_message"] == "connection reset again"
+    assert [s["status"] for s in task["steps"][2:]] == ["pending"] * 4
+
+    assert db.reset_from_step(task_id) == "data_upload"
+    task = db.get_task(task_id)
+    assert task["status"] == "pending" and task["current_step"] == 1
+    assert [s["status"] for s in task["steps"]] == ["completed"] + ["pending"] * 5
+    assert task["steps"][1]["error_message"] is None and task["steps"][1]["retry_count"] == 2
+
+
+def test_worker_died_restart_counts_retry(db: WorkflowStore) -> None:
+    task_id = new_task(db)
+    db.start_step(task_id, "train")
+    assert db.start_step(task_id, "train") == 1
+
+
+def test_cancel(db: WorkflowStore) -> None:
+    task_id = new_task(db)
+    db.start_step(task_id, "data_fetch")
+    db.cancel_task(task_id)
+    task = db.get_task(task_id)
+    assert task["status"] == "cancelled"
+    assert task["steps"][0]["status"] == "failed" and "cancelled" in task["steps"][0]["error_message"]
+    with pytest.raises(IllegalTransition):
+        db.start_step(task_id, "data_upload")
+    with pytest.raises(IllegalTransition):
+        db.cancel_task(task_id)
+
+
+def test_list_newest_first_with_filters(db: WorkflowStore) -> None:
+    ids = [new_task(db, name=f"t{i}") for i in range(5)]
+    db.fail_task(ids[1], "trigger failed")
+    assert [t["id"] for t in db.list_tasks()] == ids[::-1]
+    assert [t["id"] for t in db.list_tasks(limit=2, offset=1)] == [ids[3], ids[2]]
+    assert [t["id"] for t in db.list_tasks(status="failed")] == [ids[1]]
+    assert db.count_tasks() == 5 and db.count_tasks(status="pending") == 4
+
+
+def test_task_for_run_is_idempotent(db: WorkflowStore) -> None:
+    fields = {"name": "ui", "experiment_id": "e", "sample_sql": "SELECT 1", "infer_sql": "SELECT 2"}
+    first = db.task_for_run("manual__1", fields, server="local")
+    assert db.task_for_run("manual__1", fields) == first
+    assert db.task_for_run("manual__2", fields) != first
+    assert db.get_task(first)["dag_run_id"] == "manual__1"
+
+
+def test_chunks_resume_and_source_change(db: WorkflowStore) -> None:
+    task_id = new_task(db)
+    specs = [ChunkSpec(f"f:{i}", "/data/f", i * 10, 10, "20:1") for i in range(2)]
+    rows = db.register_chunks(task_id, "data_upload", specs)
+    assert [r["status"] for r in rows] == ["pending", "pending"]
+    db.mark_chunk(task_id, "data_upload", "f:0", "verified", checksum="aa", sent=True)
+    db.mark_chunk(task_id, "data_upload", "f:1", "failed", sent=True, retried=True)
+    rows = db.register_chunks(task_id, "data_upload", specs)  # a restart: verified chunk kept
+    assert [(r["status"], r["send_count"]) for r in rows] == [("verified", 1), ("failed", 1)]
+    assert rows[1]["retry_count"] == 1
+    changed = [ChunkSpec(s.chunk_id, s.file_path, s.offset, s.size, "20:2") for s in specs]
+    rows = db.register_chunks(task_id, "data_upload", changed)  # source changed: start over
+    assert [r["status"] for r in rows] == ["pending", "pending"]
+    assert db.chunk_progress(task_id)["data_upload"]["chunks_total"] == 2
+    with pytest.raises(NotFound):
+        db.mark_chunk(task_id, "data_upload", "nope", "verified")
+
+
+def test_big_offsets(db: WorkflowStore) -> None:
+    task_id = new_task(db)
+    big = 5 * 2**30
+    db.register_chunks(task_id, "data_upload", [ChunkSpec("big:512", "/data/big", big, 2**23, "x")])
+    assert db.chunks(task_id)[0]["offset"] == big
+
+
+def test_logs_in_order(db: WorkflowStore) -> None:
+    task_id = new_task(db)
+    ids = [db.append_log(task_id, "train", "INFO", f"line {i}") for i in range(5)]
+    assert ids == sorted(ids)
+    after = db.logs_after(task_id, ids[1])
+    assert [e["message"] for e in after] == ["line 2", "line 3", "line 4"]
+
+
+def test_init_is_idempotent_and_versioned(db: WorkflowStore) -> None:
+    assert db.schema_version() == 1
+    assert db.init() == 1
+    assert db.schema_version() == 1
+
+
+# -- concurrency: 8 processes x 200 mixed writes against one database --
+
+WORKERS, ROUNDS = 8, 25  # 25 rounds x 8 operations = 200 writes per process
+
+
+def _worker(url: str, worker: int) -> None:
+    store = WorkflowStore(url)
+    for r in range(ROUNDS):
+        task_id = new_task(store, name=f"w{worker}-{r}")
+        store.start_step(task_id, "data_fetch")
+        store.append_log(task_id, "data_fetch", "INFO", f"w{worker} r{r} start")
+        store.register_chunks(task_id, "data_upload", [ChunkSpec("c0", "/f", 0, 1, "1:1")])
+        store.mark_chunk(task_id, "data_upload", "c0", "verified", checksum="x", sent=True)
+        store.complete_step(task_id, "data_fetch")
+        store.append_log(task_id, "data_fetch", "INFO", f"w{worker} r{r} done")
+        store.heartbeat(task_id)
+    store.dispose()
+
+
+def test_concurrent_writers_lose_nothing(db: WorkflowStore, url: str) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(url, w)) for w in range(WORKERS)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    assert [p.exitcode for p in procs] == [0] * WORKERS, "a writer failed (see its traceback above)"
+    total = WORKERS * ROUNDS
+    tasks = db.list_tasks(limit=10_000)
+    assert len(tasks) == total
+    assert len({t["name"] for t in tasks}) == total
+    done = [db.get_task(t["id"])["steps"][0]["status"] for t in tasks]
+    assert done == ["completed"] * total
+    assert sum(len(db.logs_after(t["id"])) for t in tasks) == 2 * total
+    assert sum(len(db.chunks(t["id"])) for t in tasks) == total
