@@ -62,8 +62,10 @@ def test_illegal_transitions_are_refused(db: WorkflowStore) -> None:
         db.fail_step(task_id, "train", "x")
     db.start_step(task_id, "data_fetch")
     db.complete_step(task_id, "data_fetch")
-    with pytest.raises(IllegalTransition, match="completed to running"):
-        db.start_step(task_id, "data_fetch")
+    with pytest.raises(IllegalTransition, match="completed to completed"):
+        db.complete_step(task_id, "data_fetch")
+    with pytest.raises(IllegalTransition, match="completed to skipped"):
+        db.skip_step(task_id, "data_fetch")
     with pytest.raises(ValueError, match="unknown step"):
         db.start_step(task_id, "bogus")
     with pytest.raises(NotFound):

@@ -136,6 +136,9 @@ class TransferConfig(_Section):
 class TaskConfig(_Section):
     heartbeat_interval: PositiveInt = 30
     log_rotation_size: PositiveInt = 104857600
+    # Airflow retries a failed stage transfer.max_retries times; the first retry waits this
+    # long, later ones back off exponentially.
+    retry_delay_s: Annotated[float, Field(ge=0)] = 10.0
 
 
 class HiveConfig(_Section):

@@ -151,13 +151,15 @@ class IllegalTransition(StoreError):
 
 # step status -> statuses it may move to. Restarting a running step is how a worker that
 # died mid-stage is recovered (Airflow retries it); resetting to pending is `retry`.
+# Completing or failing needs a running step; a step never goes back to pending by itself.
 _STEP_TRANSITIONS: dict[str, frozenset[str]] = {
     StepStatus.PENDING: frozenset({StepStatus.RUNNING, StepStatus.SKIPPED}),
     StepStatus.RUNNING: frozenset(
         {StepStatus.RUNNING, StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED}
     ),
     StepStatus.FAILED: frozenset({StepStatus.RUNNING, StepStatus.PENDING}),
-    StepStatus.COMPLETED: frozenset({StepStatus.PENDING}),
+    # completed -> running: an explicit re-run of one stage (`airflow tasks test ... -t '{"task_id": N}'`)
+    StepStatus.COMPLETED: frozenset({StepStatus.PENDING, StepStatus.RUNNING}),
     StepStatus.SKIPPED: frozenset({StepStatus.PENDING, StepStatus.RUNNING}),
 }
 

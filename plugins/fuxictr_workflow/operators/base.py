@@ -21,15 +21,17 @@ from fuxictr_workflow.workflow_log import WorkflowLogger, get_logger
 def resolve_task_id(context: Any, store: WorkflowStore, cfg: WorkflowConfig) -> int:
     """The workflow task of this DAG run.
 
-    Runs created through the API carry ``task_id`` in their conf. A run triggered from the
-    Airflow UI (or `airflow dags/tasks test`) has none: its task row is created from the
+    Runs created through the API carry ``task_id`` in their conf; `airflow tasks test ...
+    -t '{"task_id": N}'` names an existing task to re-run one stage of. A run triggered from
+    the Airflow UI (or `airflow dags test`) has neither: its task row is created from the
     run's params on first use, keyed by the run id, so UI and API see the same tasks.
     """
     dag_run = context["dag_run"]
     conf = dag_run.conf or {}
-    if conf.get("task_id") is not None:
-        return int(conf["task_id"])
     params = context["params"]
+    explicit = conf.get("task_id") if conf.get("task_id") is not None else params.get("task_id")
+    if explicit is not None:
+        return int(explicit)
     fields = {f: params.get(f) for f in TASK_FIELDS}
     return store.task_for_run(dag_run.run_id, fields, server=params.get("server") or cfg.default_server)
 

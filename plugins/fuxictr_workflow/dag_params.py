@@ -1,0 +1,84 @@
+"""The DAG's Params: the six task fields as JSON schemas, so the trigger form validates them.
+
+Built from validation.py's limits and patterns: the form, the API and the stages enforce
+one rule set (the stages re-check with the full rules, e.g. single-statement SQL).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fuxictr_workflow import validation as v
+
+DAG_ID = "fuxictr_workflow"
+
+
+def dag_id_for(server: str, default_server: str) -> str:
+    """One DAG per training server (own pool); the default server's DAG is `fuxictr_workflow`."""
+    return DAG_ID if server == default_server else f"{DAG_ID}__{server}"
+
+
+def pool_for(server: str) -> str:
+    """The Airflow pool that caps concurrent train/infer runs on one server."""
+    return f"fuxictr_train_{server}"
+
+
+def param_schemas(server: str) -> dict[str, dict[str, Any]]:
+    """Param name -> keyword arguments for airflow.sdk.Param."""
+    sql = {"type": "string", "minLength": 1, "maxLength": v.SQL_MAX, "format": "multiline"}
+    return {
+        "name": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": v.NAME_MAX,
+            "title": "Task name",
+            "description": "A name for this pipeline run.",
+        },
+        "experiment_id": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": v.EXPERIMENT_ID_MAX,
+            "pattern": v.EXPERIMENT_ID_PATTERN,
+            "title": "Experiment id",
+            "description": "FuXiCTR expid in the server's model_config.yaml (letters, digits, _ . -).",
+        },
+        "sample_sql": {
+            **sql,
+            "title": "Sample SQL",
+            "description": "One SELECT (or WITH ... SELECT) query for the training data, with the label column.",
+        },
+        "infer_sql": {
+            **sql,
+            "title": "Inference SQL",
+            "description": "One SELECT query for the rows to score (id column(s) + features).",
+        },
+        "hdfs_path": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": v.HDFS_PATH_MAX,
+            "pattern": v.HDFS_PATH_PATTERN,
+            "title": "HDFS path",
+            "description": "Absolute path or hdfs://, webhdfs://, file:// URL for this run's files.",
+        },
+        "hive_table": {
+            "type": "string",
+            "minLength": 3,
+            "maxLength": v.HIVE_TABLE_MAX,
+            "pattern": v.HIVE_TABLE_PATTERN,
+            "title": "Hive table",
+            "description": "database.table for the predictions (created if missing; one partition per task).",
+        },
+        "server": {
+            "type": "string",
+            "enum": [server],
+            "default": server,
+            "title": "Training server",
+            "description": "The configured training server this DAG runs on.",
+        },
+        "task_id": {
+            "type": ["null", "integer"],
+            "default": None,
+            "title": "Workflow task id",
+            "description": "Set by the API; leave empty when triggering by hand (a new task is created).",
+        },
+    }

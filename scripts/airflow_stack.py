@@ -1,0 +1,182 @@
+"""Airflow's own processes for the embedded default, on 127.0.0.1, under a home of ours.
+
+api-server (serving the UI, Airflow's API, the execution API and our plugin's API),
+scheduler (LocalExecutor) and dag-processor, each with a pid file so `stop` ends exactly
+what `start` began. Used by `make demo`/`make serve`/`make stop` and the end-to-end tests.
+
+    python scripts/airflow_stack.py start --home DIR [--port 8001] [--env-file FILE]
+    python scripts/airflow_stack.py stop --home DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+PROCESSES = ("api-server", "scheduler", "dag-processor")
+ADMIN = "admin"
+
+
+def airflow_env(home: Path, port: int, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment every Airflow process (and `airflow` CLI call) of this stack uses."""
+    base_url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": base_url,
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{base_url}/execution/",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+        "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    env.update(extra or {})
+    return env
+
+
+def passwords_file(home: Path) -> Path:
+    return home / "simple_auth_manager_passwords.json.generated"
+
+
+def admin_password(home: Path) -> str:
+    return json.loads(passwords_file(home).read_text())[ADMIN]
+
+
+def _pid_file(home: Path, name: str) -> Path:
+    return home / "pids" / f"{name}.pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def running(home: Path) -> dict[str, int]:
+    out = {}
+    for name in PROCESSES:
+        f = _pid_file(home, name)
+        if f.exists() and _alive(pid := int(f.read_text())):
+            out[name] = pid
+    return out
+
+
+def wait_healthy(port: int, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    url = f"http://127.0.0.1:{port}/api/v2/monitor/health"
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"the Airflow API server did not answer on {url} within {timeout:.0f}s")
+
+
+def start(
+    home: Path, port: int, extra_env: dict[str, str] | None = None, processes: tuple[str, ...] = PROCESSES
+) -> dict[str, str]:
+    """Migrate the metadata DB, start the processes, wait for the API; returns the env used."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "pids").mkdir(exist_ok=True)
+    (home / "logs").mkdir(exist_ok=True)
+    env = airflow_env(home, port, extra_env)
+    subprocess.run([str(VENV_BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True)
+    already = running(home)
+    for name in processes:
+        if name in already:
+            continue
+        start_one(home, name, env)
+    if "api-server" in processes:
+        wait_healthy(port)
+    return env
+
+
+def start_one(home: Path, name: str, env: dict[str, str]) -> int:
+    log = open(home / "logs" / f"{name}.out", "ab")  # noqa: SIM115 - owned by the daemon
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "airflow"), name],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: stop() ends its workers too
+    )
+    _pid_file(home, name).write_text(str(proc.pid))
+    return proc.pid
+
+
+def stop_one(home: Path, name: str, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+    f = _pid_file(home, name)
+    if not f.exists():
+        return
+    pid = int(f.read_text())
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        f.unlink(missing_ok=True)
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _alive(pid):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.1)
+    if _alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+    f.unlink(missing_ok=True)
+
+
+def stop(home: Path) -> None:
+    for name in reversed(PROCESSES):
+        stop_one(home, name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("action", choices=["start", "stop", "status"])
+    parser.add_argument("--home", required=True, type=Path)
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--env-file", type=Path, help="JSON object of extra environment variables")
+    args = parser.parse_args(argv)
+    home = args.home.resolve()
+    if args.action == "start":
+        extra = json.loads(args.env_file.read_text()) if args.env_file else None
+        start(home, args.port, extra)
+        print(f"Airflow on http://127.0.0.1:{args.port} (admin password in {passwords_file(home)})")
+    elif args.action == "stop":
+        stop(home)
+    else:
+        procs = running(home)
+        print(json.dumps(procs))
+        return 0 if procs else 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
