@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import subprocess
 import sys
 
 from fuxictr_workflow.config import ConfigError, get_config
@@ -25,6 +28,24 @@ def _config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pools_sync(args: argparse.Namespace) -> int:
+    """Create/update one Airflow pool per training server (slots = max_concurrent_trainings)."""
+    from fuxictr_workflow.dag_params import pool_for
+
+    cfg = get_config()
+    airflow = shutil.which("airflow") or os.path.join(os.path.dirname(sys.executable), "airflow")
+    for name, server in cfg.servers.items():
+        pool = pool_for(name)
+        slots = str(server.max_concurrent_trainings)
+        subprocess.run(
+            [airflow, "pools", "set", pool, slots, f"FuXiCTR trainings on {name}"],
+            check=True,
+            capture_output=True,
+        )
+        print(f"pool {pool}: {slots} slot(s)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fuxictr-workflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -38,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         dest="config_command", required=True
     )
     config.add_parser("check", help="load and validate the config file").set_defaults(func=_config_check)
+    pools = sub.add_parser("pools", help="Airflow pools").add_subparsers(dest="pools_command", required=True)
+    pools.add_parser("sync", help="one pool per configured training server").set_defaults(func=_pools_sync)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
