@@ -1,0 +1,303 @@
+"""The transfer agent: file operations for one side of a chunked transfer.
+
+This module is stdlib-only on purpose. The engine sends its source to the server and
+runs it there with ``python3 -S -c`` over one SSH session per worker; the session's
+stdin/stdout then carry a small request/response protocol (one JSON line per request,
+raw bytes after ``write`` requests and ``read`` replies). The same functions serve the
+local side in-process, so both sides create, hash and commit files identically.
+
+Requests (``{"op": ...}``) and replies (``{"ok": 1, ...}`` or ``{"ok": 0, "error": ...}``):
+
+- ``hello`` → agent version
+- ``list path`` → the regular files of a file or directory: ``[[rel, size, mtime_ns], ...]``
+- ``stat paths`` → size of each path, or null when it is not a regular file
+- ``create parts dirs`` → make parent dirs, create each ``<dest>.part`` at its final size
+- ``write path off size`` + ``size`` raw bytes → ``pwrite`` them into the part file
+- ``hash path off size`` → sha256 of that region as stored (read back from the file)
+- ``read path off size`` → reply, ``size`` raw bytes, then ``{"ok": 1, "sha256": ...}``
+- ``commit pairs`` → fsync each part, rename it to its final name, fsync the directory
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import stat
+import sys
+from typing import BinaryIO
+
+VERSION = 1
+PIECE = 1 << 20  # bytes per read/write call: big enough to amortise syscalls and Python
+PIPE_SIZE = 1 << 20  # Linux default pipes hold 64 KiB; bigger pipes mean fewer wakeups
+
+
+class AgentError(Exception):
+    """A file operation failed on this side; the message names the path and the reason."""
+
+
+def _oserror(action: str, path: str, err: OSError) -> AgentError:
+    return AgentError(f"cannot {action} {path}: {err.strerror or err}")
+
+
+def enlarge_pipe(fd: int) -> None:
+    """Grow a pipe's buffer (Linux only; harmless elsewhere or for non-pipes)."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
+    except (OSError, ImportError, ValueError):
+        pass
+
+
+def list_files(path: str) -> list[list[object]]:
+    """The regular files of a file or a directory tree, sorted, as [rel, size, mtime_ns]."""
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        raise _oserror("read", path, err) from None
+    if stat.S_ISREG(st.st_mode):
+        return [["", st.st_size, st.st_mtime_ns]]
+    if not stat.S_ISDIR(st.st_mode):
+        raise AgentError(f"cannot read {path}: not a regular file or directory")
+    found = []
+    for root, dirs, files in os.walk(path, onerror=None):
+        dirs.sort()
+        for name in files:
+            full = os.path.join(root, name)
+            st = os.stat(full)
+            if stat.S_ISREG(st.st_mode) and not name.endswith(".part"):
+                found.append([os.path.relpath(full, path), st.st_size, st.st_mtime_ns])
+    found.sort()
+    return found
+
+
+def stat_sizes(paths: list[str]) -> list[int | None]:
+    sizes: list[int | None] = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+            sizes.append(st.st_size if stat.S_ISREG(st.st_mode) else None)
+        except FileNotFoundError:
+            sizes.append(None)
+        except OSError as err:
+            raise _oserror("stat", path, err) from None
+    return sizes
+
+
+def create_parts(parts: list[list[object]], dirs: list[str]) -> None:
+    """Make the directories and create each part file at its final size (sparse, zeros)."""
+    for d in dirs:
+        try:
+            os.makedirs(d, exist_ok=True)
+        except OSError as err:
+            raise _oserror("create directory", d, err) from None
+    for path, size in parts:
+        assert isinstance(path, str) and isinstance(size, int)
+        try:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.ftruncate(fd, size)
+            finally:
+                os.close(fd)
+        except OSError as err:
+            raise _oserror("write", path, err) from None
+
+
+def hash_fd(fd: int, offset: int, size: int, buf: bytearray | None = None) -> str:
+    """sha256 of a region as stored in the file; a short file hashes short (never matches)."""
+    h = hashlib.sha256()
+    view = memoryview(buf if buf is not None else bytearray(PIECE))
+    end = offset + size
+    while offset < end:
+        n = os.preadv(fd, [view[: min(len(view), end - offset)]], offset)
+        if n == 0:
+            break
+        h.update(view[:n])
+        offset += n
+    return h.hexdigest()
+
+
+def commit_parts(pairs: list[list[str]]) -> None:
+    """fsync each part and rename it over its final name; then fsync the directories."""
+    dirs = set()
+    for part, dest in pairs:
+        if not os.path.exists(part) and os.path.isfile(dest):
+            continue  # renamed by an earlier attempt whose reply was lost
+        try:
+            fd = os.open(part, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(part, dest)
+        except OSError as err:
+            raise _oserror("finish", dest, err) from None
+        dirs.add(os.path.dirname(dest) or ".")
+    for d in dirs:
+        try:
+            fd = os.open(d, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            pass  # some filesystems refuse fsync on directories; the rename itself stands
+
+
+class FdCache:
+    """Open file descriptors by path, so chunk after chunk of one file costs no open()."""
+
+    def __init__(self, flags: int, limit: int = 64) -> None:
+        self.flags = flags
+        self.limit = limit
+        self.fds: dict[str, int] = {}
+
+    def get(self, path: str) -> int:
+        fd = self.fds.get(path)
+        if fd is None:
+            if len(self.fds) >= self.limit:
+                self.close()
+            fd = self.fds[path] = os.open(path, self.flags)
+        return fd
+
+    def forget(self, path: str) -> None:
+        fd = self.fds.pop(path, None)
+        if fd is not None:
+            os.close(fd)
+
+    def close(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
+
+
+class Agent:
+    """Serves requests from `inp` and replies on `out` until EOF."""
+
+    def __init__(self, inp: BinaryIO, out: BinaryIO) -> None:
+        self.inp = inp
+        self.out = out
+        self.buf = bytearray(PIECE)
+        self.writers = FdCache(os.O_WRONLY)
+        self.readers = FdCache(os.O_RDONLY)
+
+    def reply(self, **fields: object) -> None:
+        self.out.write(json.dumps(fields).encode() + b"\n")
+        self.out.flush()
+
+    def serve(self) -> None:
+        while True:
+            line = self.inp.readline()
+            if not line:
+                return
+            req = json.loads(line)
+            op = req.get("op")
+            try:
+                handler = getattr(self, "op_" + str(op), None)
+                if handler is None:
+                    raise AgentError(f"unknown request {op!r}")
+                handler(req)
+            except AgentError as err:
+                self.reply(ok=0, error=str(err))
+            except OSError as err:
+                self.reply(ok=0, error=f"{op} {req.get('path', '')}: {err.strerror or err}")
+
+    def op_hello(self, req: dict) -> None:
+        self.reply(ok=1, version=VERSION, python=sys.version.split()[0])
+
+    def op_list(self, req: dict) -> None:
+        self.reply(ok=1, files=list_files(req["path"]))
+
+    def op_stat(self, req: dict) -> None:
+        self.reply(ok=1, sizes=stat_sizes(req["paths"]))
+
+    def op_create(self, req: dict) -> None:
+        for path, _size in req["parts"]:
+            self.writers.forget(path)
+            self.readers.forget(path)
+        create_parts(req["parts"], req.get("dirs", []))
+        self.reply(ok=1)
+
+    def op_write(self, req: dict) -> None:
+        path, offset, size = req["path"], req["off"], req["size"]
+        try:
+            fd: int | None = self.writers.get(path)
+        except OSError as err:
+            fd, failure = None, _oserror("write", path, err)
+        view = memoryview(self.buf)
+        end = offset + size
+        while offset < end:
+            n = self.inp.readinto(view[: min(len(view), end - offset)])
+            if not n:
+                raise SystemExit(1)  # the client went away mid-chunk
+            if fd is not None:
+                written = 0
+                while written < n:
+                    try:
+                        written += os.pwrite(fd, view[written:n], offset + written)
+                    except OSError as err:
+                        fd, failure = None, _oserror("write", path, err)
+                        break
+            offset += n
+        if fd is None:
+            raise failure
+        self.reply(ok=1)
+
+    def op_hash(self, req: dict) -> None:
+        try:
+            fd = self.readers.get(req["path"])
+        except OSError as err:
+            raise _oserror("read", req["path"], err) from None
+        self.reply(ok=1, sha256=hash_fd(fd, req["off"], req["size"], self.buf))
+
+    def op_read(self, req: dict) -> None:
+        path, offset, size = req["path"], req["off"], req["size"]
+        try:
+            fd = self.readers.get(path)
+            have = os.fstat(fd).st_size
+        except OSError as err:
+            raise _oserror("read", path, err) from None
+        if offset + size > have:
+            raise AgentError(f"cannot read {path}: it has {have} bytes, expected at least {offset + size}")
+        self.reply(ok=1)
+        h = hashlib.sha256() if req.get("hash") else None
+        view = memoryview(self.buf)
+        end = offset + size
+        while offset < end:
+            n = os.preadv(fd, [view[: min(len(view), end - offset)]], offset)
+            if n == 0:
+                raise SystemExit(1)  # truncated under us: the client sees a lost connection
+            if h is not None:
+                h.update(view[:n])
+            self.out.write(view[:n])
+            offset += n
+        self.reply(ok=1, sha256=h.hexdigest() if h is not None else None)
+
+    def op_commit(self, req: dict) -> None:
+        for part, _dest in req["pairs"]:
+            self.writers.forget(part)
+            self.readers.forget(part)
+        commit_parts(req["pairs"])
+        self.reply(ok=1)
+
+
+def main() -> None:
+    for fd in (0, 1):
+        enlarge_pipe(fd)
+    try:
+        # nested, not parenthesized: servers may run Python 3.7
+        with open(0, "rb", buffering=PIECE, closefd=False) as inp:  # noqa: SIM117
+            with open(1, "wb", buffering=PIECE, closefd=False) as out:
+                Agent(inp, out).serve()
+    except (BrokenPipeError, KeyboardInterrupt):
+        pass  # the client went away: nothing left to answer
+    except OSError as err:
+        if err.errno != errno.EPIPE:
+            raise
+
+
+if __name__ == "__main__":
+    main()
