@@ -1,0 +1,615 @@
+// FuXiCTR Workflow view. Plain JS, no build step, nothing fetched from elsewhere.
+// Every data call goes to the plugin's API on this origin; the browser sends the Airflow
+// UI's session cookie (_token) with it, so there is no second login.
+"use strict";
+
+const STAGES = ["data_fetch", "data_upload", "train", "infer", "result_download", "hive_upload"];
+const TRANSFER_STAGES = ["data_upload", "result_download"];
+const FINAL = ["completed", "failed", "cancelled"];
+const LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"];
+const FIELDS = ["name", "experiment_id", "sample_sql", "infer_sql", "hdfs_path", "hive_table", "server"];
+// The page lives at <api>/ui/; the API is its parent path (works under any base URL).
+const API = location.pathname.replace(/\/ui(\/.*)?$/, "");
+const LIST_POLL_MS = 4000;
+const DETAIL_POLL_MS = 2000;
+
+const $ = (id) => document.getElementById(id);
+const state = { view: null, taskId: null, task: null, timer: null, rates: {}, log: null, pausedScroll: false };
+
+// ---------- helpers ----------
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c !== null && c !== undefined) node.append(c instanceof Node ? c : String(c));
+  }
+  return node;
+}
+
+function parseTime(value) {
+  if (!value) return null;
+  let s = String(value).replace(" ", "T");
+  if (!/[zZ]|[+-]\d\d:?\d\d$/.test(s)) s += "Z"; // the store's times are UTC
+  const d = new Date(s);
+  return isNaN(d) ? null : d;
+}
+
+function fmtTime(value) {
+  const d = parseTime(value);
+  return d ? d.toISOString().slice(0, 19).replace("T", " ") + " UTC" : "\u2014";
+}
+
+function fmtDuration(start, end) {
+  const a = parseTime(start);
+  if (!a) return "\u2014";
+  const b = parseTime(end) || new Date();
+  let s = Math.max(0, Math.round((b - a) / 1000));
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
+  s %= 60;
+  return h ? `${h}h ${m}m` : m ? `${m}m ${s}s` : `${s}s`;
+}
+
+function badge(status, extra) {
+  const label = extra ? `${status} (${extra})` : status;
+  return el("span", { class: `badge ${status}${extra ? " stale" : ""}`, text: label });
+}
+
+function stageLabel(i) {
+  return `${i + 1}/6 ${STAGES[i] || "?"}`;
+}
+
+// Segment states from the task alone (list) or from its steps (detail).
+function segments(task) {
+  if (Array.isArray(task.steps) && task.steps.length) {
+    return STAGES.map((name) => (task.steps.find((s) => s.step_name === name) || {}).status || "pending");
+  }
+  const cur = Number(task.current_step) || 0;
+  return STAGES.map((_, i) => {
+    if (task.status === "completed" || i < cur) return "completed";
+    if (i === cur && task.status !== "pending") return task.status;
+    return "pending";
+  });
+}
+
+function progressBar(task) {
+  const segs = segments(task);
+  const done = segs.filter((s) => s === "completed").length;
+  return el(
+    "div",
+    { class: "progress", role: "img", "aria-label": `${done} of 6 stages completed` },
+    segs.map((s, i) => el("span", { class: s, title: `${STAGES[i]}: ${s}` })),
+  );
+}
+
+function notice(message, ok = false) {
+  const n = $("notice");
+  n.textContent = message;
+  n.className = ok ? "notice ok" : "notice";
+  n.hidden = !message;
+}
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super(errorText(status, body));
+    this.status = status;
+    this.body = body;
+  }
+}
+
+function errorText(status, body) {
+  if (status === 401) return "Your Airflow session has expired: sign in to Airflow again and reload.";
+  if (status === 403) return "Your Airflow user is not allowed to do this.";
+  const d = body && body.detail;
+  if (typeof d === "string") return d;
+  if (Array.isArray(d)) return d.map((e) => e.msg || JSON.stringify(e)).join("; ");
+  return `Request failed (HTTP ${status}).`;
+}
+
+async function api(path, options = {}) {
+  const resp = await fetch(API + path, {
+    credentials: "same-origin",
+    headers: { Accept: "application/json", ...(options.body ? { "Content-Type": "application/json" } : {}) },
+    ...options,
+  });
+  const text = await resp.text();
+  let body = null;
+  try {
+    body = text ? JSON.parse(text) : null;
+  } catch {
+    body = { detail: text };
+  }
+  if (!resp.ok) throw new ApiError(resp.status, body);
+  return body;
+}
+
+// ---------- routing ----------
+
+function route() {
+  const m = location.hash.match(/^#\/tasks\/(\d+)/);
+  if (m) showDetail(Number(m[1]));
+  else showList();
+}
+
+async function openFromQuery() {
+  // ?task_id=N, or ?dag_id=..&run_id=.. from the tab on a DAG run page.
+  const q = new URLSearchParams(location.search);
+  if (q.get("task_id") && /^\d+$/.test(q.get("task_id"))) {
+    location.replace(`#/tasks/${q.get("task_id")}`);
+    return;
+  }
+  const runId = q.get("run_id");
+  if (!runId) return;
+  const dagId = q.get("dag_id") || "";
+  if (dagId && !dagId.startsWith("fuxictr_workflow")) {
+    notice(`The DAG ${dagId} is not a FuXiCTR workflow DAG; showing all workflow tasks.`);
+    return;
+  }
+  try {
+    const tasks = await api(`/tasks?dag_run_id=${encodeURIComponent(runId)}&limit=1`);
+    const found = (Array.isArray(tasks) ? tasks : tasks.tasks || []).find((t) => t.dag_run_id === runId);
+    if (found) location.replace(`#/tasks/${found.id}`);
+    else notice(`No workflow task is recorded for the run ${runId} yet.`);
+  } catch (err) {
+    notice(err.message);
+  }
+}
+
+function stopTimer() {
+  clearTimeout(state.timer);
+  state.timer = null;
+}
+
+// ---------- task list ----------
+
+function showList() {
+  closeLogs();
+  stopTimer();
+  state.view = "list";
+  state.taskId = null;
+  $("list-view").hidden = false;
+  $("detail-view").hidden = true;
+  document.title = "FuXiCTR Workflow";
+  loadList();
+}
+
+async function loadList() {
+  stopTimer();
+  const status = $("status-filter").value;
+  try {
+    const tasks = await api(`/tasks?limit=100${status ? `&status=${status}` : ""}`);
+    if (state.view !== "list") return;
+    renderList(Array.isArray(tasks) ? tasks : tasks.tasks || []);
+    if (!$("notice").classList.contains("ok")) notice("");
+  } catch (err) {
+    notice(err.message);
+  }
+  if (state.view === "list") state.timer = setTimeout(loadList, LIST_POLL_MS);
+}
+
+function renderList(tasks) {
+  tasks = [...tasks].sort((a, b) => b.id - a.id); // newest first
+  const rows = tasks.map((t) => {
+    const error = t.status === "failed" || t.status === "cancelled" ? t.error_message : null;
+    return el(
+      "tr",
+      { class: `is-${t.status}`, "data-task-id": t.id },
+      el(
+        "td",
+        { "data-label": "Name" },
+        el("div", {},
+          el("button", { type: "button", class: "task-link", onclick: () => (location.hash = `#/tasks/${t.id}`) },
+            t.name),
+          el("span", { class: "muted", text: ` #${t.id}` })),
+        error ? el("div", { class: "row-error", text: error }) : null,
+      ),
+      el("td", { "data-label": "Experiment", text: t.experiment_id }),
+      el("td", { "data-label": "Status" }, badge(t.status, t.stale ? "stale" : null)),
+      el("td", { "data-label": "Stage", text: stageLabel(Number(t.current_step) || 0) }),
+      el("td", { "data-label": "Progress" }, progressBar(t)),
+      el("td", { "data-label": "Created", class: "time", text: fmtTime(t.created_at) }),
+      el("td", { "data-label": "Updated", class: "time", text: fmtTime(t.updated_at) }),
+      el("td", { "data-label": "Duration", class: "time", text: fmtDuration(t.created_at, t.completed_at) }),
+    );
+  });
+  $("task-rows").replaceChildren(...rows);
+  $("list-empty").hidden = tasks.length > 0;
+  $("task-table").hidden = tasks.length === 0;
+}
+
+// ---------- task detail ----------
+
+function showDetail(id) {
+  if (state.view === "detail" && state.taskId === id) return;
+  closeLogs();
+  stopTimer();
+  state.view = "detail";
+  state.taskId = id;
+  state.task = null;
+  state.rates = {};
+  $("list-view").hidden = true;
+  $("detail-view").hidden = false;
+  $("detail-title").textContent = `Task #${id}`;
+  $("detail-status").replaceChildren();
+  $("task-fields").replaceChildren();
+  $("step-rows").replaceChildren();
+  $("metrics").hidden = true;
+  $("task-error").hidden = true;
+  $("log-lines").replaceChildren();
+  loadDetail();
+  openLogs(id);
+}
+
+async function loadDetail() {
+  stopTimer();
+  const id = state.taskId;
+  try {
+    const task = await api(`/tasks/${id}`);
+    if (state.view !== "detail" || state.taskId !== id) return;
+    renderDetail(task);
+    if (!$("notice").classList.contains("ok")) notice("");
+  } catch (err) {
+    notice(err.message);
+  }
+  if (state.view === "detail" && state.taskId === id) {
+    const final = state.task && FINAL.includes(state.task.status);
+    state.timer = setTimeout(loadDetail, final ? LIST_POLL_MS * 2 : DETAIL_POLL_MS);
+  }
+}
+
+function renderDetail(task) {
+  state.task = task;
+  document.title = `${task.name} - FuXiCTR Workflow`;
+  $("detail-title").textContent = `${task.name} #${task.id}`;
+  $("detail-status").replaceChildren(badge(task.status, task.stale ? "stale" : null));
+  $("retry-btn").hidden = !(task.status === "failed" || task.status === "cancelled");
+  $("cancel-btn").hidden = !(task.status === "pending" || task.status === "running");
+  const err = $("task-error");
+  err.hidden = !task.error_message;
+  err.textContent = task.error_message ? `Error: ${task.error_message}` : "";
+
+  const field = (label, value, pre) =>
+    value === null || value === undefined || value === ""
+      ? []
+      : [el("dt", { text: label }), el("dd", {}, pre ? el("pre", { text: value }) : String(value))];
+  $("task-fields").replaceChildren(
+    ...field("Experiment", task.experiment_id),
+    ...field("Current stage", stageLabel(Number(task.current_step) || 0)),
+    ...field("Server", task.server),
+    ...field("Hive table", task.hive_table),
+    ...field("HDFS path", task.hdfs_path),
+    ...field("Sample SQL", task.sample_sql, true),
+    ...field("Inference SQL", task.infer_sql, true),
+    ...field("DAG run", task.dag_run_id),
+    ...field("Created", fmtTime(task.created_at)),
+    ...field("Updated", fmtTime(task.updated_at)),
+    ...field("Completed", task.completed_at ? fmtTime(task.completed_at) : null),
+    ...field("Duration", fmtDuration(task.created_at, task.completed_at)),
+  );
+
+  const steps = STAGES.map(
+    (name) => (task.steps || []).find((s) => s.step_name === name) || { step_name: name, status: "pending" },
+  );
+  $("step-rows").replaceChildren(
+    ...steps.map((s, i) => {
+      const details = [];
+      if (s.error_message) details.push(el("p", { class: "step-error", text: s.error_message }));
+      const transfer = transferInfo(task, s);
+      if (transfer) details.push(transfer);
+      return el(
+        "tr",
+        { class: `is-${s.status}`, "data-step": s.step_name },
+        el("td", { text: i + 1 }),
+        el("td", { text: s.step_name }),
+        el("td", {}, badge(s.status)),
+        el("td", { class: "time", text: fmtTime(s.started_at) }),
+        el("td", { class: "time", text: s.completed_at ? fmtTime(s.completed_at) : "\u2014" }),
+        el("td", { class: "time", text: s.started_at ? fmtDuration(s.started_at, s.completed_at) : "\u2014" }),
+        el("td", { text: s.retry_count || 0 }),
+        el("td", {}, details),
+      );
+    }),
+  );
+  renderMetrics(steps.find((s) => s.step_name === "train"));
+  const sel = $("step-filter");
+  if (sel.options.length === 1) STAGES.forEach((n) => sel.append(el("option", { value: n, text: n })));
+}
+
+// Chunk progress of a transfer stage, with a client-side MB/s from successive polls
+// (or the API's own rate when it reports one).
+function transferInfo(task, step) {
+  if (!TRANSFER_STAGES.includes(step.step_name)) return null;
+  const all = task.transfer || task.transfer_progress || task.chunk_progress || {};
+  const p = all[step.step_name];
+  if (!p || !p.chunks_total) return null;
+  const now = Date.now();
+  const prev = state.rates[step.step_name];
+  let rate = p.mb_per_s ?? p.mb_s ?? null;
+  if (rate === null && step.status === "running" && prev && now > prev.t && p.bytes_verified >= prev.bytes) {
+    rate = (p.bytes_verified - prev.bytes) / 1e6 / ((now - prev.t) / 1000);
+  }
+  state.rates[step.step_name] = { t: now, bytes: p.bytes_verified || 0 };
+  const pct = Math.round((100 * (p.chunks_verified || 0)) / p.chunks_total);
+  const mb = (b) => ((b || 0) / 1e6).toFixed(1);
+  const text =
+    `chunks ${p.chunks_verified || 0}/${p.chunks_total} verified` +
+    (p.bytes_total ? `, ${mb(p.bytes_verified)}/${mb(p.bytes_total)} MB` : "") +
+    (step.status === "running" && rate !== null ? `, ${Number(rate).toFixed(1)} MB/s` : "");
+  return el(
+    "div",
+    { class: "transfer" },
+    text,
+    el("div", { class: "bar-line", role: "img", "aria-label": `${pct}% verified` }, el("span", { style: `width:${pct}%` })),
+  );
+}
+
+function findMetric(obj, names, depth = 0) {
+  if (!obj || typeof obj !== "object" || depth > 3) return null;
+  for (const [k, v] of Object.entries(obj)) {
+    if (names.includes(k.toLowerCase()) && typeof v === "number") return v;
+  }
+  for (const v of Object.values(obj)) {
+    const found = findMetric(v, names, depth + 1);
+    if (found !== null) return found;
+  }
+  return null;
+}
+
+function renderMetrics(train) {
+  const box = $("metrics");
+  let result = train && train.result;
+  if (typeof result === "string") {
+    try {
+      result = JSON.parse(result);
+    } catch {
+      result = null;
+    }
+  }
+  const auc = train && train.status === "completed" ? findMetric(result, ["auc", "valid_auc", "val_auc"]) : null;
+  const logloss = train && train.status === "completed" ? findMetric(result, ["logloss", "valid_logloss"]) : null;
+  box.hidden = auc === null && logloss === null;
+  const metric = (label, v) => (v === null ? null : el("div", { class: "metric" }, label, el("b", { text: v.toFixed(4) })));
+  box.replaceChildren(
+    el("span", { class: "muted", text: "Training metrics" }),
+    metric("AUC", auc),
+    metric("logloss", logloss),
+  );
+}
+
+// ---------- actions ----------
+
+async function act(kind) {
+  const id = state.taskId;
+  const btn = $(`${kind}-btn`);
+  btn.disabled = true;
+  try {
+    await api(`/tasks/${id}/${kind}`, { method: "POST" });
+    notice(kind === "retry" ? `Task #${id} is being retried.` : `Task #${id} was cancelled.`, true);
+    if (kind === "retry") reopenLogs();
+    await loadDetail();
+  } catch (err) {
+    notice(err.message);
+  } finally {
+    btn.disabled = false;
+  }
+}
+
+// ---------- create form ----------
+
+function openCreate() {
+  clearFormErrors();
+  $("create-dialog").showModal();
+  $("f-name").focus();
+}
+
+function clearFormErrors() {
+  $("form-error").textContent = "";
+  for (const f of FIELDS) {
+    $(`e-${f}`).textContent = "";
+    $(`f-${f}`).removeAttribute("aria-invalid");
+  }
+}
+
+// FastAPI 422: {"detail": [{"loc": ["body", "<field>"], "msg": "..."}]}; a dict {field: msg}
+// or a plain string is shown too.
+function fieldErrors(body) {
+  const out = {};
+  const d = body && body.detail;
+  const add = (field, msg) => {
+    const key = FIELDS.includes(field) ? field : "";
+    out[key] = out[key] ? `${out[key]}; ${msg}` : msg;
+  };
+  if (Array.isArray(d)) {
+    for (const e of d) {
+      const loc = (e.loc || []).filter((p) => p !== "body");
+      add(String(loc[0] ?? e.field ?? ""), String(e.msg || e.message || "invalid").replace(/^Value error, /, ""));
+    }
+  } else if (d && typeof d === "object") {
+    for (const [k, v] of Object.entries(d)) add(k, String(v));
+  } else if (d) {
+    add("", String(d));
+  }
+  return out;
+}
+
+async function submitCreate(ev) {
+  ev.preventDefault();
+  clearFormErrors();
+  const body = {};
+  for (const f of FIELDS) {
+    const v = $(`f-${f}`).value;
+    if (f === "server" && !v.trim()) continue;
+    body[f] = v;
+  }
+  const submit = $("create-submit");
+  submit.disabled = true;
+  try {
+    const created = await api("/tasks", { method: "POST", body: JSON.stringify(body) });
+    $("create-dialog").close();
+    $("create-form").reset();
+    notice(`Task #${created.task_id} created (${created.status}).`, true);
+    location.hash = `#/tasks/${created.task_id}`;
+  } catch (err) {
+    if (err.status !== 422) {
+      $("form-error").textContent = err.message;
+      return;
+    }
+    const errors = fieldErrors(err.body);
+    let first = null;
+    for (const [field, msg] of Object.entries(errors)) {
+      if (!field) {
+        $("form-error").textContent = msg;
+        continue;
+      }
+      $(`e-${field}`).textContent = msg;
+      $(`f-${field}`).setAttribute("aria-invalid", "true");
+      first = first || $(`f-${field}`);
+    }
+    if (first) first.focus();
+  } finally {
+    submit.disabled = false;
+  }
+}
+
+// ---------- live logs ----------
+// The socket replays the task's past events, then streams new ones. `received` counts
+// the events rendered; a reconnect asks for the events after that many, so a dropped
+// socket never duplicates or loses a line.
+
+function openLogs(id) {
+  state.log = { id, ws: null, received: 0, retries: 0, timer: null, closed: false };
+  connectLogs();
+}
+
+function reopenLogs() {
+  // after a retry the task streams again: keep the lines we have and follow on
+  const log = state.log;
+  if (log && !log.ws && !log.closed) return;
+  if (log && log.ws) return;
+  if (log) {
+    log.closed = false;
+    log.retries = 0;
+    connectLogs();
+  }
+}
+
+function closeLogs() {
+  const log = state.log;
+  state.log = null;
+  if (!log) return;
+  log.closed = true;
+  clearTimeout(log.timer);
+  if (log.ws) log.ws.close(1000);
+}
+
+function wsState(text, cls = "") {
+  const s = $("ws-state");
+  s.textContent = text;
+  s.className = `ws-state ${cls}`;
+}
+
+function connectLogs() {
+  const log = state.log;
+  if (!log || log.closed) return;
+  const proto = location.protocol === "https:" ? "wss:" : "ws:";
+  const url = `${proto}//${location.host}${API}/tasks/${log.id}/logs?after=${log.received}`;
+  const ws = new WebSocket(url);
+  log.ws = ws;
+  wsState(log.received ? "reconnecting\u2026" : "connecting\u2026");
+  ws.onopen = () => {
+    log.retries = 0;
+    wsState("live", "live");
+  };
+  ws.onmessage = (ev) => {
+    let event;
+    try {
+      event = JSON.parse(ev.data);
+    } catch {
+      return;
+    }
+    log.received += 1;
+    appendLine(event);
+  };
+  ws.onclose = (ev) => {
+    if (log.ws === ws) log.ws = null;
+    if (log.closed || state.log !== log) return;
+    if (ev.code === 1000) {
+      wsState("task finished: stream closed");
+      return;
+    }
+    if (ev.code === 1008) {
+      wsState("not authorised", "down");
+      notice("The log stream was refused: sign in to Airflow again and reload.");
+      return;
+    }
+    if (ev.code === 4404 || ev.code === 1003) {
+      wsState("no such task", "down");
+      return;
+    }
+    log.retries += 1;
+    const delay = Math.min(10000, 500 * 2 ** Math.min(log.retries, 5));
+    wsState(`disconnected; reconnecting in ${Math.round(delay / 1000)}s`, "down");
+    log.timer = setTimeout(connectLogs, delay);
+  };
+}
+
+function lineVisible(li) {
+  const min = LEVELS.indexOf($("level-filter").value);
+  const lvl = LEVELS.indexOf(li.dataset.level);
+  const step = $("step-filter").value;
+  return (lvl < 0 || lvl >= min) && (!step || li.dataset.step === step);
+}
+
+function appendLine(e) {
+  const box = $("log-lines");
+  const level = String(e.level || "INFO").toUpperCase();
+  const li = el(
+    "li",
+    { class: level, "data-level": level, "data-step": e.step || "" },
+    el("span", { class: "ts", text: `${fmtTime(e.timestamp).replace(" UTC", "")} ` }),
+    el("span", { class: "lvl", text: level }),
+    el("span", { class: "step", text: `${e.step || "-"} ` }),
+    e.message,
+  );
+  if (!lineVisible(li)) li.classList.add("hidden");
+  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 4;
+  box.append(li);
+  if (!state.pausedScroll || atBottom) box.scrollTop = box.scrollHeight;
+}
+
+function applyLogFilters() {
+  for (const li of $("log-lines").children) li.classList.toggle("hidden", !lineVisible(li));
+  const box = $("log-lines");
+  if (!state.pausedScroll) box.scrollTop = box.scrollHeight;
+}
+
+function togglePause() {
+  state.pausedScroll = !state.pausedScroll;
+  const b = $("pause-btn");
+  b.setAttribute("aria-pressed", String(state.pausedScroll));
+  b.textContent = state.pausedScroll ? "Resume auto-scroll" : "Pause auto-scroll";
+  if (!state.pausedScroll) $("log-lines").scrollTop = $("log-lines").scrollHeight;
+}
+
+// ---------- wiring ----------
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("status-filter").addEventListener("change", loadList);
+  $("refresh-btn").addEventListener("click", () => (state.view === "list" ? loadList() : loadDetail()));
+  $("new-task-btn").addEventListener("click", openCreate);
+  $("create-cancel").addEventListener("click", () => $("create-dialog").close());
+  $("create-form").addEventListener("submit", submitCreate);
+  $("retry-btn").addEventListener("click", () => act("retry"));
+  $("cancel-btn").addEventListener("click", () => act("cancel"));
+  $("level-filter").addEventListener("change", applyLogFilters);
+  $("step-filter").addEventListener("change", applyLogFilters);
+  $("pause-btn").addEventListener("click", togglePause);
+  window.addEventListener("hashchange", route);
+  openFromQuery().finally(route);
+});
