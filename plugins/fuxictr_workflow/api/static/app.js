@@ -203,11 +203,13 @@ function renderList(tasks) {
       el(
         "td",
         { "data-label": "Name" },
-        el("div", {},
-          el("button", { type: "button", class: "task-link", onclick: () => (location.hash = `#/tasks/${t.id}`) },
-            t.name),
-          el("span", { class: "muted", text: ` #${t.id}` })),
-        error ? el("div", { class: "row-error", text: error }) : null,
+        el(
+          "div",
+          {},
+          el("button", { type: "button", class: "task-link", onclick: () => (location.hash = `#/tasks/${t.id}`) }, t.name),
+          el("span", { class: "muted", text: ` #${t.id}` }),
+          error ? el("div", { class: "row-error", text: error }) : null,
+        ),
       ),
       el("td", { "data-label": "Experiment", text: t.experiment_id }),
       el("td", { "data-label": "Status" }, badge(t.status, t.stale ? "stale" : null)),
@@ -277,7 +279,8 @@ function renderDetail(task) {
   const field = (label, value, pre) =>
     value === null || value === undefined || value === ""
       ? []
-      : [el("dt", { text: label }), el("dd", {}, pre ? el("pre", { text: value }) : String(value))];
+      : [el("div", { class: pre ? "kv wide" : "kv" }, el("dt", { text: label }),
+          el("dd", {}, pre ? el("pre", { text: value }) : String(value)))];
   $("task-fields").replaceChildren(
     ...field("Experiment", task.experiment_id),
     ...field("Current stage", stageLabel(Number(task.current_step) || 0)),
@@ -341,12 +344,10 @@ function transferInfo(task, step) {
     `chunks ${p.chunks_verified || 0}/${p.chunks_total} verified` +
     (p.bytes_total ? `, ${mb(p.bytes_verified)}/${mb(p.bytes_total)} MB` : "") +
     (step.status === "running" && rate !== null ? `, ${Number(rate).toFixed(1)} MB/s` : "");
-  return el(
-    "div",
-    { class: "transfer" },
-    text,
-    el("div", { class: "bar-line", role: "img", "aria-label": `${pct}% verified` }, el("span", { style: `width:${pct}%` })),
-  );
+  const fill = el("span");
+  fill.style.width = `${pct}%`; // CSSOM, allowed by the page's CSP (inline style attributes are not)
+  return el("div", { class: "transfer" }, text,
+    el("div", { class: "bar-line", role: "img", "aria-label": `${pct}% verified` }, fill));
 }
 
 function findMetric(obj, names, depth = 0) {
@@ -374,12 +375,8 @@ function renderMetrics(train) {
   const auc = train && train.status === "completed" ? findMetric(result, ["auc", "valid_auc", "val_auc"]) : null;
   const logloss = train && train.status === "completed" ? findMetric(result, ["logloss", "valid_logloss"]) : null;
   box.hidden = auc === null && logloss === null;
-  const metric = (label, v) => (v === null ? null : el("div", { class: "metric" }, label, el("b", { text: v.toFixed(4) })));
-  box.replaceChildren(
-    el("span", { class: "muted", text: "Training metrics" }),
-    metric("AUC", auc),
-    metric("logloss", logloss),
-  );
+  const metric = (label, v) => (v === null ? [] : [el("div", { class: "metric" }, label, el("b", { text: v.toFixed(4) }))]);
+  box.replaceChildren(el("span", { class: "muted", text: "Training metrics" }), ...metric("AUC", auc), ...metric("logloss", logloss));
 }
 
 // ---------- actions ----------
