@@ -25,7 +25,7 @@ from fuxictr_workflow.servers import HOST_KEY_WARNING, Endpoint
 from fuxictr_workflow.stages import ChunkStatus
 from fuxictr_workflow.store import ChunkSpec, WorkflowStore
 from fuxictr_workflow.transfer import agent
-from fuxictr_workflow.transfer.channel import AgentClient, pick_transport
+from fuxictr_workflow.transfer.channel import AgentClient, Connection, open_connection, pick_transport
 from fuxictr_workflow.transfer.errors import ConnectionLost, TransferError
 from fuxictr_workflow.transfer.plan import (
     FilePlan,
@@ -149,10 +149,37 @@ class _RemoteFiles:
             self.client = None
 
 
+class _Connector:
+    """The transfer's one SSH connection, re-made (by one thread, others wait) when it drops."""
+
+    def __init__(self, endpoint: Endpoint, transport: str) -> None:
+        self.endpoint = endpoint
+        self.transport = transport
+        self.lock = threading.Lock()
+        self.conn: Connection | None = None
+
+    def session(self) -> AgentClient:
+        with self.lock:
+            if self.conn is not None and not self.conn.alive():
+                self.conn.close()
+                self.conn = None
+            if self.conn is None:
+                self.conn = open_connection(self.endpoint, self.transport)
+            conn = self.conn
+        return AgentClient.start(conn, self.endpoint)
+
+    def close(self) -> None:
+        with self.lock:
+            if self.conn is not None:
+                self.conn.close()
+                self.conn = None
+
+
 @dataclass
 class _Job:
     file: FilePlan
     chunk: ChunkSpec
+    resend: bool = False  # it failed on an earlier attempt: sending it again is a retry
 
 
 class _Transfer:
@@ -191,6 +218,10 @@ class _Transfer:
         self.chunks_sent = 0
         self.chunks_retried = 0
         self.returned: list[AgentClient] = []
+        self.connector = _Connector(endpoint, self.transport)
+        self.spare: queue.SimpleQueue[AgentClient | None] = queue.SimpleQueue()
+        self.prefetching: list[threading.Thread] = []
+        self.spares_left = 0
         self.chunks_skipped = 0
         self.bytes_skipped = 0
 
@@ -204,7 +235,7 @@ class _Transfer:
         attempts = self.cfg.max_retries + 1
         for attempt in range(attempts):
             try:
-                return AgentClient.connect(self.endpoint, self.transport)
+                return self.connector.session()
             except ConnectionLost as err:
                 last = err
             if attempt + 1 < attempts:
@@ -281,7 +312,7 @@ class _Transfer:
                 commit.append(f)
             self.chunks_skipped += len(done)
             self.bytes_skipped += sum(c.size for c in done)
-            jobs += [_Job(f, c) for c in pending]
+            jobs += [_Job(f, c, rows[c.chunk_id]["status"] == ChunkStatus.FAILED) for c in pending]
         return jobs, create, commit
 
     # -- workers --
@@ -292,7 +323,28 @@ class _Transfer:
                 self.error = err
         self.stop.set()
 
+    def prefetch(self, n: int) -> None:
+        def one() -> None:
+            try:
+                self.spare.put(self.connector.session())
+            except TransferError:
+                self.spare.put(None)  # the worker will connect (and retry) itself
+
+        self.spares_left = n
+        self.prefetching = [threading.Thread(target=one, daemon=True) for _ in range(n)]
+        for t in self.prefetching:
+            t.start()
+
+    def take_spare(self) -> AgentClient | None:
+        with self.lock:
+            if self.spares_left == 0:
+                return None
+            self.spares_left -= 1
+        return self.spare.get()
+
     def worker(self, jobs: queue.SimpleQueue[_Job], client: AgentClient | None) -> None:
+        if client is None:
+            client = self.take_spare()
         buf = bytearray(agent.PIECE)
         fds = agent.FdCache(os.O_RDONLY if self.upload else os.O_RDWR)
         try:
@@ -323,7 +375,7 @@ class _Transfer:
             sent = False
             try:
                 if client is None:
-                    client = AgentClient.connect(self.endpoint, self.transport)
+                    client = self.connector.session()
                 sent = True
                 move = self.put_chunk if self.upload else self.get_chunk
                 src_hash, dst_hash = move(client, job, buf, fds)
@@ -345,6 +397,7 @@ class _Transfer:
                         ChunkStatus.VERIFIED if verified else ChunkStatus.SENT,
                         checksum=src_hash,
                         sent=True,
+                        retried=job.resend and attempt == 0,
                     )
                     with self.lock:
                         self.chunks_sent += 1
@@ -355,7 +408,12 @@ class _Transfer:
                 reason = f"checksum mismatch at the destination (sent {src_hash[:12]}…, stored {str(dst_hash)[:12]}…)"
             last = attempt == retries
             self.store.mark_chunk(
-                self.task_id, self.step, chunk.chunk_id, ChunkStatus.FAILED, sent=sent, retried=not last
+                self.task_id,
+                self.step,
+                chunk.chunk_id,
+                ChunkStatus.FAILED,
+                sent=sent,
+                retried=not last or (job.resend and attempt == 0),
             )
             if last:
                 raise TransferError(
@@ -457,6 +515,7 @@ class _Transfer:
         if not ep.strict_host_key_checking:
             self.log.warning(HOST_KEY_WARNING.format(host=ep.host, port=ep.port))
         remote = _RemoteFiles(self.connect, self.connect())
+        self.prefetch(self.cfg.parallel_workers - 1)  # sessions start while we plan
         local = _LocalFiles()
         src_side, dst_side = (local, remote) if self.upload else (remote, local)
         try:
@@ -489,8 +548,15 @@ class _Transfer:
                 dst_side.commit([[f.part, f.dest] for f in commit])
         finally:
             remote.close()
+            for t in self.prefetching:
+                t.join()
+            while not self.spare.empty():
+                spare = self.spare.get()
+                if spare is not None:
+                    spare.close()
             for client in self.returned:
                 client.close()
+            self.connector.close()
         seconds = time.monotonic() - started
         sent = self.tracker.bytes_sent
         return TransferResult(
