@@ -289,7 +289,7 @@ def main() -> None:
         enlarge_pipe(fd)
     try:
         # nested, not parenthesized: servers may run Python 3.7
-        with open(0, "rb", buffering=PIECE, closefd=False) as inp:  # noqa: SIM117
+        with open(0, "rb", buffering=1 << 16, closefd=False) as inp:  # noqa: SIM117
             with open(1, "wb", buffering=PIECE, closefd=False) as out:
                 Agent(inp, out).serve()
     except (BrokenPipeError, KeyboardInterrupt):
