@@ -24,7 +24,7 @@ from fuxictr_workflow.workflow_log import WorkflowLogger  # noqa: E402
 
 from scripts.sshd import LocalSshd, SshdInfo  # noqa: E402
 
-pytest_plugins: list[str] = ["tests.services.postgres"]
+pytest_plugins: list[str] = ["tests.services.postgres", "tests.services.browser"]
 
 VENV_PYTHON = str(REPO / ".venv" / "bin" / "python")
 
