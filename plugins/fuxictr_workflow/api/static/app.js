@@ -151,9 +151,14 @@ async function openFromQuery() {
     notice(`The DAG ${dagId} is not a FuXiCTR workflow DAG; showing all workflow tasks.`);
     return;
   }
+  const find = async (query) => {
+    const tasks = await api(`/tasks?${query}`);
+    return (Array.isArray(tasks) ? tasks : tasks.tasks || []).find((t) => t.dag_run_id === runId);
+  };
   try {
-    const tasks = await api(`/tasks?dag_run_id=${encodeURIComponent(runId)}&limit=1`);
-    const found = (Array.isArray(tasks) ? tasks : tasks.tasks || []).find((t) => t.dag_run_id === runId);
+    // the API's dag_run_id filter when it has one; else look through the recent tasks
+    const found =
+      (await find(`dag_run_id=${encodeURIComponent(runId)}&limit=1`)) || (await find("limit=1000"));
     if (found) location.replace(`#/tasks/${found.id}`);
     else notice(`No workflow task is recorded for the run ${runId} yet.`);
   } catch (err) {
