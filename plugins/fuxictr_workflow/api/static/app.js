@@ -158,7 +158,7 @@ async function openFromQuery() {
   try {
     // the API's dag_run_id filter when it has one; else look through the recent tasks
     const found =
-      (await find(`dag_run_id=${encodeURIComponent(runId)}&limit=1`)) || (await find("limit=1000"));
+      (await find(`dag_run_id=${encodeURIComponent(runId)}&limit=1`)) || (await find("limit=100"));
     if (found) location.replace(`#/tasks/${found.id}`);
     else notice(`No workflow task is recorded for the run ${runId} yet.`);
   } catch (err) {
