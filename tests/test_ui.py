@@ -1,0 +1,489 @@
+"""The workflow view in a real headless chromium, inside the real Airflow UI.
+
+One real `airflow api-server` on 127.0.0.1 (own AIRFLOW_HOME, own port, SimpleAuthManager)
+serves Airflow's UI and our plugin app; the browser logs in through Airflow's own login
+page and uses the page exactly as a user would. Tasks are seeded through the workflow
+store, and live log events are appended to it while the page is open. No scheduler runs:
+a task created through the form gets its DAG run (checked through Airflow's REST API)
+but the run is not executed here.
+
+Screenshots go to .work/artifacts/ui/ (copied to docs/screenshots/ by hand).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from fuxictr_workflow.stages import STAGE_NAMES, ChunkStatus
+from fuxictr_workflow.store import ChunkSpec, WorkflowStore
+
+from scripts import airflow_stack
+
+pytestmark = pytest.mark.timeout(420)
+
+# The page drives the plugin's API app (issue 6); without it there is nothing to test yet.
+pytest.importorskip(
+    "fuxictr_workflow.api.app", reason="the plugin's API app (issue 6) is not in this tree yet"
+)
+
+FAILED_ERROR = "ssh: connection to 127.0.0.1:2222 refused while sending chunk 3/4 (data_upload)"
+NEW_TASK = {
+    "name": "ui-created",
+    "experiment_id": "demo_exp_ui",
+    "sample_sql": "SELECT * FROM demo.sample WHERE dt = '2024-01-01'",
+    "infer_sql": "SELECT * FROM demo.infer WHERE dt = '2024-01-02'",
+    "hdfs_path": "/tmp/fuxictr_ui/hdfs",
+    "hive_table": "demo.predictions",
+}
+
+
+@dataclass
+class UiStack:
+    base_url: str
+    home: Path
+    password: str
+    store: WorkflowStore
+    env: dict[str, str]
+    completed_id: int
+    failed_id: int
+
+    def token(self) -> str:
+        body = json.dumps({"username": airflow_stack.ADMIN, "password": self.password}).encode()
+        req = urllib.request.Request(
+            f"{self.base_url}/auth/token", body, {"Content-Type": "application/json"}, method="POST"
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return json.loads(resp.read())["access_token"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def seed(store: WorkflowStore) -> tuple[int, int]:
+    """A completed task (with training metrics) and a task that failed in data_upload."""
+    fields = {
+        "experiment_id": "demo_exp",
+        "sample_sql": "SELECT * FROM demo.sample",
+        "infer_sql": "SELECT * FROM demo.infer",
+        "hdfs_path": "/tmp/fuxictr_ui/hdfs",
+        "hive_table": "demo.predictions",
+    }
+    done = store.create_task(name="daily-ctr-2024-01-01", **fields)
+    for step in STAGE_NAMES:
+        store.start_step(done, step)
+        store.append_log(done, step, "INFO", f"{step} started")
+        result = {"metrics": {"AUC": 0.7612, "logloss": 0.4877}} if step == "train" else {"seconds": 1.5}
+        store.complete_step(done, step, result)
+        store.append_log(done, step, "INFO", f"{step} completed")
+
+    failed = store.create_task(name="daily-ctr-2024-01-02", **fields)
+    store.start_step(failed, "data_fetch")
+    store.append_log(failed, "data_fetch", "INFO", "exported sample and infer data to HDFS")
+    store.complete_step(failed, "data_fetch", {"rows": 1000})
+    store.start_step(failed, "data_upload")
+    specs = [
+        ChunkSpec(f"sample.parquet:{i}", "sample.parquet", i * 4_000_000, 4_000_000, "s:1") for i in range(4)
+    ]
+    store.register_chunks(failed, "data_upload", specs)
+    for spec in specs[:2]:
+        store.mark_chunk(failed, "data_upload", spec.chunk_id, ChunkStatus.VERIFIED, sent=True)
+    store.append_log(failed, "data_upload", "WARNING", "chunk sample.parquet:2 failed, retrying (1/3)")
+    store.append_log(failed, "data_upload", "ERROR", FAILED_ERROR)
+    store.fail_step(failed, "data_upload", FAILED_ERROR)
+    return done, failed
+
+
+@pytest.fixture(scope="module")
+def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiStack]:
+    root = tmp_path_factory.mktemp("ui_stack")
+    home = root / "airflow"
+    config = {
+        "servers": {
+            "local": {
+                "host": "127.0.0.1",
+                "port": 22,
+                "username": "nobody",
+                "remote_root": str(root / "remote"),
+            }
+        },
+        "storage": {
+            "shared_dir": str(root / "shared"),
+            "staging_dir": str(root / "staging"),
+            "checkpoint_dir": str(root / "checkpoints"),
+            "log_dir": str(root / "logs" / "workflow"),
+        },
+        "store": {"url": f"sqlite:///{root / 'workflow.db'}"},
+    }
+    config_path = root / "config.yaml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    extra_env = {
+        "FUXICTR_WORKFLOW_CONFIG": str(config_path),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(home / "plugins"),
+    }
+    port = free_port()
+    store = WorkflowStore(config["store"]["url"], create=True)
+    completed_id, failed_id = seed(store)
+    try:
+        env = airflow_stack.start(home, port, extra_env, processes=())  # metadata DB only
+        # the DAGs into Airflow's DB without a dag-processor: creating a task triggers a run of it
+        subprocess.run(
+            [str(airflow_stack.VENV_BIN / "airflow"), "dags", "reserialize"],
+            env=env,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        airflow_stack.start_one(home, "api-server", env)
+        airflow_stack.wait_healthy(port)
+        yield UiStack(
+            base_url=f"http://127.0.0.1:{port}",
+            home=home,
+            password=airflow_stack.admin_password(home),
+            store=store,
+            env=env,
+            completed_id=completed_id,
+            failed_id=failed_id,
+        )
+    finally:
+        airflow_stack.stop(home)
+        store.dispose()
+
+
+# ---------- browser helpers ----------
+
+
+def waiter(driver: Any, timeout: float = 30) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.2)
+
+
+def login(driver: Any, stack: UiStack) -> None:
+    """Sign in through Airflow's own login page (SimpleAuthManager)."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{stack.base_url}/")
+    waiter(driver, 60).until(lambda d: d.find_elements(By.NAME, "username"))
+    driver.find_element(By.NAME, "username").send_keys(airflow_stack.ADMIN)
+    driver.find_element(By.NAME, "password").send_keys(stack.password)
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    waiter(driver, 60).until(
+        lambda d: "/auth/login" not in d.current_url and d.find_elements(By.CSS_SELECTOR, "a[href$='/dags']")
+    )
+
+
+def text_of(driver: Any, css: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    return " ".join(e.text for e in driver.find_elements(By.CSS_SELECTOR, css))
+
+
+def log_messages(driver: Any) -> list[str]:
+    return driver.execute_script(
+        "return [...document.querySelectorAll('#log-lines li')].map(li => li.lastChild.textContent)"
+    )
+
+
+def wait_for(driver: Any, predicate: Callable[[Any], Any], timeout: float = 30, message: str = "") -> Any:
+    return waiter(driver, timeout).until(predicate, message)
+
+
+def shot(driver: Any, artifacts: Path, name: str) -> None:
+    driver.save_screenshot(str(artifacts / name))
+
+
+# ---------- the user journey ----------
+
+
+def test_workflow_view_in_airflow_ui(browser: Any, ui_stack: UiStack, ui_artifacts_dir: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    stack = ui_stack
+    login(driver, stack)
+
+    # the nav entry opens the page in an iframe of Airflow's UI
+    nav = waiter(driver, 30).until(
+        lambda d: d.find_elements(
+            By.CSS_SELECTOR, "a[aria-label='FuXiCTR Workflow'], a[href$='/plugin/fuxictr-workflow']"
+        )
+    )
+    nav[0].click()
+    frame = waiter(driver, 30).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, "iframe[title='FuXiCTR Workflow']")
+    )
+    driver.switch_to.frame(frame[0])
+
+    # the seeded tasks: newest first, the failed one with its error in red
+    rows = wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#task-rows tr"), message="task rows")
+    ids = [int(r.get_attribute("data-task-id")) for r in rows]
+    assert ids == sorted(ids, reverse=True)
+    assert {stack.completed_id, stack.failed_id} <= set(ids)
+    done_row = driver.find_element(By.CSS_SELECTOR, f"tr[data-task-id='{stack.completed_id}']")
+    failed_row = driver.find_element(By.CSS_SELECTOR, f"tr[data-task-id='{stack.failed_id}']")
+    assert done_row.find_element(By.CSS_SELECTOR, ".badge").text == "completed"
+    assert len(done_row.find_elements(By.CSS_SELECTOR, ".progress span.completed")) == 6
+    assert failed_row.find_element(By.CSS_SELECTOR, ".badge").text == "failed"
+    error = failed_row.find_element(By.CSS_SELECTOR, ".row-error")
+    assert error.is_displayed() and error.text == FAILED_ERROR
+    assert error.value_of_css_property("color") == "rgba(198, 40, 40, 1)"
+    assert "2/6 data_upload" in failed_row.text
+    shot(driver, ui_artifacts_dir, "list.png")
+
+    # filter by status
+    from selenium.webdriver.support.ui import Select
+
+    Select(driver.find_element(By.ID, "status-filter")).select_by_value("failed")
+    wait_for(
+        driver,
+        lambda d: (
+            [r.get_attribute("data-task-id") for r in d.find_elements(By.CSS_SELECTOR, "#task-rows tr")]
+            == [str(stack.failed_id)]
+        ),
+        message="status filter",
+    )
+    Select(driver.find_element(By.ID, "status-filter")).select_by_value("")
+
+    # the completed task shows its training metrics
+    driver.execute_script(f"location.hash = '#/tasks/{stack.completed_id}'")
+    wait_for(driver, lambda d: "AUC" in text_of(d, "#metrics") and "0.7612" in text_of(d, "#metrics"))
+    assert "0.4877" in text_of(driver, "#metrics")
+
+    # open the failed task: steps, red error, transfer progress, its past log lines
+    driver.execute_script("location.hash = '#/'")
+    wait_for(
+        driver, lambda d: d.find_elements(By.CSS_SELECTOR, f"tr[data-task-id='{stack.failed_id}'] .task-link")
+    )
+    driver.find_element(By.CSS_SELECTOR, f"tr[data-task-id='{stack.failed_id}'] .task-link").click()
+    wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#step-rows tr")) == 6, message="steps")
+    step = driver.find_element(By.CSS_SELECTOR, "#step-rows tr[data-step='data_upload']")
+    assert step.find_element(By.CSS_SELECTOR, ".badge").text == "failed"
+    step_error = step.find_element(By.CSS_SELECTOR, ".step-error")
+    assert step_error.text == FAILED_ERROR and step_error.is_displayed()
+    assert "chunks 2/4 verified" in step.text
+    assert (
+        driver.find_element(By.CSS_SELECTOR, "#step-rows tr[data-step='data_fetch'] .badge").text
+        == "completed"
+    )
+    assert driver.find_element(By.ID, "retry-btn").is_displayed()
+    wait_for(driver, lambda d: FAILED_ERROR in log_messages(d), message="replayed log lines")
+    error_line = driver.find_element(By.CSS_SELECTOR, "#log-lines li.ERROR")
+    assert FAILED_ERROR in error_line.text
+    assert driver.find_elements(By.CSS_SELECTOR, "#log-lines li.WARNING")
+    shot(driver, ui_artifacts_dir, "detail.png")
+
+    # create a task through the form: it is stored and gets a DAG run in Airflow
+    driver.find_element(By.ID, "new-task-btn").click()
+    for field, value in NEW_TASK.items():
+        driver.find_element(By.ID, f"f-{field}").send_keys(value)
+    driver.find_element(By.ID, "create-submit").click()
+    new_id = wait_for(
+        driver,
+        lambda d: (
+            (m := d.execute_script("return (location.hash.match(/^#\\/tasks\\/(\\d+)/) || [])[1]"))
+            and int(m) not in (stack.failed_id, stack.completed_id)
+            and int(m)
+        ),
+        message="navigated to the new task",
+    )
+    task = stack.store.get_task(new_id)
+    assert task["name"] == NEW_TASK["name"] and task["dag_run_id"]
+    wait_for(driver, lambda d: task["dag_run_id"] in text_of(d, "#task-fields"), message="dag run shown")
+    runs = api_get(stack, f"/api/v2/dags/fuxictr_workflow/dagRuns/{urllib.request.quote(task['dag_run_id'])}")
+    assert runs["dag_run_id"] == task["dag_run_id"]
+
+    # live log lines arrive while the page is open
+    wait_for(driver, lambda d: "live" in text_of(d, "#ws-state"), message="socket open")
+    sent = []
+    for i, level in enumerate(["INFO", "INFO", "WARNING", "ERROR", "INFO"]):
+        message = f"live event {i} ({level.lower()})"
+        stack.store.append_log(new_id, "data_fetch", level, message)
+        sent.append(message)
+        wait_for(driver, lambda d, m=message: m in log_messages(d), message=f"live line {i}")
+    assert driver.find_elements(By.CSS_SELECTOR, "#log-lines li.ERROR")
+    shot(driver, ui_artifacts_dir, "logs.png")
+
+    # a dropped socket reconnects and resumes without duplicating or losing a line
+    driver.execute_script("state.log.ws.close(4000, 'test drop')")
+    stack.store.append_log(new_id, "data_fetch", "INFO", "after the drop")
+    sent.append("after the drop")
+    wait_for(driver, lambda d: "after the drop" in log_messages(d), 60, "line after reconnect")
+    assert [m for m in log_messages(driver) if m in sent or m.startswith("live event")] == sent
+
+    # level and step filters hide lines without dropping them
+    Select(driver.find_element(By.ID, "level-filter")).select_by_value("ERROR")
+    visible = [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#log-lines li") if li.is_displayed()]
+    assert visible and all("ERROR" in t for t in visible)
+    Select(driver.find_element(By.ID, "level-filter")).select_by_value("INFO")
+    Select(driver.find_element(By.ID, "step-filter")).select_by_value("train")
+    assert not [li for li in driver.find_elements(By.CSS_SELECTOR, "#log-lines li") if li.is_displayed()]
+    Select(driver.find_element(By.ID, "step-filter")).select_by_value("")
+
+    # cancel the new (pending) task
+    driver.find_element(By.ID, "cancel-btn").click()
+    wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#detail-status .badge").text == "cancelled")
+    assert stack.store.get_task(new_id, with_steps=False)["status"] == "cancelled"
+
+    # retry the failed task
+    driver.execute_script(f"location.hash = '#/tasks/{stack.failed_id}'")
+    wait_for(driver, lambda d: d.find_element(By.ID, "retry-btn").is_displayed(), message="retry button")
+    driver.find_element(By.ID, "retry-btn").click()
+    wait_for(driver, lambda d: "being retried" in text_of(d, "#notice"), message="retry notice")
+    wait_for(
+        driver,
+        lambda d: d.find_element(By.CSS_SELECTOR, "#detail-status .badge").text in ("pending", "running"),
+        message="retried task pending",
+    )
+    retried = stack.store.get_task(stack.failed_id)
+    assert retried["status"] in ("pending", "running")
+    assert [s["status"] for s in retried["steps"]][:2] == ["completed", "pending"]
+
+    # readable on a phone
+    driver.switch_to.default_content()
+    driver.set_window_size(390, 844)
+    driver.get(f"{stack.base_url}/api/workflow/ui/")
+    wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#task-rows tr"), message="rows on mobile")
+    assert driver.execute_script("return document.documentElement.scrollWidth") <= 390
+    shot(driver, ui_artifacts_dir, "list-mobile.png")
+
+
+def test_bad_form_shows_the_api_field_errors(browser: Any, ui_stack: UiStack) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    driver = browser
+    login(driver, ui_stack)
+    driver.get(f"{ui_stack.base_url}/api/workflow/ui/")
+    wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#task-rows tr"), message="rows")
+    before = ui_stack.store.count_tasks()
+
+    # keyboard only: Tab to "New task", Enter opens the form, Enter in a field submits it
+    body = driver.find_element(By.TAG_NAME, "body")
+    body.send_keys(Keys.TAB)
+    for _ in range(5):
+        if driver.switch_to.active_element.get_attribute("id") == "new-task-btn":
+            break
+        driver.switch_to.active_element.send_keys(Keys.TAB)
+    assert driver.switch_to.active_element.get_attribute("id") == "new-task-btn"
+    driver.switch_to.active_element.send_keys(Keys.ENTER)
+    wait_for(driver, lambda d: d.find_element(By.ID, "create-dialog").is_displayed())
+    assert driver.switch_to.active_element.get_attribute("id") == "f-name"
+
+    bad = {**NEW_TASK, "experiment_id": "exp; rm -rf /", "hive_table": "not a table"}
+    for field, value in bad.items():
+        driver.find_element(By.ID, f"f-{field}").send_keys(value)
+    driver.find_element(By.ID, "f-hive_table").send_keys(Keys.ENTER)
+
+    wait_for(driver, lambda d: d.find_element(By.ID, "e-hive_table").text, message="hive_table error")
+    wait_for(driver, lambda d: d.find_element(By.ID, "e-experiment_id").text, message="experiment_id error")
+    for field in ("hive_table", "experiment_id"):
+        assert driver.find_element(By.ID, f"f-{field}").get_attribute("aria-invalid") == "true"
+    for field in ("name", "sample_sql", "infer_sql", "hdfs_path"):
+        assert driver.find_element(By.ID, f"e-{field}").text == ""
+    assert driver.find_element(By.ID, "create-dialog").is_displayed()
+    assert ui_stack.store.count_tasks() == before
+
+    # an empty required field and an unknown server: named next to their fields
+    name = driver.find_element(By.ID, "f-name")
+    name.clear()
+    driver.find_element(By.ID, "f-hive_table").clear()
+    driver.find_element(By.ID, "f-hive_table").send_keys("demo.ok_table")
+    driver.find_element(By.ID, "f-experiment_id").clear()
+    driver.find_element(By.ID, "f-experiment_id").send_keys("demo_exp")
+    driver.find_element(By.ID, "f-server").send_keys("no_such_server")
+    driver.find_element(By.ID, "create-submit").click()
+    wait_for(driver, lambda d: d.find_element(By.ID, "e-name").text, message="name error")
+    assert driver.find_element(By.ID, "e-hive_table").text == ""
+    assert ui_stack.store.count_tasks() == before
+
+
+def test_page_without_session_shows_sign_in_and_no_data(browser: Any, ui_stack: UiStack) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    driver.get(f"{ui_stack.base_url}/api/workflow/ui/")
+    wait_for(driver, lambda d: "sign in" in text_of(d, "#notice").lower(), message="sign-in notice")
+    assert not driver.find_elements(By.CSS_SELECTOR, "#task-rows tr")
+
+
+# ---------- the page's data endpoints refuse callers without a session ----------
+
+
+def api_get(stack: UiStack, path: str) -> Any:
+    req = urllib.request.Request(
+        f"{stack.base_url}{path}", headers={"Authorization": f"Bearer {stack.token()}"}
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def status_of(
+    url: str, method: str = "GET", headers: dict[str, str] | None = None, body: bytes | None = None
+) -> int:
+    req = urllib.request.Request(url, data=body, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+@pytest.mark.parametrize("cookie", [None, "_token=not-a-jwt"])
+def test_data_endpoints_refuse_unauthenticated(ui_stack: UiStack, cookie: str | None) -> None:
+    base = f"{ui_stack.base_url}/api/workflow"
+    headers = {"Content-Type": "application/json", **({"Cookie": cookie} if cookie else {})}
+    tid = ui_stack.failed_id
+    assert status_of(f"{base}/tasks", headers=headers) == 401
+    assert status_of(f"{base}/tasks?status=failed", headers=headers) == 401
+    assert status_of(f"{base}/tasks/{tid}", headers=headers) == 401
+    assert status_of(f"{base}/tasks", "POST", headers, json.dumps(NEW_TASK).encode()) == 401
+    assert status_of(f"{base}/tasks/{tid}/retry", "POST", headers, b"") == 401
+    assert status_of(f"{base}/tasks/{tid}/cancel", "POST", headers, b"") == 401
+    # the page itself carries no data and is served to anyone (Airflow's UI frames it)
+    assert status_of(f"{base}/ui/", headers=headers) == 200
+    assert status_of(f"{base}/ui/static/app.js", headers=headers) == 200
+    assert status_of(f"{base}/ui/static/..%2Fui.py", headers=headers) == 404
+
+    import websockets
+
+    async def ws_close_code() -> int | None:
+        url = f"ws://{ui_stack.base_url.split('://', 1)[1]}/api/workflow/tasks/{tid}/logs"
+        extra = {"Cookie": cookie} if cookie else {}
+        try:
+            async with websockets.connect(url, additional_headers=extra, open_timeout=30) as ws:
+                await asyncio.wait_for(ws.recv(), 30)
+        except websockets.ConnectionClosed as closed:
+            return closed.rcvd.code if closed.rcvd else None
+        except websockets.InvalidStatus as rejected:
+            return rejected.response.status_code
+        return None
+
+    assert asyncio.run(ws_close_code()) in (1008, 403)
+
+
+def test_page_and_assets_are_self_contained(ui_stack: UiStack) -> None:
+    """Nothing is loaded from another origin; the CSP forbids it as well."""
+    base = f"{ui_stack.base_url}/api/workflow/ui"
+    with urllib.request.urlopen(f"{base}/", timeout=30) as resp:
+        html = resp.read().decode()
+        csp = resp.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in csp and "connect-src 'self'" in csp and "frame-ancestors 'self'" in csp
+    for name in ("app.js", "style.css"):
+        with urllib.request.urlopen(f"{base}/static/{name}", timeout=30) as resp:
+            text = resp.read().decode()
+        assert "http://" not in text and "https://" not in text and "//cdn" not in text
+    assert "http://" not in html and "https://" not in html
