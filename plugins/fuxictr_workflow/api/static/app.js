@@ -272,6 +272,7 @@ async function loadDetail() {
 
 function renderDetail(task) {
   state.task = task;
+  if (!FINAL.includes(task.status)) reopenLogs();
   document.title = `${task.name} - FuXiCTR Workflow`;
   $("detail-title").textContent = `${task.name} #${task.id}`;
   $("detail-status").replaceChildren(badge(task.status, task.stale ? "stale" : null));
@@ -490,15 +491,12 @@ function openLogs(id) {
 }
 
 function reopenLogs() {
-  // after a retry the task streams again: keep the lines we have and follow on
+  // the stream ended (task was final) and the task runs again (retry): follow it again
   const log = state.log;
-  if (log && !log.ws && !log.closed) return;
-  if (log && log.ws) return;
-  if (log) {
-    log.closed = false;
-    log.retries = 0;
-    connectLogs();
-  }
+  if (!log || log.ws) return;
+  clearTimeout(log.timer);
+  log.retries = 0;
+  connectLogs();
 }
 
 function closeLogs() {
@@ -580,9 +578,10 @@ function appendLine(e) {
     e.message,
   );
   if (!lineVisible(li)) li.classList.add("hidden");
-  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 4;
+  // follow the stream unless paused or the reader has scrolled up
+  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 24;
   box.append(li);
-  if (!state.pausedScroll || atBottom) box.scrollTop = box.scrollHeight;
+  if (!state.pausedScroll && atBottom) box.scrollTop = box.scrollHeight;
 }
 
 function applyLogFilters() {
