@@ -17,6 +17,8 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "torch==2.13.0"
 	$(PY) -m pip install -q -e ".[fuxictr,hive-embedded,test]"
+	@# the build leaves an egg-info beside the package; on sys.path it makes Airflow load the plugin twice
+	rm -rf plugins/*.egg-info
 	@touch $(STAMP)
 
 venv: $(STAMP)

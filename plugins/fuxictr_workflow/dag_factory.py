@@ -1,0 +1,70 @@
+"""Builds the pipeline DAG: the six stages in order, one DAG per configured training server.
+
+Each server gets its own DAG (the default server's is ``fuxictr_workflow``) so that its
+train and infer tasks can sit in that server's pool (``fuxictr_train_<server>``, slots =
+``max_concurrent_trainings``): Airflow fixes a task's pool when the DAG is parsed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG, Param, TaskGroup, chain
+
+from fuxictr_workflow.config import WorkflowConfig, get_config
+from fuxictr_workflow.dag_params import dag_id_for, param_schemas, pool_for
+from fuxictr_workflow.stages import Stage
+
+DOC = """
+### FuXiCTR workflow
+
+Hive → training server → Hive in six stages: data_fetch, data_upload, train, infer,
+result_download, hive_upload. Trigger with the six fields below (or through
+`POST /api/workflow/tasks`); follow it in the **FuXiCTR Workflow** view.
+"""
+
+
+def build_dag(server: str, cfg: WorkflowConfig) -> DAG:
+    from fuxictr_workflow.operators.fuxictr import InferOperator, TrainOperator
+    from fuxictr_workflow.operators.hive import (
+        HdfsDownloadOperator,
+        HdfsUploadOperator,
+        HiveExportOperator,
+        HiveLoadOperator,
+    )
+    from fuxictr_workflow.operators.transfer import ChunkedDownloadOperator, ChunkedUploadOperator
+
+    default_args = {
+        "owner": "fuxictr",
+        "retries": cfg.transfer.max_retries,
+        "retry_delay": timedelta(seconds=cfg.task.retry_delay_s),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(minutes=10),
+    }
+    with DAG(
+        dag_id=dag_id_for(server, cfg.default_server),
+        description=f"FuXiCTR pipeline on training server {server}",
+        schedule=None,
+        start_date=datetime(2024, 1, 1),
+        catchup=False,
+        max_active_runs=32,
+        default_args=default_args,
+        params={name: Param(**schema) for name, schema in param_schemas(server).items()},
+        tags=["fuxictr", f"server:{server}"],
+        doc_md=DOC,
+    ) as dag:
+        with TaskGroup(Stage.DATA_FETCH.value) as data_fetch:
+            chain(HiveExportOperator(task_id="hive_export"), HdfsDownloadOperator(task_id="hdfs_download"))
+        upload = ChunkedUploadOperator(task_id=Stage.DATA_UPLOAD.value)
+        train = TrainOperator(task_id=Stage.TRAIN.value, pool=pool_for(server))
+        infer = InferOperator(task_id=Stage.INFER.value, pool=pool_for(server))
+        download = ChunkedDownloadOperator(task_id=Stage.RESULT_DOWNLOAD.value)
+        with TaskGroup(Stage.HIVE_UPLOAD.value) as hive_upload:
+            chain(HdfsUploadOperator(task_id="hdfs_upload"), HiveLoadOperator(task_id="hive_load"))
+        chain(data_fetch, upload, train, infer, download, hive_upload)
+    return dag
+
+
+def build_dags(cfg: WorkflowConfig | None = None) -> list[DAG]:
+    cfg = cfg or get_config()
+    return [build_dag(server, cfg) for server in cfg.servers]
