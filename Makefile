@@ -23,6 +23,15 @@ $(STAMP): setup.cfg pyproject.toml
 
 venv: $(STAMP)
 
+demo: deps venv
+	@$(PY) scripts/demo.py run
+
+serve: deps venv
+	@$(PY) scripts/demo.py serve
+
+stop:
+	@$(PY) scripts/demo.py stop
+
 test: deps venv
 	@scripts/run-tests.sh $(PYTEST_ARGS)
 

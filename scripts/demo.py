@@ -1,0 +1,351 @@
+"""`make demo` / `make serve` / `make stop`: the whole pipeline on the embedded default.
+
+run    start sshd ("training server"), the Spark Thrift Server (Hive) and Airflow on
+       127.0.0.1, load synthetic CTR data into Hive, submit a task through the REST API with
+       the seed's request body, follow its WebSocket log, print and save a summary, stop
+       everything it started (also on Ctrl-C or failure).
+serve  the same services and data, left running for exploring the UI and API.
+stop   stop what `serve` started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from scripts import airflow_stack  # noqa: E402
+from scripts.hive_server import HiveServer  # noqa: E402
+from scripts.sshd import LocalSshd  # noqa: E402
+
+WORK = Path(os.environ.get("FUXICTR_DEMO_DIR", REPO / ".work" / "demo"))
+OUTPUT = REPO / "demo-output"
+PORT = int(os.environ.get("FUXICTR_DEMO_PORT", "8001"))
+SAMPLE_ROWS = int(os.environ.get("FUXICTR_DEMO_SAMPLE_ROWS", "20000"))
+INFER_ROWS = int(os.environ.get("FUXICTR_DEMO_INFER_ROWS", "5000"))
+HIVE_DB = "demo"
+
+
+def say(message: str) -> None:
+    print(f"[demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# -- services --
+
+
+class Services:
+    """Everything the demo starts, stopped in reverse order."""
+
+    def __init__(self, work: Path, port: int) -> None:
+        self.work = work
+        self.port = port
+        self.sshd = LocalSshd(work / "sshd")
+        self.hive = HiveServer(work / "hive")
+        self.airflow_home = work / "airflow"
+
+    def start(self) -> dict[str, str]:
+        ssh = self.sshd.start()
+        say(f"sshd (training server) on 127.0.0.1:{ssh.port}")
+        hive = self.hive.start()
+        say(f"Spark Thrift Server (HiveServer2) on 127.0.0.1:{hive.port}")
+        config = write_config(self.work, ssh)
+        env = {"FUXICTR_WORKFLOW_CONFIG": str(config), **self.hive.airflow_env()}
+        load_demo_data(self.work, env)
+        say(f"starting Airflow (api-server on 127.0.0.1:{self.port}, scheduler, dag-processor)")
+        full_env = airflow_stack.start(self.airflow_home, self.port, env)
+        airflow = str(Path(sys.executable).with_name("fuxictr-workflow"))
+        import subprocess
+
+        subprocess.run([airflow, "pools", "sync"], env=full_env, check=True, capture_output=True)
+        wait_dag(self.port, self.airflow_home)
+        return full_env
+
+    def stop(self) -> None:
+        airflow_stack.stop(self.airflow_home)
+        self.hive.stop()
+        self.sshd.stop()
+
+
+def write_config(work: Path, ssh: Any) -> Path:
+    data = {
+        "servers": {
+            "local": {
+                "host": ssh.host,
+                "port": ssh.port,
+                "username": ssh.username,
+                "key_path": ssh.key_path,
+                "known_hosts": ssh.known_hosts,
+                "remote_root": str(work / "server"),
+                "python": str(Path(sys.executable)),
+                "max_concurrent_trainings": 1,
+            }
+        },
+        "storage": {
+            "shared_dir": str(work / "shared"),
+            "staging_dir": str(work / "staging"),
+            "checkpoint_dir": str(work / "checkpoints"),
+            "log_dir": str(work / "logs" / "workflow"),
+        },
+        "transfer": {"chunk_size": 4 * 1024 * 1024, "parallel_workers": 2},
+        "task": {"heartbeat_interval": 5, "retry_delay_s": 3},
+        "store": {"url": f"sqlite:///{work / 'workflow.db'}"},
+    }
+    path = work / "config.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def load_demo_data(work: Path, env: dict[str, str]) -> None:
+    """Synthetic CTR data with a learnable signal → Parquet → Hive tables (through HS2)."""
+    import pyarrow as pa
+
+    from fuxictr_workflow.synthetic import make_ctr_table, write_parquet_parts
+
+    source = work / "source"
+    for name, rows, seed, labelled, dt in (
+        ("sample", SAMPLE_ROWS, 1, True, "2024-01-01"),
+        ("infer", INFER_ROWS, 2, False, "2024-01-02"),
+    ):
+        table = make_ctr_table(rows, seed=seed, with_label=labelled)
+        table = table.append_column("dt", pa.array([dt] * table.num_rows))
+        write_parquet_parts(table, source / name)
+    statements = [f"CREATE DATABASE IF NOT EXISTS {HIVE_DB}"]
+    for name in ("sample", "infer"):
+        statements += [
+            f"DROP TABLE IF EXISTS {HIVE_DB}.ctr_{name}",
+            f"CREATE TABLE {HIVE_DB}.ctr_{name} USING parquet LOCATION 'file://{source / name}'",
+        ]
+    hive_run(statements, env)
+    say(f"loaded {SAMPLE_ROWS} sample rows and {INFER_ROWS} inference rows into Hive tables {HIVE_DB}.ctr_*")
+
+
+def hive_run(statements: list[str], env: dict[str, str]) -> list[Any]:
+    """Run statements through HiveServer2 (the Airflow connection the stages use)."""
+    old = dict(os.environ)
+    os.environ.update(env)
+    try:
+        from airflow.providers.apache.hive.hooks.hive import HiveServer2Hook
+
+        hook = HiveServer2Hook()
+        results: list[Any] = []
+        for sql in statements:
+            results.append(
+                hook.get_records(sql) if sql.lstrip().upper().startswith("SELECT") else hook.run(sql)
+            )
+        return results
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+
+
+def wait_dag(port: int, home: Path, timeout: float = 180) -> None:
+    token = get_token(port, home)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            api(port, token, "GET", "/api/v2/dags/fuxictr_workflow")
+            return
+        except urllib.error.HTTPError:
+            time.sleep(1)
+    raise RuntimeError("the DAG fuxictr_workflow was not parsed within 180s (see .work/demo/airflow/logs)")
+
+
+# -- API client --
+
+
+def get_token(port: int, home: Path) -> str:
+    body = {"username": airflow_stack.ADMIN, "password": airflow_stack.admin_password(home)}
+    return api(port, None, "POST", "/auth/token", body)["access_token"]
+
+
+def api(port: int, token: str | None, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data, headers, method=method)
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read() or b"null")
+
+
+async def follow_logs(port: int, token: str, task_id: int) -> int:
+    """Print the task's log events until the socket closes after the final state.
+
+    Reconnects after a dropped socket, resuming after the events already printed."""
+    import websockets
+
+    seen = 0
+    url = f"ws://127.0.0.1:{port}/api/workflow/tasks/{task_id}/logs?token={token}"
+    while True:
+        try:
+            async with websockets.connect(f"{url}&after={seen}", max_size=None) as ws:
+                async for raw in ws:
+                    event = json.loads(raw)
+                    seen += 1
+                    print_event(event)
+                return seen
+        except (OSError, websockets.ConnectionClosedError) as err:
+            say(f"log stream dropped ({err}); reconnecting")
+            await asyncio.sleep(1)
+
+
+def print_event(event: dict[str, Any]) -> None:
+    msg = event["message"]
+    step = event.get("step") or "-"
+    marker = {"ERROR": "!!", "WARNING": "! "}.get(event["level"], "  ")
+    if msg.endswith(" started") or " finished in " in msg or " failed: " in msg:
+        print(f"== {event['timestamp']} {step:>16} | {msg}", flush=True)
+    else:
+        print(f"{marker} {event['timestamp']} {step:>16} | {msg}", flush=True)
+
+
+# -- summary --
+
+
+def summarize(
+    task: dict[str, Any], hive_rows: int | None, started: float, pipeline_s: float
+) -> dict[str, Any]:
+    steps = {s["step_name"]: s for s in task["steps"]}
+    results = {name: (s.get("result") or {}) for name, s in steps.items()}
+    train = results.get("train", {})
+    moved = {
+        name: {"bytes": results[name].get("bytes"), "mb_per_s": results[name].get("mb_per_s")}
+        for name in ("data_upload", "result_download")
+    }
+    return {
+        "task_id": task["id"],
+        "status": task["status"],
+        "stages": {name: s["status"] for name, s in steps.items()},
+        "stage_seconds": {name: results[name].get("seconds") for name in steps},
+        "transfers": moved,
+        "auc": train.get("auc"),
+        "logloss": train.get("logloss"),
+        "infer_rows": results.get("infer", {}).get("rows"),
+        "hive_rows": hive_rows,
+        "pipeline_s": round(pipeline_s, 1),
+        "total_s": round(time.monotonic() - started, 1),
+    }
+
+
+def print_summary(summary: dict[str, Any], task: dict[str, Any], port: int, home: Path) -> None:
+    print("\n" + "=" * 72)
+    print(f"FuXiCTR workflow demo — task {summary['task_id']}: {summary['status'].upper()}")
+    print("-" * 72)
+    for step in task["steps"]:
+        secs = summary["stage_seconds"].get(step["step_name"])
+        extra = ""
+        if step["step_name"] in summary["transfers"]:
+            t = summary["transfers"][step["step_name"]]
+            if t["bytes"] is not None:
+                extra = f"  {t['bytes'] / 1e6:,.1f} MB at {t['mb_per_s'] or 0:,.1f} MB/s"
+        err = f"  ERROR: {step['error_message']}" if step.get("error_message") else ""
+        print(
+            f"  {step['step_name']:<16} {step['status']:<10} {secs if secs is not None else '-':>8}s{extra}{err}"
+        )
+    print("-" * 72)
+    print(f"  AUC {summary['auc']}   logloss {summary['logloss']}")
+    print(f"  predictions: {summary['infer_rows']} rows scored, {summary['hive_rows']} rows in Hive")
+    print(f"  pipeline {summary['pipeline_s']}s, total {summary['total_s']}s")
+    print(f"  UI:  http://127.0.0.1:{port}/  (the 'FuXiCTR Workflow' entry in the nav)")
+    print(f"  API: http://127.0.0.1:{port}/api/workflow/tasks   docs: /api/workflow/docs")
+    print(f"  admin password: {airflow_stack.passwords_file(home)}")
+    print(f"  summary JSON: {OUTPUT / 'summary.json'}   logs: {WORK / 'logs' / 'workflow'}")
+    print("=" * 72)
+
+
+# -- commands --
+
+SEED_BODY = {
+    "name": "demo_task",
+    "experiment_id": "DeepFM_demo",
+    "sample_sql": f"SELECT * FROM {HIVE_DB}.ctr_sample WHERE dt = '2024-01-01'",
+    "infer_sql": f"SELECT * FROM {HIVE_DB}.ctr_infer WHERE dt = '2024-01-02'",
+    "hdfs_path": str(WORK / "hdfs"),
+    "hive_table": f"{HIVE_DB}.ctr_predictions",
+}
+
+
+def run() -> int:
+    started = time.monotonic()
+    services = Services(WORK, PORT)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        env = services.start()
+        token = get_token(PORT, services.airflow_home)
+        body = dict(SEED_BODY)
+        created = api(PORT, token, "POST", "/api/workflow/tasks", body)
+        task_id = created["task_id"]
+        say(f"created task {task_id} ({created['status']}) via POST /api/workflow/tasks; following its log")
+        t0 = time.monotonic()
+        asyncio.run(follow_logs(PORT, token, task_id))
+        pipeline_s = time.monotonic() - t0
+        task = api(PORT, token, "GET", f"/api/workflow/tasks/{task_id}")
+        hive_rows = None
+        if task["status"] == "completed":
+            (rows,) = hive_run(
+                [f"SELECT count(*) FROM {SEED_BODY['hive_table']} WHERE task_id = {int(task_id)}"],
+                {k: v for k, v in env.items() if k.startswith("AIRFLOW_CONN_")},
+            )
+            hive_rows = int(rows[0][0])
+        summary = summarize(task, hive_rows, started, pipeline_s)
+        OUTPUT.mkdir(exist_ok=True)
+        (OUTPUT / "summary.json").write_text(json.dumps(summary, indent=2))
+        print_summary(summary, task, PORT, services.airflow_home)
+        return 0 if task["status"] == "completed" and hive_rows == summary["infer_rows"] else 1
+    except KeyboardInterrupt:
+        say("interrupted; stopping everything")
+        return 130
+    finally:
+        services.stop()
+        say("stopped sshd, Hive and Airflow")
+
+
+def serve() -> int:
+    services = Services(WORK, PORT)
+    try:
+        services.start()
+    except BaseException:
+        services.stop()
+        raise
+    print(
+        f"Airflow UI and API on http://127.0.0.1:{PORT}/ (user admin, password in "
+        f"{airflow_stack.passwords_file(services.airflow_home)}); `make stop` stops everything."
+    )
+    print(f"Example request body: {json.dumps(SEED_BODY)}")
+    return 0
+
+
+def stop() -> int:
+    Services(WORK, PORT).stop()
+    say("stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("command", choices=["run", "serve", "stop"])
+    args = parser.parse_args(argv)
+    return {"run": run, "serve": serve, "stop": stop}[args.command]()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
