@@ -21,7 +21,6 @@ sys.path.insert(0, str(REPO))  # scripts/ and benchmarks/ import as packages
 from fuxictr_workflow.config import WorkflowConfig, load_config  # noqa: E402
 from fuxictr_workflow.store import WorkflowStore  # noqa: E402
 from fuxictr_workflow.workflow_log import WorkflowLogger  # noqa: E402
-
 from scripts.sshd import LocalSshd, SshdInfo  # noqa: E402
 
 pytest_plugins: list[str] = ["tests.services.postgres", "tests.services.browser"]

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from fuxictr_workflow.stages import STAGE_NAMES
 from fuxictr_workflow.store import ChunkSpec, IllegalTransition, NotFound, WorkflowStore
-
 from tests.conftest import new_task
 from tests.services.postgres import reset_database
 
