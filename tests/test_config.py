@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from fuxictr_workflow.config import DEFAULT_CONFIG_PATH, ConfigError, get_config, load_config, parse_config
 
 SERVER = {"host": "gpu-1", "username": "ml"}

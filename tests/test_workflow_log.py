@@ -7,7 +7,6 @@ from pathlib import Path
 
 from fuxictr_workflow.store import WorkflowStore
 from fuxictr_workflow.workflow_log import WorkflowLogger
-
 from tests.conftest import new_task
 
 LIMIT = 4096
