@@ -49,9 +49,22 @@ def say(message: str) -> None:
 class Services:
     """Everything the demo starts, stopped in reverse order."""
 
-    def __init__(self, work: Path, port: int) -> None:
+    def __init__(
+        self,
+        work: Path,
+        port: int,
+        *,
+        sample_rows: int = SAMPLE_ROWS,
+        infer_rows: int = INFER_ROWS,
+        config: dict[str, Any] | None = None,
+        airflow_env: dict[str, str] | None = None,
+    ) -> None:
         self.work = work
         self.port = port
+        self.rows = (sample_rows, infer_rows)
+        self.config_overrides = config or {}
+        self.extra_airflow_env = airflow_env or {}
+        self.env: dict[str, str] = {}
         self.sshd = LocalSshd(work / "sshd")
         self.hive = HiveServer(work / "hive")
         self.airflow_home = work / "airflow"
@@ -61,11 +74,11 @@ class Services:
         say(f"sshd (training server) on 127.0.0.1:{ssh.port}")
         hive = self.hive.start()
         say(f"Spark Thrift Server (HiveServer2) on 127.0.0.1:{hive.port}")
-        config = write_config(self.work, ssh)
-        env = {"FUXICTR_WORKFLOW_CONFIG": str(config), **self.hive.airflow_env()}
-        load_demo_data(self.work, env)
+        config = write_config(self.work, ssh, self.config_overrides)
+        env = {"FUXICTR_WORKFLOW_CONFIG": str(config), **self.hive.airflow_env(), **self.extra_airflow_env}
+        load_demo_data(self.work, env, *self.rows)
         say(f"starting Airflow (api-server on 127.0.0.1:{self.port}, scheduler, dag-processor)")
-        full_env = airflow_stack.start(self.airflow_home, self.port, env)
+        full_env = self.env = airflow_stack.start(self.airflow_home, self.port, env)
         airflow = str(Path(sys.executable).with_name("fuxictr-workflow"))
         import subprocess
 
@@ -79,7 +92,7 @@ class Services:
         self.sshd.stop()
 
 
-def write_config(work: Path, ssh: Any) -> Path:
+def write_config(work: Path, ssh: Any, overrides: dict[str, Any] | None = None) -> Path:
     data = {
         "servers": {
             "local": {
@@ -103,12 +116,14 @@ def write_config(work: Path, ssh: Any) -> Path:
         "task": {"heartbeat_interval": 5, "retry_delay_s": 3},
         "store": {"url": f"sqlite:///{work / 'workflow.db'}"},
     }
+    for section, values in (overrides or {}).items():
+        data[section] = {**data.get(section, {}), **values}
     path = work / "config.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 
 
-def load_demo_data(work: Path, env: dict[str, str]) -> None:
+def load_demo_data(work: Path, env: dict[str, str], sample_rows: int, infer_rows: int) -> None:
     """Synthetic CTR data with a learnable signal → Parquet → Hive tables (through HS2)."""
     import pyarrow as pa
 
@@ -116,8 +131,8 @@ def load_demo_data(work: Path, env: dict[str, str]) -> None:
 
     source = work / "source"
     for name, rows, seed, labelled, dt in (
-        ("sample", SAMPLE_ROWS, 1, True, "2024-01-01"),
-        ("infer", INFER_ROWS, 2, False, "2024-01-02"),
+        ("sample", sample_rows, 1, True, "2024-01-01"),
+        ("infer", infer_rows, 2, False, "2024-01-02"),
     ):
         table = make_ctr_table(rows, seed=seed, with_label=labelled)
         table = table.append_column("dt", pa.array([dt] * table.num_rows))
@@ -129,7 +144,7 @@ def load_demo_data(work: Path, env: dict[str, str]) -> None:
             f"CREATE TABLE {HIVE_DB}.ctr_{name} USING parquet LOCATION 'file://{source / name}'",
         ]
     hive_run(statements, env)
-    say(f"loaded {SAMPLE_ROWS} sample rows and {INFER_ROWS} inference rows into Hive tables {HIVE_DB}.ctr_*")
+    say(f"loaded {sample_rows} sample rows and {infer_rows} inference rows into Hive tables {HIVE_DB}.ctr_*")
 
 
 def hive_run(statements: list[str], env: dict[str, str]) -> list[Any]:

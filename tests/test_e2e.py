@@ -1,0 +1,251 @@
+"""End to end through the real processes: sshd, Spark Thrift Server, Airflow api-server +
+scheduler + dag-processor (LocalExecutor), FuXiCTR training — the `make demo` stack on
+smaller data — plus pipeline-level fault tests: each kills a real process mid-stage and
+checks that nothing is lost and the task still completes.
+
+One stack serves the module; each test submits its own task through the REST API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from fuxictr_workflow.stages import STAGE_NAMES
+from fuxictr_workflow.store import WorkflowStore
+from scripts import airflow_stack, demo
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
+
+SAMPLE_ROWS, INFER_ROWS = 6000, 1500
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Stack:
+    def __init__(self, services: demo.Services) -> None:
+        self.services = services
+        self.port = services.port
+        self.store = WorkflowStore(f"sqlite:///{services.work / 'workflow.db'}")
+        self._token: str | None = None
+
+    @property
+    def token(self) -> str:
+        if self._token is None:
+            self._token = demo.get_token(self.port, self.services.airflow_home)
+        return self._token
+
+    def submit(self, name: str) -> int:
+        body = {**demo.SEED_BODY, "name": name, "hdfs_path": str(self.services.work / "hdfs")}
+        created = demo.api(self.port, self.token, "POST", "/api/workflow/tasks", body)
+        assert created["status"] == "pending"
+        return int(created["task_id"])
+
+    def wait_final(self, task_id: int, timeout: float = 600) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            task = self.store.get_task(task_id)
+            if task["status"] in ("completed", "failed", "cancelled"):
+                return task
+            time.sleep(1)
+        raise AssertionError(f"task {task_id} not final after {timeout}s: {self.store.get_task(task_id)}")
+
+    def wait_until(
+        self, what: str, check: Callable[[], bool], timeout: float = 300, every: float = 0.05
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if check():
+                return
+            time.sleep(every)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def step_status(self, task_id: int, step: str) -> str:
+        return next(s["status"] for s in self.store.get_task(task_id)["steps"] if s["step_name"] == step)
+
+    def hive_rows(self, task_id: int) -> int:
+        env = {k: v for k, v in self.services.env.items() if k.startswith("AIRFLOW_CONN_")}
+        (rows,) = demo.hive_run(
+            [f"SELECT count(*) FROM {demo.SEED_BODY['hive_table']} WHERE task_id = {int(task_id)}"], env
+        )
+        return int(rows[0][0])
+
+    def assert_completed(self, task_id: int) -> dict[str, Any]:
+        task = self.wait_final(task_id)
+        failed = [(s["step_name"], s["error_message"]) for s in task["steps"] if s["status"] != "completed"]
+        assert task["status"] == "completed", f"task {task_id} {task['status']}: {failed}"
+        assert task["current_step"] == 5 and task["completed_at"] is not None
+        assert all(s["started_at"] and s["completed_at"] for s in task["steps"])
+        assert self.hive_rows(task_id) == INFER_ROWS
+        return task
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    work = tmp_path_factory.mktemp("e2e")
+    services = demo.Services(
+        work,
+        free_port(),
+        sample_rows=SAMPLE_ROWS,
+        infer_rows=INFER_ROWS,
+        config={
+            # small chunks: a transfer spans enough time and chunks for a fault to land mid-way
+            "transfer": {"chunk_size": 64 * 1024, "parallel_workers": 2, "max_retries": 4},
+            "task": {"heartbeat_interval": 2, "retry_delay_s": 5},
+        },
+        airflow_env={
+            # a task whose process died is noticed within 30 s instead of Airflow's 5 minutes
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "15",
+        },
+    )
+    try:
+        services.start()
+        yield Stack(services)
+    finally:
+        services.stop()
+
+
+class LogFollower(threading.Thread):
+    """A WebSocket client following one task's log, reconnecting with `after` on drops."""
+
+    def __init__(self, stack: Stack, task_id: int) -> None:
+        super().__init__(daemon=True)
+        self.stack, self.task_id = stack, task_id
+        self.events: list[dict[str, Any]] = []
+        self.reconnects = 0
+        self.closed_normally = False
+
+    def run(self) -> None:
+        asyncio.run(self._follow())
+
+    async def _follow(self) -> None:
+        import websockets
+
+        base = f"ws://127.0.0.1:{self.stack.port}/api/workflow/tasks/{self.task_id}/logs?token={self.stack.token}"
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            try:
+                async with websockets.connect(f"{base}&after={len(self.events)}", open_timeout=10) as ws:
+                    async for raw in ws:
+                        self.events.append(json.loads(raw))
+                    self.closed_normally = ws.close_code == 1000
+                    return
+            except (OSError, websockets.ConnectionClosedError, websockets.InvalidStatus, TimeoutError):
+                self.reconnects += 1
+                await asyncio.sleep(0.5)
+
+
+def assert_stage_sequence(events: list[dict[str, Any]], task_id: int) -> None:
+    """Every stage reports started and finished, stages in order."""
+    assert all(set(e) == {"task_id", "step", "message", "level", "timestamp"} for e in events)
+    assert {e["task_id"] for e in events} == {task_id}
+    starts: dict[str, int] = {}
+    ends: dict[str, int] = {}
+    for i, event in enumerate(events):
+        step, message = event["step"], event["message"]
+        if message.startswith(f"{step} started"):
+            starts.setdefault(step, i)
+        elif message.startswith(f"{step} finished in"):
+            ends.setdefault(step, i)
+    assert sorted(ends, key=ends.__getitem__) == list(STAGE_NAMES), f"finished: {ends}"
+    for step in STAGE_NAMES:
+        assert starts[step] < ends[step], step
+
+
+def test_pipeline_end_to_end(stack: Stack) -> None:
+    task_id = stack.submit("e2e")
+    follower = LogFollower(stack, task_id)
+    follower.start()
+    task = stack.assert_completed(task_id)
+    follower.join(120)
+    assert follower.closed_normally, "the WebSocket did not close normally after the final state"
+    assert_stage_sequence(follower.events, task_id)
+    stored = stack.store.logs_after(task_id, limit=100_000)
+    assert [e["message"] for e in follower.events] == [e["message"] for e in stored]
+    train = json.loads(next(s["result"] for s in task["steps"] if s["step_name"] == "train"))
+    assert train["auc"] >= 0.7
+    log_dir = stack.services.work / "logs" / "workflow" / f"task_{task_id}"
+    assert list(log_dir.glob("*.log")), "no per-task log files"
+
+
+def test_sshd_killed_during_upload_resumes(stack: Stack) -> None:
+    """sshd dies mid data_upload and comes back: the stage retries, re-sending no verified chunk."""
+    task_id = stack.submit("fault-sshd")
+
+    def some_verified() -> bool:
+        chunks = stack.store.chunks(task_id, "data_upload")
+        done = sum(c["status"] == "verified" for c in chunks)
+        return bool(chunks) and 0 < done < len(chunks)
+
+    stack.wait_until("data_upload to be part-way", some_verified, every=0.01)
+    stack.services.sshd.stop()
+    verified_at_kill = {
+        c["chunk_id"] for c in stack.store.chunks(task_id, "data_upload") if c["status"] == "verified"
+    }
+    time.sleep(2)
+    stack.services.sshd.start()
+    stack.assert_completed(task_id)
+    chunks = stack.store.chunks(task_id, "data_upload")
+    assert all(c["status"] == "verified" for c in chunks)
+    resent = [c["chunk_id"] for c in chunks if c["chunk_id"] in verified_at_kill and c["send_count"] != 1]
+    assert not resent, f"verified chunks sent again: {resent}"
+    upload = next(s for s in stack.store.get_task(task_id)["steps"] if s["step_name"] == "data_upload")
+    assert upload["retry_count"] >= 1 or any(c["retry_count"] for c in chunks)
+
+
+def test_hive_killed_during_fetch_recovers(stack: Stack) -> None:
+    """The Hive server dies while data_fetch runs and is started again: the stage retries and
+    completes, with the staged data not duplicated."""
+    task_id = stack.submit("fault-hive")
+    stack.wait_until("data_fetch to run", lambda: stack.step_status(task_id, "data_fetch") == "running")
+    stack.services.hive.stop()
+    time.sleep(2)
+    stack.services.hive.start()
+    task = stack.assert_completed(task_id)
+    fetch = json.loads(next(s["result"] for s in task["steps"] if s["step_name"] == "data_fetch") or "{}")
+    rows = {k: v for k, v in fetch.items() if "rows" in k}
+    assert rows, f"data_fetch result has no row counts: {fetch}"
+    assert sum(v for v in rows.values() if isinstance(v, int)) == SAMPLE_ROWS + INFER_ROWS, rows
+
+
+def test_scheduler_killed_mid_train_continues(stack: Stack) -> None:
+    """The scheduler (and with it the running task process) dies during train and is started
+    again: the run continues to completion."""
+    task_id = stack.submit("fault-scheduler")
+    stack.wait_until("train to run", lambda: stack.step_status(task_id, "train") == "running", timeout=600)
+    home = stack.services.airflow_home
+    airflow_stack.stop_one(home, "scheduler", sig=9)
+    time.sleep(3)
+    airflow_stack.start_one(home, "scheduler", stack.services.env)
+    stack.assert_completed(task_id)
+
+
+def test_api_server_restart_while_following(stack: Stack) -> None:
+    """The API server restarts while a WebSocket client follows: it reconnects and the log it
+    has has no gap and no duplicate."""
+    task_id = stack.submit("fault-api")
+    follower = LogFollower(stack, task_id)
+    follower.start()
+    stack.wait_until("some log lines", lambda: len(follower.events) >= 3, timeout=300)
+    home = stack.services.airflow_home
+    airflow_stack.stop_one(home, "api-server")
+    time.sleep(2)
+    airflow_stack.start_one(home, "api-server", stack.services.env)
+    airflow_stack.wait_healthy(stack.port)
+    stack.assert_completed(task_id)
+    follower.join(180)
+    assert follower.reconnects >= 1
+    stored = [e["message"] for e in stack.store.logs_after(task_id, limit=100_000)]
+    assert [e["message"] for e in follower.events] == stored
