@@ -62,7 +62,7 @@ class WorkflowStageMixin:
         except StageError as err:
             if err.retryable:
                 raise
-            from airflow.exceptions import AirflowFailException
+            from airflow.sdk.exceptions import AirflowFailException
 
             raise AirflowFailException(str(err)) from err
 
