@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from fuxictr_workflow.config import WorkflowConfig, get_config
-from fuxictr_workflow.stages import Stage
+from fuxictr_workflow.stages import Stage, StepStatus
 from fuxictr_workflow.store import WorkflowStore
 from fuxictr_workflow.tracking import StageError, StageRun, track_stage
 from fuxictr_workflow.validation import TASK_FIELDS, FieldError, validate_server, validate_task_fields
@@ -53,8 +53,12 @@ class WorkflowStageMixin:
         cfg = get_config()
         logger = get_logger()
         task_id = resolve_task_id(context, logger.store, cfg)
-        self.workflow_task = logger.store.get_task(task_id, with_steps=False)
+        self.workflow_task = logger.store.get_task(task_id)
         self.workflow_config = cfg
+        if (context["dag_run"].conf or {}).get("resume") and self._step_status() == StepStatus.COMPLETED:
+            # a retry run (API `retry`) resumes at the first unfinished stage
+            logger.info(task_id, self.stage.value, f"{self.stage.value} already completed; not redone")
+            return None
         ti = context["ti"]
         will_retry = ti.try_number <= (getattr(self, "retries", 0) or 0)
         try:
@@ -82,6 +86,9 @@ class WorkflowStageMixin:
             except FieldError as err:
                 raise StageError(str(err), retryable=False) from None
             return self.execute_stage(context, run)
+
+    def _step_status(self) -> str:
+        return next(s["status"] for s in self.workflow_task["steps"] if s["step_name"] == self.stage.value)
 
     def execute_stage(self, context: Any, run: StageRun) -> Any:
         raise NotImplementedError

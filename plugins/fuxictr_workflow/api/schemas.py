@@ -1,0 +1,105 @@
+"""Request/response models: the seed's TaskCreateRequest and Task, plus additive fields.
+
+Field rules come from validation.py, so the API (422 naming the field), the DAG's trigger
+form and the stages agree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+
+from fuxictr_workflow import validation as v
+
+
+class TaskCreateRequest(BaseModel):
+    """The seed's six fields; `server` is additive (default: config's default_server)."""
+
+    name: str = Field(max_length=v.NAME_MAX)
+    experiment_id: str = Field(max_length=v.EXPERIMENT_ID_MAX)
+    sample_sql: str
+    infer_sql: str
+    hdfs_path: str = Field(max_length=v.HDFS_PATH_MAX)
+    hive_table: str = Field(max_length=v.HIVE_TABLE_MAX)
+    server: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return _check(v.validate_name, value)
+
+    @field_validator("experiment_id")
+    @classmethod
+    def _experiment_id(cls, value: str) -> str:
+        return _check(v.validate_experiment_id, value)
+
+    @field_validator("sample_sql", "infer_sql")
+    @classmethod
+    def _sql(cls, value: str, info: Any) -> str:
+        return _check(lambda x: v.validate_select(info.field_name, x), value)
+
+    @field_validator("hdfs_path")
+    @classmethod
+    def _hdfs_path(cls, value: str) -> str:
+        return _check(v.validate_hdfs_path, value)
+
+    @field_validator("hive_table")
+    @classmethod
+    def _hive_table(cls, value: str) -> str:
+        return _check(v.validate_hive_table, value)
+
+
+def _check(fn: Any, value: Any) -> Any:
+    try:
+        return fn(value)
+    except v.FieldError as err:
+        raise ValueError(err.message) from None
+
+
+class TaskCreated(BaseModel):
+    task_id: int
+    status: str
+
+
+class Task(BaseModel):
+    """The seed's Task, plus additive server, dag_run_id, error_message and stale."""
+
+    id: int
+    name: str
+    experiment_id: str
+    sample_sql: str
+    infer_sql: str
+    hdfs_path: str | None
+    hive_table: str | None
+    status: str
+    current_step: int
+    created_at: str | None
+    updated_at: str | None
+    completed_at: str | None
+    server: str | None = None
+    dag_run_id: str | None = None
+    error_message: str | None = None
+    stale: bool = False
+
+
+class Step(BaseModel):
+    step_name: str
+    status: str
+    started_at: str | None
+    completed_at: str | None
+    error_message: str | None
+    retry_count: int
+    result: dict[str, Any] | None = None
+
+
+class TransferProgress(BaseModel):
+    chunks_total: int
+    chunks_verified: int
+    bytes_total: int
+    bytes_verified: int
+
+
+class TaskDetail(Task):
+    steps: list[Step]
+    transfer: dict[str, TransferProgress] = Field(default_factory=dict)

@@ -1,0 +1,183 @@
+"""The seed's task routes (create, list, get) plus additive retry and cancel."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request, status
+
+from fuxictr_workflow.api import security, trigger
+from fuxictr_workflow.api.schemas import Task, TaskCreated, TaskCreateRequest, TaskDetail
+from fuxictr_workflow.config import get_config
+from fuxictr_workflow.dag_params import dag_id_for
+from fuxictr_workflow.stages import TaskStatus
+from fuxictr_workflow.store import IllegalTransition, NotFound, WorkflowStore, get_store, iso, utcnow
+from fuxictr_workflow.validation import TASK_FIELDS
+
+router = APIRouter(prefix="/tasks", tags=["Tasks"])
+
+
+def _task(row: dict[str, Any], stale_after: timedelta) -> dict[str, Any]:
+    out = {k: row.get(k) for k in Task.model_fields if k != "stale"}
+    for key in ("created_at", "updated_at", "completed_at"):
+        out[key] = iso(row.get(key))
+    out["stale"] = bool(
+        row["status"] == TaskStatus.RUNNING
+        and row.get("updated_at")
+        and utcnow() - row["updated_at"] > stale_after
+    )
+    return out
+
+
+def _detail(store: WorkflowStore, row: dict[str, Any], stale_after: timedelta) -> dict[str, Any]:
+    out = _task(row, stale_after)
+    out["steps"] = [
+        {
+            "step_name": s["step_name"],
+            "status": s["status"],
+            "started_at": iso(s["started_at"]),
+            "completed_at": iso(s["completed_at"]),
+            "error_message": s["error_message"],
+            "retry_count": s["retry_count"] or 0,
+            "result": json.loads(s["result"]) if s.get("result") else None,
+        }
+        for s in row["steps"]
+    ]
+    out["transfer"] = store.chunk_progress(row["id"])
+    return out
+
+
+def _stale_after() -> timedelta:
+    return timedelta(seconds=3 * get_config().task.heartbeat_interval)
+
+
+def _user_name(request: Request) -> str:
+    user = getattr(request.state, "user", None)
+    return user.get_name() if user is not None else "api"
+
+
+def _start_run(store: WorkflowStore, task_id: int, attempt: int, request: Request) -> str:
+    """Trigger the task's DAG run; a failed trigger fails the task with the reason."""
+    cfg = get_config()
+    task = store.get_task(task_id, with_steps=False)
+    server = task["server"] or cfg.default_server
+    conf = {"task_id": task_id, "server": server, **{f: task[f] for f in TASK_FIELDS}}
+    if attempt:
+        conf["resume"] = True
+    run_id = trigger.run_id_for(task_id, attempt)
+    try:
+        trigger.trigger(dag_id_for(server, cfg.default_server), run_id, conf, _user_name(request))
+    except trigger.TriggerError as err:
+        store.fail_task(task_id, str(err))
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, f"task {task_id} failed to start: {err}"
+        ) from err
+    store.set_dag_run(task_id, run_id)
+    return run_id
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TaskCreated,
+    dependencies=[security.can_trigger()],
+    summary="Create a task and trigger its pipeline run",
+)
+def create_task(body: TaskCreateRequest, request: Request) -> dict[str, Any]:
+    cfg = get_config()
+    if body.server is not None and body.server not in cfg.servers:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            [
+                {
+                    "loc": ["body", "server"],
+                    "msg": f"unknown training server {body.server!r}; configured: {', '.join(cfg.servers)}",
+                    "type": "value_error",
+                }
+            ],
+        )
+    store = get_store()
+    task_id = store.create_task(
+        **body.model_dump(exclude={"server"}), server=body.server or cfg.default_server
+    )
+    _start_run(store, task_id, 0, request)
+    return {"task_id": task_id, "status": TaskStatus.PENDING}
+
+
+@router.get(
+    "", response_model=list[Task], dependencies=[security.can_read()], summary="List tasks, newest first"
+)
+def list_tasks(
+    status_: Annotated[str | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    dag_run_id: str | None = None,
+) -> list[dict[str, Any]]:
+    store = get_store()
+    stale_after = _stale_after()
+    if dag_run_id is not None:
+        found = store.find_task_by_run(dag_run_id)
+        rows = [store.get_task(found, with_steps=False)] if found is not None else []
+        return [_task(r, stale_after) for r in rows if status_ in (None, r["status"])]
+    return [_task(r, stale_after) for r in store.list_tasks(status=status_, limit=limit, offset=offset)]
+
+
+@router.get(
+    "/{task_id}",
+    response_model=TaskDetail,
+    dependencies=[security.can_read()],
+    summary="One task with its steps",
+)
+def get_task(task_id: int) -> dict[str, Any]:
+    store = get_store()
+    try:
+        return _detail(store, store.get_task(task_id), _stale_after())
+    except NotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"task {task_id} does not exist") from None
+
+
+@router.post(
+    "/{task_id}/retry",
+    response_model=TaskCreated,
+    dependencies=[security.can_trigger()],
+    summary="Resume a failed or cancelled task from its first unfinished stage",
+)
+def retry_task(task_id: int, request: Request) -> dict[str, Any]:
+    """Completed stages are skipped by the new run and verified chunks are not re-sent."""
+    store = get_store()
+    try:
+        previous = store.get_task(task_id, with_steps=False)["dag_run_id"] or ""
+        store.reset_from_step(task_id)
+    except NotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"task {task_id} does not exist") from None
+    except IllegalTransition as err:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(err)) from None
+    match = re.search(r"_retry_(\d+)$", previous)
+    _start_run(store, task_id, int(match.group(1)) + 1 if match else 1, request)
+    return {"task_id": task_id, "status": TaskStatus.PENDING}
+
+
+@router.post(
+    "/{task_id}/cancel",
+    response_model=TaskCreated,
+    dependencies=[security.can_edit()],
+    summary="Cancel a pending or running task and stop its run",
+)
+def cancel_task(task_id: int) -> dict[str, Any]:
+    store = get_store()
+    try:
+        store.cancel_task(task_id)
+    except NotFound:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"task {task_id} does not exist") from None
+    except IllegalTransition as err:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(err)) from None
+    task = store.get_task(task_id, with_steps=False)
+    if task["dag_run_id"]:
+        cfg = get_config()
+        trigger.fail_run(
+            dag_id_for(task["server"] or cfg.default_server, cfg.default_server), task["dag_run_id"]
+        )
+    return {"task_id": task_id, "status": TaskStatus.CANCELLED}
