@@ -110,14 +110,15 @@ def track_stage(
     except BaseException as exc:
         reason = error_message(exc)
         will_retry = will_retry and getattr(exc, "retryable", True)
-        store.fail_step(task_id, step, reason, final=not will_retry)
+        # the event goes first: a WebSocket closes once the task is final, after its last event
         run.error(f"{step} failed: {reason}" + ("; it will be retried" if will_retry else ""))
+        store.fail_step(task_id, step, reason, final=not will_retry)
         raise
     else:
         if closes_step:
             run.result.setdefault("seconds", round(time.monotonic() - started, 3))
-            store.complete_step(task_id, step, run.result)
             run.info(f"{step} finished in {time.monotonic() - started:.1f}s")
+            store.complete_step(task_id, step, run.result)
     finally:
         stop.set()
         beat.join(timeout=5)

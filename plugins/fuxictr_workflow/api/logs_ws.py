@@ -19,12 +19,16 @@ from fuxictr_workflow.store import NotFound, get_store, iso
 router = APIRouter(tags=["Logs"])
 
 POLL_S = 0.1
+FINAL_GRACE_S = 0.5
 BATCH = 1000
 
 
 @router.websocket("/tasks/{task_id}/logs")
 async def task_logs(websocket: WebSocket, task_id: int, after: int = 0) -> None:
-    if await websocket_user(websocket) is None:
+    # accept first so the client sees the close code (closing a handshake is a bare 403)
+    authorized = await websocket_user(websocket) is not None
+    await websocket.accept()
+    if not authorized:
         await websocket.close(
             code=1008, reason="authentication required: _token cookie or token query parameter"
         )
@@ -35,8 +39,8 @@ async def task_logs(websocket: WebSocket, task_id: int, after: int = 0) -> None:
     except NotFound:
         await websocket.close(code=4404, reason=f"task {task_id} does not exist")
         return
-    await websocket.accept()
     cursor = 0
+    final_seen = False
     if after > 0:
         skipped = await asyncio.to_thread(store.logs_after, task_id, 0, after)
         cursor = skipped[-1]["id"] if skipped else 0
@@ -57,8 +61,12 @@ async def task_logs(websocket: WebSocket, task_id: int, after: int = 0) -> None:
                     )
                 cursor = events[-1]["id"]
             if status in FINAL_TASK_STATUSES:
-                await websocket.close(code=1000)
-                return
+                if final_seen:
+                    await websocket.close(code=1000)
+                    return
+                final_seen = True  # one more drain: a writer may log right after the final state
+                await asyncio.sleep(FINAL_GRACE_S)
+                continue
             await asyncio.sleep(POLL_S)
     except WebSocketDisconnect:
         return

@@ -1,0 +1,218 @@
+"""The plugin's task API on a real Airflow api-server: validation, auth, persistence, real
+DAG runs in Airflow's DB, retry/cancel state rules and the log WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from tests.services.airflow_app import ApiServer
+
+pytestmark = pytest.mark.timeout(600)
+
+BODY = {
+    "name": "my_task",
+    "experiment_id": "exp_001",
+    "sample_sql": "SELECT * FROM train_data WHERE date = '2024-01-01'",
+    "infer_sql": "SELECT * FROM infer_data WHERE date = '2024-01-02'",
+    "hdfs_path": "/hdfs/path/to/data",
+    "hive_table": "hive_db.output_table",
+}
+
+
+def call(
+    server: ApiServer, method: str, path: str, body: Any = None, token: str | None = "admin"
+) -> tuple[int, Any]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {server.token(token)}"
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"{server.base_url}/api/workflow{path}", data, headers, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"null")
+
+
+def airflow_run(server: ApiServer, run_id: str) -> dict[str, Any]:
+    req = urllib.request.Request(
+        f"{server.base_url}/api/v2/dags/fuxictr_workflow/dagRuns/{run_id}",
+        headers={"Authorization": f"Bearer {server.token()}"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def test_create_list_get(api_server: ApiServer) -> None:
+    status, created = call(api_server, "POST", "/tasks", BODY)
+    assert status == 201 and set(created) == {"task_id", "status"} and created["status"] == "pending"
+    task_id = created["task_id"]
+    status, listed = call(api_server, "GET", "/tasks")
+    assert status == 200 and listed[0]["id"] == task_id
+    seed_fields = {"id", "name", "experiment_id", "sample_sql", "infer_sql", "hdfs_path", "hive_table", "status",
+                   "current_step", "created_at", "updated_at", "completed_at"}  # fmt: skip
+    assert seed_fields <= set(listed[0])
+    assert {k: listed[0][k] for k in BODY} == BODY
+    status, task = call(api_server, "GET", f"/tasks/{task_id}")
+    assert (
+        status == 200
+        and [s["step_name"] for s in task["steps"]][0] == "data_fetch"
+        and len(task["steps"]) == 6
+    )
+    run = airflow_run(api_server, task["dag_run_id"])
+    assert run["conf"]["task_id"] == task_id and run["state"] == "queued"
+    assert call(api_server, "GET", "/tasks?status=failed")[1] == [] or all(
+        t["status"] == "failed" for t in call(api_server, "GET", "/tasks?status=failed")[1]
+    )
+    by_run = call(api_server, "GET", f"/tasks?dag_run_id={task['dag_run_id']}")[1]
+    assert [t["id"] for t in by_run] == [task_id]
+
+
+def test_unknown_task_is_404(api_server: ApiServer) -> None:
+    status, body = call(api_server, "GET", "/tasks/999999")
+    assert status == 404 and "999999" in body["detail"]
+
+
+BAD = [
+    ({k: v for k, v in BODY.items() if k != "name"}, "name"),
+    ({**BODY, "name": ""}, "name"),
+    ({**BODY, "name": "x" * 300}, "name"),
+    ({**BODY, "experiment_id": ""}, "experiment_id"),
+    ({**BODY, "experiment_id": "exp; rm -rf /"}, "experiment_id"),
+    ({**BODY, "experiment_id": "$(reboot)"}, "experiment_id"),
+    ({**BODY, "sample_sql": ""}, "sample_sql"),
+    ({**BODY, "sample_sql": "SELECT 1; DROP TABLE x"}, "sample_sql"),
+    ({**BODY, "infer_sql": "DROP TABLE x"}, "infer_sql"),
+    ({**BODY, "infer_sql": "INSERT INTO t SELECT 1"}, "infer_sql"),
+    ({**BODY, "hdfs_path": "relative/path"}, "hdfs_path"),
+    ({**BODY, "hdfs_path": "/data/../etc"}, "hdfs_path"),
+    ({**BODY, "hdfs_path": "s3://bucket/x"}, "hdfs_path"),
+    ({**BODY, "hive_table": "x; DROP TABLE y"}, "hive_table"),
+    ({**BODY, "hive_table": "`db`.`t`"}, "hive_table"),
+    ({**BODY, "hive_table": "no_db"}, "hive_table"),
+    ({**BODY, "server": "nope"}, "server"),
+    ({**BODY, "sample_sql": 42}, "sample_sql"),
+]
+
+
+@pytest.mark.parametrize(("body", "field"), BAD, ids=[f"{f}-{i}" for i, (_, f) in enumerate(BAD)])
+def test_bad_bodies_are_422_naming_the_field(api_server: ApiServer, body: dict[str, Any], field: str) -> None:
+    before = api_server.store.count_tasks()
+    status, error = call(api_server, "POST", "/tasks", body)
+    assert status == 422, error
+    assert any(field in (d.get("loc") or []) for d in error["detail"]), error
+    assert api_server.store.count_tasks() == before, "a rejected body must not create a task"
+
+
+def test_auth(api_server: ApiServer) -> None:
+    assert call(api_server, "GET", "/tasks", token=None)[0] == 401
+    assert call(api_server, "POST", "/tasks", BODY, token=None)[0] == 401
+    assert call(api_server, "GET", "/tasks", token="viewer")[0] == 200
+    assert call(api_server, "POST", "/tasks", BODY, token="viewer")[0] == 403
+    task_id = call(api_server, "POST", "/tasks", BODY)[1]["task_id"]
+    assert call(api_server, "POST", f"/tasks/{task_id}/cancel", token="viewer")[0] == 403
+    assert call(api_server, "GET", "/openapi.json", token=None)[0] == 200
+
+
+def test_retry_and_cancel_rules(api_server: ApiServer) -> None:
+    store = api_server.store
+    task_id = call(api_server, "POST", "/tasks", BODY)[1]["task_id"]
+    assert call(api_server, "POST", f"/tasks/{task_id}/retry")[0] == 409  # not failed
+    store.start_step(task_id, "data_fetch")
+    store.complete_step(task_id, "data_fetch")
+    store.start_step(task_id, "data_upload")
+    store.fail_step(task_id, "data_upload", "connection refused")
+    status, body = call(api_server, "POST", f"/tasks/{task_id}/retry")
+    assert status == 200 and body["status"] == "pending"
+    task = call(api_server, "GET", f"/tasks/{task_id}")[1]
+    assert [s["status"] for s in task["steps"][:2]] == ["completed", "pending"]
+    assert task["dag_run_id"].endswith("_retry_1")
+    run = airflow_run(api_server, task["dag_run_id"])
+    assert run["conf"]["resume"] is True and run["conf"]["task_id"] == task_id
+    assert call(api_server, "POST", f"/tasks/{task_id}/cancel")[0] == 200
+    assert call(api_server, "GET", f"/tasks/{task_id}")[1]["status"] == "cancelled"
+    assert airflow_run(api_server, task["dag_run_id"])["state"] == "failed"
+    assert call(api_server, "POST", f"/tasks/{task_id}/cancel")[0] == 409
+
+
+def test_concurrent_creates(api_server: ApiServer) -> None:
+    with ThreadPoolExecutor(10) as pool:
+        results = list(
+            pool.map(lambda i: call(api_server, "POST", "/tasks", {**BODY, "name": f"c{i}"}), range(10))
+        )
+    assert [s for s, _ in results] == [201] * 10
+    ids = {b["task_id"] for _, b in results}
+    assert len(ids) == 10
+    runs = {api_server.store.get_task(i, with_steps=False)["dag_run_id"] for i in ids}
+    assert len(runs) == 10 and None not in runs
+    for run_id in runs:
+        assert airflow_run(api_server, run_id)["dag_run_id"] == run_id
+
+
+async def _collect(url: str) -> tuple[list[dict[str, Any]], int | None]:
+    import websockets
+
+    events = []
+    async with websockets.connect(url, open_timeout=20) as ws:
+        async for raw in ws:
+            events.append(json.loads(raw))
+    return events, ws.close_code
+
+
+def ws_url(server: ApiServer, task_id: int, **query: Any) -> str:
+    qs = "&".join(f"{k}={v}" for k, v in query.items())
+    return f"ws://127.0.0.1:{server.port}/api/workflow/tasks/{task_id}/logs?{qs}"
+
+
+def test_websocket_replay_live_and_close(api_server: ApiServer) -> None:
+    store = api_server.store
+    task_id = call(api_server, "POST", "/tasks", BODY)[1]["task_id"]
+    store.start_step(task_id, "data_fetch")
+    store.append_log(task_id, "data_fetch", "INFO", "past 1")
+
+    async def scenario() -> tuple[list[dict[str, Any]], int | None, list[dict[str, Any]]]:
+        client = asyncio.create_task(_collect(ws_url(api_server, task_id, token=api_server.token())))
+        await asyncio.sleep(1.0)
+        for i in range(5):
+            await asyncio.to_thread(store.append_log, task_id, "data_fetch", "INFO", f"live {i}")
+        await asyncio.to_thread(store.fail_step, task_id, "data_fetch", "boom")
+        await asyncio.to_thread(store.append_log, task_id, "data_fetch", "ERROR", "last")
+        events, code = await asyncio.wait_for(client, 60)
+        resumed, _ = await _collect(ws_url(api_server, task_id, token=api_server.token(), after=3))
+        return events, code, resumed
+
+    events, code, resumed = asyncio.run(scenario())
+    messages = [e["message"] for e in events]
+    assert messages[0] == "past 1"
+    assert [m for m in messages if m.startswith("live")] == [f"live {i}" for i in range(5)]
+    assert messages[-1] == "last" and code == 1000
+    assert all(set(e) == {"task_id", "step", "message", "level", "timestamp"} for e in events)
+    assert events[-1]["timestamp"].endswith("Z")
+    assert [e["message"] for e in resumed] == messages[3:]
+
+
+def test_websocket_requires_token(api_server: ApiServer) -> None:
+    import websockets
+
+    task_id = call(api_server, "POST", "/tasks", BODY)[1]["task_id"]
+
+    async def attempt(url: str) -> int | None:
+        try:
+            async with websockets.connect(url, open_timeout=20) as ws:
+                await ws.recv()
+        except websockets.ConnectionClosed as closed:
+            return closed.rcvd.code if closed.rcvd else None
+        except websockets.InvalidStatus as err:
+            return err.response.status_code
+        return None
+
+    assert asyncio.run(attempt(ws_url(api_server, task_id))) == 1008
+    assert asyncio.run(attempt(ws_url(api_server, task_id, token="bogus"))) == 1008
+    assert asyncio.run(attempt(ws_url(api_server, 999999, token=api_server.token()))) == 4404
