@@ -1,0 +1,1 @@
+"""Code that runs ON the training server (only Python + fuxictr there; no Airflow)."""
