@@ -37,7 +37,6 @@ from fuxictr_workflow.config import TransferConfig  # noqa: E402
 from fuxictr_workflow.servers import Endpoint  # noqa: E402
 from fuxictr_workflow.store import WorkflowStore  # noqa: E402
 from fuxictr_workflow.transfer import TransferItem, download, upload  # noqa: E402
-
 from scripts.sshd import LocalSshd, SshdInfo  # noqa: E402
 
 MB = 1_000_000

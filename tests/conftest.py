@@ -23,7 +23,12 @@ from fuxictr_workflow.store import WorkflowStore  # noqa: E402
 from fuxictr_workflow.workflow_log import WorkflowLogger  # noqa: E402
 from scripts.sshd import LocalSshd, SshdInfo  # noqa: E402
 
-pytest_plugins: list[str] = ["tests.services.postgres", "tests.services.browser", "tests.services.airflow_app"]
+pytest_plugins: list[str] = [
+    "tests.services.postgres",
+    "tests.services.browser",
+    "tests.services.airflow_app",
+    "tests.services.hive",
+]
 
 VENV_PYTHON = str(REPO / ".venv" / "bin" / "python")
 

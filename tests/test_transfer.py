@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from fuxictr_workflow.stages import ChunkStatus
 from fuxictr_workflow.store import ChunkSpec, WorkflowStore
 from fuxictr_workflow.transfer import (
@@ -20,7 +21,6 @@ from fuxictr_workflow.transfer import (
     download,
     upload,
 )
-
 from scripts.sshd import LocalSshd, SshdInfo
 from tests.conftest import new_task
 from tests.transfer_helpers import (

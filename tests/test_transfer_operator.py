@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+
 from fuxictr_workflow import paths
 from fuxictr_workflow.config import WorkflowConfig
 from fuxictr_workflow.operators.transfer import (
@@ -19,7 +20,6 @@ from fuxictr_workflow.operators.transfer import (
 from fuxictr_workflow.stages import Stage, StepStatus
 from fuxictr_workflow.store import get_store
 from fuxictr_workflow.transfer import TransferItem
-
 from scripts.sshd import SshdInfo
 from tests.conftest import new_task
 from tests.transfer_helpers import CHUNK, tree_hashes, write_random

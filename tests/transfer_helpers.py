@@ -10,7 +10,6 @@ from pathlib import Path
 
 from fuxictr_workflow.config import TransferConfig
 from fuxictr_workflow.servers import Endpoint
-
 from scripts.sshd import SshdInfo, free_port
 
 KIB = 1024

@@ -1,0 +1,170 @@
+"""Stages data_fetch and hive_upload: HiveOperator (beeline) for the HiveQL, fsspec for HDFS.
+
+    data_fetch:   HiveExportOperator(task_id="hive_export") >> HdfsDownloadOperator(task_id="hdfs_download")
+    hive_upload:  HdfsUploadOperator(task_id="hdfs_upload") >> HiveLoadOperator(task_id="hive_load")
+
+The HiveQL comes from include/sql/*.hql, rendered with the workflow task's validated values
+(API-created runs carry only the task id). beeline needs to be on PATH: the pyspark wheel's
+bin/ for the embedded default (scripts/hive_server.py sets it), the cluster's otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pyarrow.parquet as pq
+from airflow.providers.apache.hive.operators.hive import HiveOperator
+from airflow.sdk import BaseOperator
+
+from fuxictr_workflow import hdfs, paths
+from fuxictr_workflow.operators.base import WorkflowStageMixin
+from fuxictr_workflow.stages import Stage
+from fuxictr_workflow.tracking import StageError, StageRun
+
+SQL_DIR = Path(__file__).resolve().parents[3] / "include" / "sql"
+PARTITION_COLUMN = "task_id"
+ARROW_TO_HIVE = {
+    "int8": "TINYINT", "int16": "SMALLINT", "int32": "INT", "int64": "BIGINT",
+    "float": "FLOAT", "double": "DOUBLE", "string": "STRING", "large_string": "STRING", "bool": "BOOLEAN",
+}  # fmt: skip
+# Errors a retry cannot fix: the query or the table is wrong.
+USER_ERRORS = re.compile(
+    r"PARSE_SYNTAX_ERROR|TABLE_OR_VIEW_NOT_FOUND|UNRESOLVED_|SCHEMA_NOT_FOUND|ParseException|AnalysisException"
+)
+
+
+def render(template: str, **values: Any) -> str:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(SQL_DIR), undefined=jinja2.StrictUndefined)
+    return env.get_template(template).render(**values)
+
+
+def hive_error(output: str) -> StageError:
+    """Hive's own message: the beeline `Error:` line, without the Java exception prefixes."""
+    line = next((ln for ln in output.splitlines() if re.search(r"(^|> )\s*Error:", ln)), "")
+    if not line:
+        tail = [ln for ln in output.splitlines() if ln.strip()][-3:]
+        return StageError("Hive failed: " + " | ".join(tail)[-1000:])
+    message = re.sub(r"^.*?Error:\s*(org\.apache\.hive\.service\.cli\.HiveSQLException:\s*)?", "", line)
+    message = message.replace("Error running query: ", "").replace(
+        "org.apache.spark.sql.catalyst.parser.", ""
+    )
+    message = message.replace("org.apache.spark.sql.", "")
+    return StageError(f"Hive: {message.strip()}"[:2000], retryable=not USER_ERRORS.search(line))
+
+
+class _TrackedHiveOperator(WorkflowStageMixin, HiveOperator):
+    """HiveOperator whose hql is rendered from the workflow task at run time."""
+
+    template_fields = ()  # the hql is built from validated values, not from user templates
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(hql="-- rendered at run time", **kwargs)
+
+    def hql_for(self, run: StageRun) -> str:
+        raise NotImplementedError
+
+    def execute_stage(self, context: Any, run: StageRun) -> Any:
+        self.hql = self.hql_for(run)
+        self.hive_cli_conn_id = self.workflow_config.hive.cli_conn_id
+        # our runs have no logical_date (API-triggered), which HiveOperator needs only to name the job
+        self.mapred_job_name = f"fuxictr_workflow task_{self.workflow_task['id']} {self.task_id}"
+        run.info(f"running HiveQL through beeline ({self.hive_cli_conn_id}):\n{self.hql.strip()}")
+        try:
+            HiveOperator.execute(self, context)
+        except Exception as err:  # AirflowException carries beeline's output
+            raise hive_error(str(err)) from None
+        return run.result
+
+
+class HiveExportOperator(_TrackedHiveOperator):
+    """data_fetch, part 1: sample_sql and infer_sql → Parquet under <hdfs_path>/task_<id>/."""
+
+    stage = Stage.DATA_FETCH
+    closes_step = False
+
+    def hql_for(self, run: StageRun) -> str:
+        task = self.workflow_task
+        datasets = [
+            {
+                "directory": paths.hdfs_task_dir(task["hdfs_path"], task["id"], name),
+                "sql": task[f"{name}_sql"],
+            }
+            for name in paths.DATASETS
+        ]
+        return render("export.hql", datasets=datasets)
+
+
+class HdfsDownloadOperator(WorkflowStageMixin, BaseOperator):
+    """data_fetch, part 2: the exported parts → staging/task_<id>/{sample,infer}/."""
+
+    stage = Stage.DATA_FETCH
+    opens_step = False
+
+    def execute_stage(self, context: Any, run: StageRun) -> dict[str, Any]:
+        cfg, task = self.workflow_config, self.workflow_task
+        for name in paths.DATASETS:
+            url = paths.hdfs_task_dir(task["hdfs_path"], task["id"], name)
+            local = paths.staging_dataset_dir(cfg.storage.staging_dir, task["id"], name)
+            try:
+                copied = hdfs.download_dir(url, local, cfg.hdfs.storage_options)
+            except FileNotFoundError as err:
+                raise StageError(str(err)) from None
+            if copied.files == 0:
+                raise StageError(f"{name}_sql exported no files to {url}", retryable=False)
+            run.result.update(
+                {f"{name}_files": copied.files, f"{name}_bytes": copied.bytes, f"{name}_rows": copied.rows}
+            )
+            run.info(f"{name}: {copied.files} files, {copied.bytes:,} bytes, {copied.rows:,} rows from {url}")
+        if run.result["sample_rows"] == 0:
+            raise StageError("sample_sql returned no rows: nothing to train on", retryable=False)
+        return run.result
+
+
+class HdfsUploadOperator(WorkflowStageMixin, BaseOperator):
+    """hive_upload, part 1: staging predictions → <hdfs_path>/task_<id>/predictions/."""
+
+    stage = Stage.HIVE_UPLOAD
+    closes_step = False
+
+    def execute_stage(self, context: Any, run: StageRun) -> dict[str, Any]:
+        cfg, task = self.workflow_config, self.workflow_task
+        local = paths.staging_predictions(cfg.storage.staging_dir, task["id"])
+        if not local.exists():
+            raise StageError(f"no predictions at {local} (did result_download run?)")
+        url = paths.hdfs_task_dir(task["hdfs_path"], task["id"], "predictions")
+        copied = hdfs.upload_file(local, url, cfg.hdfs.storage_options)
+        run.info(f"predictions: {copied.bytes:,} bytes, {copied.rows:,} rows to {url}")
+        return {"rows": copied.rows, "bytes": copied.bytes}
+
+
+class HiveLoadOperator(_TrackedHiveOperator):
+    """hive_upload, part 2: create hive_table if needed, load this task's partition (OVERWRITE)."""
+
+    stage = Stage.HIVE_UPLOAD
+    opens_step = False
+
+    def hql_for(self, run: StageRun) -> str:
+        cfg, task = self.workflow_config, self.workflow_task
+        local = paths.staging_predictions(cfg.storage.staging_dir, task["id"])
+        schema = pq.read_schema(local)
+        columns = [(f.name, ARROW_TO_HIVE.get(str(f.type), "STRING")) for f in schema]
+        database, table = task["hive_table"].split(".")
+        run.result.update(
+            {
+                "rows": pq.ParquetFile(local).metadata.num_rows,
+                "hive_table": task["hive_table"],
+                "partition": task["id"],
+            }
+        )
+        return render(
+            "load_predictions.hql",
+            database=database,
+            table=table,
+            columns=columns,
+            partition_column=PARTITION_COLUMN,
+            directory=paths.hdfs_task_dir(task["hdfs_path"], task["id"], "predictions"),
+            task_id=int(task["id"]),
+        )

@@ -1,0 +1,202 @@
+"""The embedded HiveServer2: the Spark Thrift Server from the pyspark wheel on 127.0.0.1.
+
+Derby metastore and warehouse live under our data dir; auth mode NONE is set in its
+hive-site.xml (SASL PLAIN with any user: what beeline and PyHive speak by default).
+
+    scripts/hive-server start|stop|status [--dir DIR] [--port N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DIR = REPO / ".work" / "hive"
+
+
+def spark_home() -> Path:
+    import pyspark
+
+    return Path(pyspark.__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class HiveInfo:
+    host: str
+    port: int
+    pid: int
+    dir: str
+
+
+HIVE_SITE = """<?xml version="1.0"?>
+<configuration>
+  <property><name>hive.server2.authentication</name><value>NONE</value></property>
+  <property><name>hive.server2.thrift.bind.host</name><value>127.0.0.1</value></property>
+  <property><name>hive.server2.thrift.port</name><value>{port}</value></property>
+  <property><name>hive.server2.enable.doAs</name><value>false</value></property>
+  <property><name>javax.jdo.option.ConnectionURL</name>
+            <value>jdbc:derby:;databaseName={dir}/metastore_db;create=true</value></property>
+  <property><name>hive.metastore.warehouse.dir</name><value>{dir}/warehouse</value></property>
+  <property><name>hive.metastore.schema.verification</name><value>false</value></property>
+</configuration>
+"""
+
+
+class HiveServer:
+    """Start/stop one Spark Thrift Server whose state lives under `directory`."""
+
+    def __init__(self, directory: str | os.PathLike[str] = DEFAULT_DIR, port: int | None = None) -> None:
+        self.dir = Path(directory).resolve()
+        self.port = port
+        self.info_file = self.dir / "hive.json"
+
+    def read_info(self) -> HiveInfo | None:
+        return HiveInfo(**json.loads(self.info_file.read_text())) if self.info_file.exists() else None
+
+    def running(self) -> HiveInfo | None:
+        info = self.read_info()
+        if info is None:
+            return None
+        try:
+            os.kill(info.pid, 0)
+        except ProcessLookupError:
+            return None
+        return info
+
+    def env(self) -> dict[str, str]:
+        home = spark_home()
+        return {
+            **os.environ,
+            "SPARK_HOME": str(home),
+            "SPARK_CONF_DIR": str(self.dir / "conf"),
+            "HIVE_CONF_DIR": str(self.dir / "conf"),
+            "SPARK_LOCAL_IP": "127.0.0.1",
+        }
+
+    def start(self, timeout: float = 180.0) -> HiveInfo:
+        current = self.running()
+        if current is not None:
+            return current
+        previous = self.read_info()
+        port = self.port or (previous.port if previous else None) or free_port()
+        (self.dir / "conf").mkdir(parents=True, exist_ok=True)
+        (self.dir / "conf" / "hive-site.xml").write_text(HIVE_SITE.format(port=port, dir=self.dir))
+        log_path = self.dir / "server.log"
+        log = open(log_path, "ab")  # noqa: SIM115 - handed to the daemon
+        cmd = [
+            str(spark_home() / "bin" / "spark-submit"),
+            "--class",
+            "org.apache.spark.sql.hive.thriftserver.HiveThriftServer2",
+            "--master",
+            "local[2]",
+            "--driver-memory",
+            "1g",
+            "--conf",
+            "spark.sql.shuffle.partitions=2",
+            "--conf",
+            "spark.ui.enabled=false",
+            "--conf",
+            f"spark.sql.warehouse.dir={self.dir / 'warehouse'}",
+            "--conf",
+            f"spark.driver.extraJavaOptions=-Dderby.system.home={self.dir}",
+            "--hiveconf",
+            f"hive.server2.thrift.port={port}",
+            "--hiveconf",
+            "hive.server2.thrift.bind.host=127.0.0.1",
+            "spark-internal",
+        ]
+        proc = subprocess.Popen(
+            cmd, cwd=self.dir, env=self.env(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        info = HiveInfo("127.0.0.1", port, proc.pid, str(self.dir))
+        self.info_file.write_text(json.dumps(asdict(info)))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the Hive server exited with {proc.returncode}:\n{self._tail(log_path)}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return info
+            except OSError:
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(
+            f"the Hive server did not listen on 127.0.0.1:{port} in {timeout:.0f}s:\n{self._tail(log_path)}"
+        )
+
+    @staticmethod
+    def _tail(path: Path) -> str:
+        return path.read_text(errors="replace")[-3000:] if path.exists() else "(no log)"
+
+    def stop(self, timeout: float = 30.0) -> None:
+        info = self.running()
+        if info is None:
+            return
+        try:
+            os.killpg(info.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.kill(info.pid, 0)
+            except ProcessLookupError:
+                return
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(info.pid, os.WNOHANG)
+            time.sleep(0.2)
+        os.killpg(info.pid, signal.SIGKILL)
+
+    def airflow_env(self) -> dict[str, str]:
+        """AIRFLOW_CONN_* for beeline (HiveOperator) and HiveServer2Hook, plus beeline on PATH."""
+        info = self.running() or self.read_info()
+        assert info is not None, "start the Hive server first"
+        beeline_extra = quote(json.dumps({"use_beeline": True}))
+        return {
+            "AIRFLOW_CONN_HIVE_CLI_DEFAULT": f"hive-cli://hive@127.0.0.1:{info.port}/default?__extra__={beeline_extra}",
+            "AIRFLOW_CONN_HIVESERVER2_DEFAULT": f"hiveserver2://hive@127.0.0.1:{info.port}/default",
+            "SPARK_HOME": str(spark_home()),
+            "PATH": f"{spark_home() / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("action", choices=["start", "stop", "status"])
+    parser.add_argument("--dir", default=str(DEFAULT_DIR))
+    parser.add_argument("--port", type=int)
+    args = parser.parse_args(argv)
+    server = HiveServer(args.dir, args.port)
+    if args.action == "start":
+        print(json.dumps(asdict(server.start())))
+    elif args.action == "stop":
+        server.stop()
+    else:
+        info = server.running()
+        print(json.dumps(asdict(info)) if info else "stopped")
+        return 0 if info else 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""The embedded HiveServer2 (Spark Thrift Server) for the test session: started once via
+scripts/hive_server.py, with Airflow connections and beeline on PATH set in os.environ."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from scripts.hive_server import HiveInfo, HiveServer
+
+
+@pytest.fixture(scope="session")
+def hive_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HiveServer]:
+    server = HiveServer(tmp_path_factory.mktemp("hive"))
+    server.start()
+    old = {k: os.environ.get(k) for k in server.airflow_env()}
+    os.environ.update(server.airflow_env())
+    try:
+        yield server
+    finally:
+        server.stop()
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def hive(hive_server: HiveServer) -> HiveInfo:
+    info = hive_server.running()
+    assert info is not None
+    return info
+
+
+def hive_query(sql: str) -> list[tuple]:
+    """One statement through HiveServer2 (PyHive), as the demo counts rows."""
+    from airflow.providers.apache.hive.hooks.hive import HiveServer2Hook
+
+    hook = HiveServer2Hook()
+    if sql.lstrip().upper().startswith(("SELECT", "SHOW")):
+        return hook.get_records(sql)
+    hook.run(sql)
+    return []

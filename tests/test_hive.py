@@ -1,0 +1,148 @@
+"""Stages data_fetch and hive_upload against the real Spark Thrift Server and real beeline."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from fuxictr_workflow import paths
+from fuxictr_workflow.config import WorkflowConfig
+from fuxictr_workflow.operators.hive import (
+    HdfsDownloadOperator,
+    HdfsUploadOperator,
+    HiveExportOperator,
+    HiveLoadOperator,
+)
+from fuxictr_workflow.stages import StepStatus
+from fuxictr_workflow.store import WorkflowStore, get_store
+from scripts.hive_server import HiveInfo
+from tests.conftest import new_task
+from tests.services.hive import hive_query
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def context(task_id: int) -> dict[str, Any]:
+    return {
+        "dag_run": SimpleNamespace(conf={"task_id": task_id}, run_id=f"manual__{task_id}"),
+        "params": {},
+        "ti": SimpleNamespace(try_number=1),
+    }
+
+
+def step(store: WorkflowStore, task_id: int, name: str) -> dict[str, Any]:
+    return next(s for s in store.get_task(task_id)["steps"] if s["step_name"] == name)
+
+
+@pytest.fixture(scope="module")
+def source_table(hive: HiveInfo) -> str:
+    hive_query("CREATE DATABASE IF NOT EXISTS t_hive")
+    hive_query("DROP TABLE IF EXISTS t_hive.src")
+    hive_query("CREATE TABLE t_hive.src (id BIGINT, c1 STRING, n1 DOUBLE, label INT) USING parquet")
+    values = ", ".join(f"({i}, 'c{i % 7}', {i / 10}, {i % 2})" for i in range(100))
+    hive_query(f"INSERT INTO t_hive.src VALUES {values}")
+    hive_query("CREATE TABLE IF NOT EXISTS t_hive.sentinel (x INT) USING parquet")
+    return "t_hive.src"
+
+
+@pytest.fixture
+def cfg(make_config: Callable[..., WorkflowConfig]) -> WorkflowConfig:
+    return make_config()
+
+
+def fetch_task(store: WorkflowStore, tmp_path: Path, **fields: Any) -> int:
+    defaults = {
+        "sample_sql": "SELECT * FROM t_hive.src WHERE id < 40",
+        "infer_sql": "SELECT id, c1, n1 FROM t_hive.src WHERE id >= 90",
+        "hdfs_path": str(tmp_path / "hdfs"),
+        "hive_table": "t_hive.predictions",
+    }
+    return new_task(store, server="local", **{**defaults, **fields})
+
+
+def test_fetch_exports_query_results_to_staging(
+    cfg: WorkflowConfig, source_table: str, tmp_path: Path
+) -> None:
+    store = get_store(cfg.store.url)
+    task_id = fetch_task(store, tmp_path)
+    HiveExportOperator(task_id="hive_export").execute(context(task_id))
+    assert step(store, task_id, "data_fetch")["status"] == StepStatus.RUNNING  # the stage has a second part
+    result = HdfsDownloadOperator(task_id="hdfs_download").execute(context(task_id))
+    assert step(store, task_id, "data_fetch")["status"] == StepStatus.COMPLETED
+    sample = paths.staging_dataset_dir(cfg.storage.staging_dir, task_id, "sample")
+    infer = paths.staging_dataset_dir(cfg.storage.staging_dir, task_id, "infer")
+    assert pq.read_table(sample).num_rows == 40 == result["sample_rows"]
+    assert pq.read_table(sample).column_names == ["id", "c1", "n1", "label"]
+    assert pq.read_table(infer).column_names == ["id", "c1", "n1"] and result["infer_rows"] == 10
+    assert not [p for p in sample.iterdir() if p.name.startswith("_")]
+    messages = [e["message"] for e in store.logs_after(task_id)]
+    assert any("sample:" in m and "40 rows" in m for m in messages)
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("SELECT * FROM t_hive.src WHERE id <", "PARSE_SYNTAX_ERROR"),
+        ("SELECT * FROM t_hive.missing", "TABLE_OR_VIEW_NOT_FOUND"),
+    ],
+)
+def test_hive_errors_fail_the_stage_with_hives_message(
+    cfg: WorkflowConfig, source_table: str, tmp_path: Path, sql: str, expected: str
+) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    store = get_store(cfg.store.url)
+    task_id = fetch_task(store, tmp_path, sample_sql=sql)
+    with pytest.raises(AirflowFailException, match=expected):
+        HiveExportOperator(task_id="hive_export").execute(context(task_id))
+    failed = step(store, task_id, "data_fetch")
+    assert failed["status"] == StepStatus.FAILED and failed["error_message"].startswith("Hive: ")
+    assert expected in failed["error_message"] and "\tat " not in failed["error_message"]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"hive_table": "x; DROP TABLE t_hive.sentinel"},
+        {"hive_table": "`t_hive`.`sentinel`"},
+        {"hive_table": "t_hive.sen tinel"},
+        {"sample_sql": "SELECT 1; DROP TABLE t_hive.sentinel"},
+        {"infer_sql": "DROP TABLE t_hive.sentinel"},
+    ],
+)
+def test_injection_is_refused_before_hive(
+    cfg: WorkflowConfig, source_table: str, tmp_path: Path, fields: dict[str, str]
+) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    store = get_store(cfg.store.url)
+    task_id = fetch_task(store, tmp_path, **fields)
+    with pytest.raises(AirflowFailException, match=next(iter(fields))):
+        HiveExportOperator(task_id="hive_export").execute(context(task_id))
+    failed = step(store, task_id, "data_fetch")
+    assert failed["error_message"].startswith(next(iter(fields)))
+    assert not any("running HiveQL" in e["message"] for e in store.logs_after(task_id)), "beeline was called"
+    assert hive_query("SHOW TABLES IN t_hive LIKE 'sentinel'"), "the sentinel table is gone"
+
+
+def test_load_is_idempotent(cfg: WorkflowConfig, hive: HiveInfo, tmp_path: Path) -> None:
+    store = get_store(cfg.store.url)
+    task_id = fetch_task(store, tmp_path, hive_table="t_hive.predictions")
+    local = paths.staging_predictions(cfg.storage.staging_dir, task_id)
+    local.parent.mkdir(parents=True)
+    pq.write_table(
+        pa.table({"id": pa.array(range(500), pa.int64()), "score": [i / 1000 for i in range(500)]}), local
+    )
+    for _ in range(2):  # re-running stage 5 leaves the count unchanged
+        HdfsUploadOperator(task_id="hdfs_upload").execute(context(task_id))
+        result = HiveLoadOperator(task_id="hive_load").execute(context(task_id))
+        assert result["rows"] == 500
+        rows = hive_query(f"SELECT count(*) FROM t_hive.predictions WHERE task_id = {task_id}")
+        assert rows[0][0] == 500
+        assert step(store, task_id, "hive_upload")["status"] == StepStatus.COMPLETED
