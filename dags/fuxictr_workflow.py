@@ -1,5 +1,5 @@
-"""The FuXiCTR workflow DAG(s): `fuxictr_workflow` for the default training server, plus
-`fuxictr_workflow__<server>` for each other configured server. See
+"""The FuXiCTR workflow Airflow DAG(s): `fuxictr_workflow` for the default training server,
+plus `fuxictr_workflow__<server>` for each other configured server. See
 plugins/fuxictr_workflow/dag_factory.py.
 """
 
