@@ -112,7 +112,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         infer_rows=INFER_ROWS,
         config={
             # small chunks: a transfer spans enough time and chunks for a fault to land mid-way
-            "transfer": {"chunk_size": 64 * 1024, "parallel_workers": 2, "max_retries": 4},
+            "transfer": {"chunk_size": 4 * 1024, "parallel_workers": 1, "max_retries": 4},
             "task": {"heartbeat_interval": 2, "retry_delay_s": 5},
         },
         airflow_env={
@@ -198,9 +198,11 @@ def test_sshd_killed_during_upload_resumes(stack: Stack) -> None:
     def some_verified() -> bool:
         chunks = stack.store.chunks(task_id, "data_upload")
         done = sum(c["status"] == "verified" for c in chunks)
-        return bool(chunks) and 0 < done < len(chunks)
+        if chunks and done == len(chunks):
+            raise AssertionError("data_upload finished before the fault could be injected")
+        return done > 0
 
-    stack.wait_until("data_upload to be part-way", some_verified, every=0.01)
+    stack.wait_until("data_upload to be part-way", some_verified, every=0.005)
     stack.services.sshd.stop()
     verified_at_kill = {
         c["chunk_id"] for c in stack.store.chunks(task_id, "data_upload") if c["status"] == "verified"
