@@ -39,6 +39,14 @@ INFER_ROWS = int(os.environ.get("FUXICTR_DEMO_INFER_ROWS", "5000"))
 HIVE_DB = "demo"
 
 
+def quiet_client_logs() -> None:
+    """The demo prints its own progress; the Hive client's per-statement INFO lines are noise."""
+    import logging
+
+    for name in ("pyhive", "airflow", "airflow.task"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def say(message: str) -> None:
     print(f"[demo {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -151,6 +159,7 @@ def hive_run(statements: list[str], env: dict[str, str]) -> list[Any]:
     """Run statements through HiveServer2 (the Airflow connection the stages use)."""
     old = dict(os.environ)
     os.environ.update(env)
+    quiet_client_logs()
     try:
         from airflow.providers.apache.hive.hooks.hive import HiveServer2Hook
 

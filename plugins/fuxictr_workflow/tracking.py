@@ -8,13 +8,13 @@ last (``closes_step=False`` for the earlier ones).
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from fuxictr_workflow.stages import StepStatus, TaskStatus, stage
+from fuxictr_workflow.store import utcnow
 from fuxictr_workflow.workflow_log import WorkflowLogger
 
 ERROR_MESSAGE_MAX = 4000
@@ -101,7 +101,9 @@ def track_stage(
     if opens_step or current["status"] != StepStatus.RUNNING:
         attempt = store.start_step(task_id, step)
         run.info(f"{step} started" + (f" (retry {attempt})" if attempt else ""))
-    started = time.monotonic()
+        started = utcnow()
+    else:  # a later part: the stage's duration counts from its first part
+        started = current["started_at"] or utcnow()
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(run, heartbeat_interval, stop), daemon=True)
     beat.start()
@@ -116,8 +118,9 @@ def track_stage(
         raise
     else:
         if closes_step:
-            run.result.setdefault("seconds", round(time.monotonic() - started, 3))
-            run.info(f"{step} finished in {time.monotonic() - started:.1f}s")
+            seconds = (utcnow() - started).total_seconds()
+            run.result.setdefault("seconds", round(seconds, 3))
+            run.info(f"{step} finished in {seconds:.1f}s")
             store.complete_step(task_id, step, run.result)
     finally:
         stop.set()
