@@ -48,7 +48,7 @@ params["train_data"], params["valid_data"], params["test_data"] = build_dataset(
 feature_map = FeatureMap(params["dataset_id"], processor.data_dir)
 feature_map.load(os.path.join(processor.data_dir, "feature_map.json"), params)
 model = DeepFM(feature_map, **params)
-train_gen, valid_gen = RankDataLoader(feature_map, stage="train", **params).make_iterator()
+train_gen, valid_gen = RankDataLoader(feature_map, stage="train", **params)
 model.fit(train_gen, validation_data=valid_gen, **params)
 logs = model.evaluate(valid_gen, metrics=["AUC", "logloss"])
 print(json.dumps({"event": "metrics", "auc": float(logs["AUC"]), "logloss": float(logs["logloss"])}))
