@@ -1,0 +1,173 @@
+"""Our task API vs Airflow's own REST API on one real api-server, plus WebSocket fan-out.
+
+    python -m benchmarks.api [--tasks 10000] [--requests 200] [--lines 2000] [--clients 10]
+
+Starts an api-server on 127.0.0.1 (own AIRFLOW_HOME), fills the workflow store with N tasks
+and Airflow's DB with N matching DAG runs, then alternates GET /api/workflow/tasks?limit=100
+with GET /api/v2/dags/fuxictr_workflow/dagRuns?limit=100, and measures log events from
+append to arrival at `clients` WebSocket clients. Prints one JSON object as its last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from scripts import airflow_stack  # noqa: E402
+from tests.services.airflow_app import ApiServer, start_api_server  # noqa: E402
+
+MAKE_RUNS = r"""
+import sys
+from airflow.models.dagbag import DBDagBag
+from airflow.utils.session import create_session
+from airflow.utils.state import DagRunState
+from airflow.utils.types import DagRunTriggeredByType, DagRunType
+from airflow.utils import timezone
+first, count = int(sys.argv[1]), int(sys.argv[2])
+with create_session() as session:
+    dag = DBDagBag().get_latest_version_of_dag("fuxictr_workflow", session=session)
+    for i in range(first, first + count):
+        dag.create_dagrun(run_id=f"workflow_task_{i}", logical_date=None, data_interval=None,
+            run_after=timezone.utcnow(), run_type=DagRunType.MANUAL,
+            conf={"task_id": i, "name": f"bench-{i}", "experiment_id": "DeepFM_demo", "sample_sql": "SELECT 1",
+                  "infer_sql": "SELECT 2", "hdfs_path": "/tmp/bench", "hive_table": "db.t", "server": "local"},
+            triggered_by=DagRunTriggeredByType.REST_API, triggering_user_name="bench",
+            state=DagRunState.SUCCESS, session=session)
+        if i % 500 == 0:
+            session.commit()
+"""
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def fill(server: ApiServer, tasks: int) -> None:
+    store = server.store
+    for i in range(tasks):
+        store.create_task(
+            name=f"bench-{i}", experiment_id="DeepFM_demo", sample_sql="SELECT 1", infer_sql="SELECT 2",
+            hdfs_path="/tmp/bench", hive_table="db.t", server="local", dag_run_id=f"workflow_task_{i + 1}",
+        )  # fmt: skip
+    subprocess.run([sys.executable, "-c", MAKE_RUNS, "1", str(tasks)], env=server.env, check=True)
+
+
+def timed_gets(server: ApiServer, requests: int) -> dict[str, list[float]]:
+    token = server.token()
+    headers = {"Authorization": f"Bearer {token}"}
+    paths = {
+        "ours": "/api/workflow/tasks?limit=100",
+        "airflow": "/api/v2/dags/fuxictr_workflow/dagRuns?limit=100",
+    }
+    conns = {k: http.client.HTTPConnection("127.0.0.1", server.port, timeout=60) for k in paths}
+    times: dict[str, list[float]] = {k: [] for k in paths}
+    for i in range(requests + 10):
+        for name in paths if i % 2 == 0 else reversed(list(paths)):
+            start = time.perf_counter()
+            conns[name].request("GET", paths[name], headers=headers)
+            resp = conns[name].getresponse()
+            body = resp.read()
+            elapsed = (time.perf_counter() - start) * 1000
+            assert resp.status == 200, body[:300]
+            if i >= 10:  # warm-up
+                times[name].append(elapsed)
+    return times
+
+
+async def ws_fanout(server: ApiServer, lines: int, clients: int) -> dict[str, Any]:
+    import websockets
+
+    store = server.store
+    task_id = store.create_task(
+        name="ws-bench", experiment_id="e", sample_sql="SELECT 1", infer_sql="SELECT 2",
+        hdfs_path="/tmp/b", hive_table="db.t", server="local",
+    )  # fmt: skip
+    store.start_step(task_id, "data_fetch")
+    url = f"ws://127.0.0.1:{server.port}/api/workflow/tasks/{task_id}/logs?token={server.token()}"
+    appended: dict[str, float] = {}
+    received: list[list[tuple[str, float]]] = [[] for _ in range(clients)]
+
+    async def client(i: int, ready: asyncio.Event) -> None:
+        async with websockets.connect(url, max_size=None) as ws:
+            ready.set()
+            async for raw in ws:
+                received[i].append((json.loads(raw)["message"], time.perf_counter()))
+
+    readies = [asyncio.Event() for _ in range(clients)]
+    tasks = [asyncio.create_task(client(i, readies[i])) for i in range(clients)]
+    await asyncio.gather(*(r.wait() for r in readies))
+    await asyncio.sleep(0.5)
+    start = time.perf_counter()
+
+    def writer() -> None:
+        for n in range(lines):
+            message = f"bench line {n}"
+            appended[message] = time.perf_counter()
+            store.append_log(task_id, "data_fetch", "INFO", message)
+        store.complete_step(task_id, "data_fetch")
+        store.fail_task(task_id, "benchmark done")
+
+    await asyncio.to_thread(writer)
+    await asyncio.wait_for(asyncio.gather(*tasks), 120)
+    end = max((r[-1][1] for r in received if r), default=time.perf_counter())
+    latencies = [(t - appended[m]) * 1000 for r in received for m, t in r if m in appended]
+    delivered = sum(1 for r in received for m, _ in r if m in appended)
+    return {
+        "ws_p50_ms": round(percentile(latencies, 50), 2),
+        "ws_p99_ms": round(percentile(latencies, 99), 2),
+        "ws_lines_per_s": round(lines / (end - start), 1),
+        "ws_deliveries_per_s": round(delivered / (end - start), 1),
+        "ws_lost": clients * lines - delivered,
+        "ws_clients": clients,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tasks", type=int, default=10000)
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--lines", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=10)
+    args = parser.parse_args(argv)
+    root = Path(tempfile.mkdtemp(prefix="bench_api_"))
+    server = start_api_server(root)
+    try:
+        t0 = time.monotonic()
+        fill(server, args.tasks)
+        print(f"filled {args.tasks} tasks and DAG runs in {time.monotonic() - t0:.1f}s", file=sys.stderr)
+        times = timed_gets(server, args.requests)
+        ws = asyncio.run(ws_fanout(server, args.lines, args.clients))
+    finally:
+        airflow_stack.stop(server.home)
+    result = {
+        "tasks": args.tasks,
+        "list_p50_ms": round(statistics.median(times["ours"]), 2),
+        "list_p99_ms": round(percentile(times["ours"], 99), 2),
+        "airflow_list_p50_ms": round(statistics.median(times["airflow"]), 2),
+        "airflow_list_p99_ms": round(percentile(times["airflow"], 99), 2),
+        **ws,
+    }
+    result["list_p99_vs_airflow"] = round(result["list_p99_ms"] / result["airflow_list_p99_ms"], 3)
+    print(json.dumps(result), flush=True)
+    shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
