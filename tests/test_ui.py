@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -24,12 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from fuxictr_workflow.stages import STAGE_NAMES, ChunkStatus
 from fuxictr_workflow.store import ChunkSpec, WorkflowStore
 from scripts import airflow_stack
-from tests.services.airflow_app import API_DAGS
+from tests.services.airflow_app import start_api_server
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -106,59 +104,21 @@ def seed(store: WorkflowStore) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiStack]:
-    root = tmp_path_factory.mktemp("ui_stack")
-    home = root / "airflow"
-    config = {
-        "servers": {
-            "local": {
-                "host": "127.0.0.1",
-                "port": 22,
-                "username": "nobody",
-                "remote_root": str(root / "remote"),
-            }
-        },
-        "storage": {
-            "shared_dir": str(root / "shared"),
-            "staging_dir": str(root / "staging"),
-            "checkpoint_dir": str(root / "checkpoints"),
-            "log_dir": str(root / "logs" / "workflow"),
-        },
-        "store": {"url": f"sqlite:///{root / 'workflow.db'}"},
-    }
-    config_path = root / "config.yaml"
-    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    extra_env = {
-        "FUXICTR_WORKFLOW_CONFIG": str(config_path),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(home / "plugins"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(API_DAGS),  # stand-in DAG: runs are created, not executed
-    }
-    port = free_port()
-    store = WorkflowStore(config["store"]["url"], create=True)
-    completed_id, failed_id = seed(store)
+    server = start_api_server(tmp_path_factory.mktemp("ui_stack"))
     try:
-        env = airflow_stack.start(home, port, extra_env, processes=())  # metadata DB only
-        # the DAGs into Airflow's DB without a dag-processor: creating a task triggers a run of it
-        subprocess.run(
-            [str(airflow_stack.VENV_BIN / "airflow"), "dags", "reserialize"],
-            env=env,
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
-        airflow_stack.start_one(home, "api-server", env)
-        airflow_stack.wait_healthy(port)
+        completed_id, failed_id = seed(server.store)
         yield UiStack(
-            base_url=f"http://127.0.0.1:{port}",
-            home=home,
-            password=airflow_stack.admin_password(home),
-            store=store,
-            env=env,
+            base_url=server.base_url,
+            home=server.home,
+            password=server.password(airflow_stack.ADMIN),
+            store=server.store,
+            env=server.env,
             completed_id=completed_id,
             failed_id=failed_id,
         )
     finally:
-        airflow_stack.stop(home)
-        store.dispose()
+        airflow_stack.stop(server.home)
+        server.store.dispose()
 
 
 # ---------- browser helpers ----------
