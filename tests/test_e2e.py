@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from fuxictr_workflow.stages import STAGE_NAMES
 from fuxictr_workflow.store import WorkflowStore
@@ -262,3 +265,57 @@ def test_api_server_restart_while_following(stack: Stack) -> None:
     assert follower.reconnects >= 1
     stored = [e["message"] for e in stack.store.logs_after(task_id, limit=100_000)]
     assert [e["message"] for e in follower.events] == stored
+
+
+def test_failed_stage_then_retry_resumes(stack: Stack) -> None:
+    """A Hive error fails data_fetch with Hive's message and leaves later steps pending; once the
+    cause is fixed, `retry` resumes from that stage and the task completes."""
+    body = {**demo.SEED_BODY, "name": "retry", "hdfs_path": str(stack.services.work / "hdfs"),
+            "sample_sql": "SELECT * FROM demo.ctr_late WHERE dt = '2024-01-01'"}  # fmt: skip
+    task_id = demo.api(stack.port, stack.token, "POST", "/api/workflow/tasks", body)["task_id"]
+    task = stack.wait_final(task_id)
+    assert task["status"] == "failed" and task["current_step"] == 0
+    failed = task["steps"][0]
+    assert failed["status"] == "failed" and "TABLE_OR_VIEW_NOT_FOUND" in failed["error_message"]
+    assert [s["status"] for s in task["steps"][1:]] == ["pending"] * 5
+    env = {k: v for k, v in stack.services.env.items() if k.startswith("AIRFLOW_CONN_")}
+    source = stack.services.work / "source" / "sample"
+    demo.hive_run([f"CREATE TABLE IF NOT EXISTS demo.ctr_late USING parquet LOCATION 'file://{source}'"], env)
+    demo.api(stack.port, stack.token, "POST", f"/api/workflow/tasks/{task_id}/retry")
+    task = stack.assert_completed(task_id)
+    assert task["steps"][0]["retry_count"] >= 1
+
+
+def test_airflow_dags_test_runs_all_stages(stack: Stack, tmp_path: Path) -> None:
+    """`airflow dags test fuxictr_workflow -c conf.json` (no scheduler, own Airflow DB) runs the six
+    stages; a run without a task id creates its task row; the per-task log directory rotates."""
+    config = yaml.safe_load((stack.services.work / "config.yaml").read_text())
+    config["task"]["log_rotation_size"] = 4096
+    config["store"]["url"] = f"sqlite:///{tmp_path / 'workflow.db'}"
+    config["storage"] = {
+        k: str(tmp_path / k) for k in ("shared_dir", "staging_dir", "checkpoint_dir", "log_dir")
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    conf = {**demo.SEED_BODY, "name": "dags-test", "hdfs_path": str(tmp_path / "hdfs")}
+    (tmp_path / "conf.json").write_text(json.dumps(conf))
+    env = {
+        **stack.services.env,
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "FUXICTR_WORKFLOW_CONFIG": str(tmp_path / "config.yaml"),
+    }
+    airflow = str(airflow_stack.VENV_BIN / "airflow")
+    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    out = subprocess.run(
+        [airflow, "dags", "test", "fuxictr_workflow", "-c", (tmp_path / "conf.json").read_text()],
+        env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    store = WorkflowStore(config["store"]["url"])
+    (task,) = store.list_tasks()
+    task = store.get_task(task["id"])
+    assert (task["status"], task["current_step"], task["name"]) == ("completed", 5, "dags-test")
+    assert all(s["status"] == "completed" and s["started_at"] and s["completed_at"] for s in task["steps"])
+    steps_logged = {e["step"] for e in store.logs_after(task["id"], limit=100_000)}
+    assert set(STAGE_NAMES) <= steps_logged
+    log_files = list((tmp_path / "log_dir" / f"task_{task['id']}").glob("*.log"))
+    assert len(log_files) >= 2, "the log directory did not rotate"
