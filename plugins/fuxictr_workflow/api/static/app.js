@@ -200,6 +200,10 @@ async function loadList() {
 
 function renderList(tasks) {
   tasks = [...tasks].sort((a, b) => b.id - a.id); // newest first
+  // re-render only on change: keeps focus, selection and the rows a user (or a test) holds
+  const key = JSON.stringify(tasks);
+  if (key === state.listKey) return;
+  state.listKey = key;
   const rows = tasks.map((t) => {
     const error = t.status === "failed" || t.status === "cancelled" ? t.error_message : null;
     return el(
