@@ -51,6 +51,8 @@ def airflow_env(home: Path, port: int, extra: dict[str, str] | None = None) -> d
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     env.update(extra or {})
+    if VENV_BIN.as_posix() not in env["PATH"].split(os.pathsep):  # an extra PATH must not hide airflow
+        env["PATH"] = f"{VENV_BIN}{os.pathsep}{env['PATH']}"
     return env
 
 

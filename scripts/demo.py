@@ -91,6 +91,7 @@ class Services:
         import subprocess
 
         subprocess.run([airflow, "pools", "sync"], env=full_env, check=True, capture_output=True)
+        write_env_file(self.work / "env.sh", full_env)
         wait_dag(self.port, self.airflow_home)
         return full_env
 
@@ -98,6 +99,15 @@ class Services:
         airflow_stack.stop(self.airflow_home)
         self.hive.stop()
         self.sshd.stop()
+
+
+def write_env_file(path: Path, env: dict[str, str]) -> None:
+    """`source` it to use the airflow CLI against this stack (e.g. `airflow tasks test`)."""
+    import shlex
+
+    keep = ("AIRFLOW_HOME", "AIRFLOW__", "AIRFLOW_CONN_", "FUXICTR_WORKFLOW_", "SPARK_HOME", "PATH")
+    lines = [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items()) if k.startswith(keep)]
+    path.write_text("\n".join(lines) + "\n")
 
 
 def write_config(work: Path, ssh: Any, overrides: dict[str, Any] | None = None) -> Path:

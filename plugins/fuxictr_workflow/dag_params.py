@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from fuxictr_workflow import validation as v
+from fuxictr_workflow.validation import TASK_FIELDS
 
 DAG_ID = "fuxictr_workflow"
 
@@ -24,9 +25,15 @@ def pool_for(server: str) -> str:
 
 
 def param_schemas(server: str) -> dict[str, dict[str, Any]]:
-    """Param name -> keyword arguments for airflow.sdk.Param."""
-    sql = {"type": "string", "minLength": 1, "maxLength": v.SQL_MAX, "format": "multiline"}
-    return {
+    """Param name -> keyword arguments for airflow.sdk.Param.
+
+    The six fields default to null so that `airflow tasks test ... -t '{"task_id": N}'` (which
+    validates every Param) can re-run one stage of an existing task; a run triggered without
+    them fails its first stage with the missing field named. Given values must match the
+    schema (length, pattern) in the trigger form.
+    """
+    sql = {"type": ["null", "string"], "minLength": 1, "maxLength": v.SQL_MAX, "format": "multiline"}
+    schemas: dict[str, dict[str, Any]] = {
         "name": {
             "type": "string",
             "minLength": 1,
@@ -75,10 +82,13 @@ def param_schemas(server: str) -> dict[str, dict[str, Any]]:
             "title": "Training server",
             "description": "The configured training server this DAG runs on.",
         },
-        "task_id": {
-            "type": ["null", "integer"],
-            "default": None,
-            "title": "Workflow task id",
-            "description": "Set by the API; leave empty when triggering by hand (a new task is created).",
-        },
     }
+    for field in TASK_FIELDS:
+        schemas[field].update(type=["null", "string"], default=None)
+    schemas["task_id"] = {
+        "type": ["null", "integer"],
+        "default": None,
+        "title": "Workflow task id",
+        "description": "Set by the API; leave empty when triggering by hand (a new task is created).",
+    }
+    return schemas
