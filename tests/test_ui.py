@@ -232,15 +232,21 @@ def test_workflow_view_in_airflow_ui(browser: Any, ui_stack: UiStack, ui_artifac
     )
     driver.find_element(By.CSS_SELECTOR, f"tr[data-task-id='{stack.failed_id}'] .task-link").click()
     wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#step-rows tr")) == 6, message="steps")
-    step = driver.find_element(By.CSS_SELECTOR, "#step-rows tr[data-step='data_upload']")
-    assert step.find_element(By.CSS_SELECTOR, ".badge").text == "failed"
-    step_error = step.find_element(By.CSS_SELECTOR, ".step-error")
-    assert step_error.text == FAILED_ERROR and step_error.is_displayed()
-    assert "chunks 2/4 verified" in step.text
-    assert (
-        driver.find_element(By.CSS_SELECTOR, "#step-rows tr[data-step='data_fetch'] .badge").text
-        == "completed"
-    )
+
+    def failed_step_shown(d: Any) -> bool:
+        # read in one go inside the wait: the detail view re-renders its rows while polling
+        step = d.find_element(By.CSS_SELECTOR, "#step-rows tr[data-step='data_upload']")
+        step_error = step.find_element(By.CSS_SELECTOR, ".step-error")
+        fetch = d.find_element(By.CSS_SELECTOR, "#step-rows tr[data-step='data_fetch'] .badge")
+        return (
+            step.find_element(By.CSS_SELECTOR, ".badge").text == "failed"
+            and step_error.text == FAILED_ERROR
+            and step_error.is_displayed()
+            and "chunks 2/4 verified" in step.text
+            and fetch.text == "completed"
+        )
+
+    wait_for(driver, failed_step_shown, message="the failed step with its red error and transfer progress")
     assert driver.find_element(By.ID, "retry-btn").is_displayed()
     wait_for(driver, lambda d: FAILED_ERROR in log_messages(d), message="replayed log lines")
     error_line = driver.find_element(By.CSS_SELECTOR, "#log-lines li.ERROR")
