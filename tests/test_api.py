@@ -273,3 +273,39 @@ def test_websocket_requires_token(api_server: ApiServer) -> None:
     assert asyncio.run(attempt(ws_url(api_server, task_id))) == 1008
     assert asyncio.run(attempt(ws_url(api_server, task_id, token="bogus"))) == 1008
     assert asyncio.run(attempt(ws_url(api_server, 999999, token=api_server.token()))) == 4404
+
+
+def test_websocket_fan_out_to_many_clients(api_server: ApiServer) -> None:
+    """Several clients of one task (one shared poller) each get every event once, in order; a
+    client that leaves early does not disturb the others; a late client gets the full replay."""
+    store = api_server.store
+    task_id = call(api_server, "POST", "/tasks", BODY)[1]["task_id"]
+    store.start_step(task_id, "train")
+    token = api_server.token()
+
+    async def leaver() -> None:
+        import websockets
+
+        async with websockets.connect(ws_url(api_server, task_id, token=token), open_timeout=20) as ws:
+            await ws.recv()
+
+    async def scenario() -> list[tuple[list[dict[str, Any]], int | None]]:
+        store.append_log(task_id, "train", "INFO", "line 0")
+        clients = [asyncio.create_task(_collect(ws_url(api_server, task_id, token=token))) for _ in range(4)]
+        resumed = asyncio.create_task(_collect(ws_url(api_server, task_id, token=token, after=1)))
+        await leaver()
+        await asyncio.sleep(0.5)
+        for i in range(1, 200):
+            await asyncio.to_thread(store.append_log, task_id, "train", "INFO", f"line {i}")
+        await asyncio.to_thread(store.complete_step, task_id, "train")
+        await asyncio.to_thread(store.fail_task, task_id, "stopped")
+        results = await asyncio.wait_for(asyncio.gather(*clients, resumed), 60)
+        late = await _collect(ws_url(api_server, task_id, token=token))
+        return [*results, late]
+
+    *clients, resumed, late = asyncio.run(scenario())
+    expected = [e["message"] for e in store.logs_after(task_id, limit=10_000)]
+    assert expected[:200] == [f"line {i}" for i in range(200)]
+    for events, code in [*clients, late]:
+        assert [e["message"] for e in events] == expected and code == 1000
+    assert [e["message"] for e in resumed[0]] == expected[1:] and resumed[1] == 1000
