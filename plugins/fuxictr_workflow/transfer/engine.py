@@ -16,7 +16,6 @@ import os
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
@@ -40,10 +39,6 @@ from fuxictr_workflow.transfer.plan import (
 from fuxictr_workflow.transfer.progress import MB, Progress, ProgressTracker
 
 _py_log = logging.getLogger("fuxictr_workflow.transfer")
-
-# Chunks in flight per session: 2 keeps the agent busy with the next chunk while this
-# side verifies and records the current one; more only adds memory in the pipes.
-PIPELINE_DEPTH = 2
 
 
 class Log(Protocol):
@@ -185,14 +180,6 @@ class _Job:
     file: FilePlan
     chunk: ChunkSpec
     resend: bool = False  # it failed on an earlier attempt: sending it again is a retry
-    attempt: int = 0  # failed attempts in this run
-
-
-def _next(jobs: queue.SimpleQueue[_Job]) -> _Job | None:
-    try:
-        return jobs.get_nowait()
-    except queue.Empty:
-        return None
 
 
 class _Transfer:
@@ -299,7 +286,6 @@ class _Transfer:
                 )
         specs = [c for f in files for c in f.chunks]
         rows = {r["chunk_id"]: r for r in self.store.register_chunks(self.task_id, self.step, specs)}
-        self.store.forget_chunks(self.task_id, self.step, list(rows))  # e.g. a file that shrank
         sizes = dst_side.stat([p for f in files for p in (f.dest, f.part)]) if files else []
         jobs: list[_Job] = []
         create: list[FilePlan] = []
@@ -357,71 +343,20 @@ class _Transfer:
         return self.spare.get()
 
     def worker(self, jobs: queue.SimpleQueue[_Job], client: AgentClient | None) -> None:
-        """Move chunks over one session, up to PIPELINE_DEPTH of them in flight.
-
-        The next chunk's request (and, uploading, its bytes) goes out before the current
-        one's replies are read, so the agent does not idle while this side hashes, records
-        the chunk or sends the next request. A lost session fails every chunk in flight
-        (each retried with backoff); an agent-side error fails the transfer.
-        """
         if client is None:
             client = self.take_spare()
-        # the after_write seam needs the destination quiet between a chunk's write and hash
-        depth = 1 if self.upload and self.hooks.after_write is not None else PIPELINE_DEPTH
         buf = bytearray(agent.PIECE)
         fds = agent.FdCache(os.O_RDONLY if self.upload else os.O_RDWR)
-        window: deque[tuple[_Job, str | None]] = deque()  # requests sent, replies not read yet
-        retry: deque[_Job] = deque()
         try:
             while not self.stop.is_set():
                 if self.cancelled():
                     self.fail(TransferError("the transfer was cancelled", retryable=False))
                     return
-                job: _Job | None = None  # being started, not in the window yet
-                sent = False
                 try:
-                    while len(window) < depth:
-                        job = retry.popleft() if retry else _next(jobs)
-                        if job is None:
-                            break
-                        if client is None:
-                            client = self.connector.session()
-                        sent = True
-                        window.append((job, self.start_chunk(client, job, buf, fds)))
-                        job, sent = None, False
-                    if not window:
-                        return
-                    head, sent_hash = window[0]
-                    src_hash, dst_hash = self.finish_chunk(client, head, sent_hash, buf, fds)
-                    window.popleft()
-                except ConnectionLost as err:
-                    if client is not None:
-                        client.close()
-                        client = None
-                    lost = [(j, True) for j, _ in window] + ([(job, sent)] if job is not None else [])
-                    window.clear()
-                    for j, was_sent in lost:
-                        if not self.retry_later(j, str(err), was_sent):
-                            return
-                        retry.append(j)
-                    continue
-                except TransferError:
-                    failed = job if job is not None else window[0][0] if window else None
-                    if failed is not None:
-                        self.store.mark_chunk(
-                            self.task_id, self.step, failed.chunk.chunk_id, ChunkStatus.FAILED, sent=True
-                        )
-                    raise
-                if src_hash == dst_hash:
-                    self.chunk_done(head, src_hash)
-                    continue
-                reason = (
-                    f"checksum mismatch at the destination "
-                    f"(sent {str(src_hash)[:12]}…, stored {str(dst_hash)[:12]}…)"
-                )
-                if not self.retry_later(head, reason, True):
+                    job = jobs.get_nowait()
+                except queue.Empty:
                     return
-                retry.append(head)
+                client = self.run_chunk(job, client, buf, fds)
         except TransferError as err:
             self.fail(err)
         except Exception as err:  # a bug must still stop the other workers and surface
@@ -429,68 +364,82 @@ class _Transfer:
         finally:
             fds.close()
             if client is not None:
-                if window:  # replies still due: nobody else can use this session
-                    client.close()
-                else:
-                    with self.lock:
-                        self.returned.append(client)
+                with self.lock:
+                    self.returned.append(client)
 
-    def chunk_done(self, job: _Job, checksum: str | None) -> None:
-        chunk = job.chunk
-        self.store.mark_chunk(
-            self.task_id,
-            self.step,
-            chunk.chunk_id,
-            ChunkStatus.VERIFIED if self.cfg.verify_checksum else ChunkStatus.SENT,
-            checksum=checksum,
-            sent=True,
-            retried=job.resend and job.attempt == 0,
-        )
-        with self.lock:
-            self.chunks_sent += 1
-        self.tracker.done(chunk.size, sent=True)
-        if self.hooks.after_verify is not None:
-            self.hooks.after_verify(chunk)
-
-    def retry_later(self, job: _Job, reason: str, sent: bool) -> bool:
-        """Record a failed attempt, then wait the backoff; False when the transfer is stopping.
-
-        Raises TransferError once the chunk has used up max_retries."""
+    def run_chunk(
+        self, job: _Job, client: AgentClient | None, buf: bytearray, fds: agent.FdCache
+    ) -> AgentClient | None:
         chunk, retries = job.chunk, self.cfg.max_retries
-        last = job.attempt == retries
-        self.store.mark_chunk(
-            self.task_id,
-            self.step,
-            chunk.chunk_id,
-            ChunkStatus.FAILED,
-            sent=sent,
-            retried=not last or (job.resend and job.attempt == 0),
-        )
-        if last:
-            raise TransferError(
-                f"chunk {chunk.chunk_id} of {job.file.source} failed after {retries + 1} attempts: {reason}"
+        for attempt in range(retries + 1):
+            sent = False
+            try:
+                if client is None:
+                    client = self.connector.session()
+                sent = True
+                move = self.put_chunk if self.upload else self.get_chunk
+                src_hash, dst_hash = move(client, job, buf, fds)
+            except ConnectionLost as err:
+                if client is not None:
+                    client.close()
+                    client = None
+                reason = str(err)
+            except TransferError:
+                self.store.mark_chunk(self.task_id, self.step, chunk.chunk_id, ChunkStatus.FAILED, sent=sent)
+                raise
+            else:
+                if src_hash == dst_hash:
+                    verified = self.cfg.verify_checksum
+                    self.store.mark_chunk(
+                        self.task_id,
+                        self.step,
+                        chunk.chunk_id,
+                        ChunkStatus.VERIFIED if verified else ChunkStatus.SENT,
+                        checksum=src_hash,
+                        sent=True,
+                        retried=job.resend and attempt == 0,
+                    )
+                    with self.lock:
+                        self.chunks_sent += 1
+                    self.tracker.done(chunk.size, sent=True)
+                    if self.hooks.after_verify is not None:
+                        self.hooks.after_verify(chunk)
+                    return client
+                reason = f"checksum mismatch at the destination (sent {src_hash[:12]}…, stored {str(dst_hash)[:12]}…)"
+            last = attempt == retries
+            self.store.mark_chunk(
+                self.task_id,
+                self.step,
+                chunk.chunk_id,
+                ChunkStatus.FAILED,
+                sent=sent,
+                retried=not last or (job.resend and attempt == 0),
             )
-        delay = self.backoff(job.attempt)
-        job.attempt += 1
-        with self.lock:
-            self.chunks_retried += 1
-        self.log.warning(f"chunk {chunk.chunk_id}: {reason}; retry {job.attempt}/{retries} in {delay:.1f}s")
-        return not self.stop.wait(delay)
+            if last:
+                raise TransferError(
+                    f"chunk {chunk.chunk_id} of {job.file.source} failed after {retries + 1} attempts: {reason}"
+                )
+            with self.lock:
+                self.chunks_retried += 1
+            delay = self.backoff(attempt)
+            self.log.warning(
+                f"chunk {chunk.chunk_id}: {reason}; retry {attempt + 1}/{retries} in {delay:.1f}s"
+            )
+            if self.stop.wait(delay):
+                return client
+        return client
 
-    def start_chunk(self, client: AgentClient, job: _Job, buf: bytearray, fds: agent.FdCache) -> str | None:
-        """Send a chunk's request; uploading, also its bytes (hashed on the way: the sender's
-        hash, returned) and the request to hash the region as the agent stored it."""
+    def put_chunk(
+        self, client: AgentClient, job: _Job, buf: bytearray, fds: agent.FdCache
+    ) -> tuple[str | None, str | None]:
+        """Stream a local region to the remote part file; sender hash vs. hash of what it stored."""
         f, c = job.file, job.chunk
-        verify = self.cfg.verify_checksum
-        if not self.upload:
-            client.send_request(
-                {"op": "read", "path": f.source, "off": c.offset, "size": c.size, "hash": verify}
-            )
-            return None
         try:
             fd = fds.get(f.source)
         except OSError as err:
             raise TransferError(f"cannot read {f.source}: {err.strerror}", retryable=False) from None
+        verify = self.cfg.verify_checksum
+        hash_req = {"op": "hash", "path": f.part, "off": c.offset, "size": c.size}
         client.send_request({"op": "write", "path": f.part, "off": c.offset, "size": c.size})
         h = hashlib.sha256() if verify else None
         view = memoryview(buf)
@@ -505,30 +454,26 @@ class _Transfer:
                 h.update(view[:n])
             client.send(view[:n])
             offset += n
+        if self.hooks.after_write is not None:
+            client.read_reply()
+            self.hooks.after_write(c, f.part)
+            if h is None:
+                return None, None
+            return h.hexdigest(), client.call(hash_req)["sha256"]
         if h is None:
-            return None
-        if self.hooks.after_write is None:  # pipelined: no round trip between write and hash
-            client.send_request(self.hash_request(job))
-        return h.hexdigest()
+            client.read_reply()
+            return None, None
+        client.send_request(hash_req)  # pipelined: no round trip between write and hash
+        client.read_reply()
+        return h.hexdigest(), client.read_reply()["sha256"]
 
-    def hash_request(self, job: _Job) -> dict[str, Any]:
-        return {"op": "hash", "path": job.file.part, "off": job.chunk.offset, "size": job.chunk.size}
-
-    def finish_chunk(
-        self, client: AgentClient, job: _Job, sent_hash: str | None, buf: bytearray, fds: agent.FdCache
+    def get_chunk(
+        self, client: AgentClient, job: _Job, buf: bytearray, fds: agent.FdCache
     ) -> tuple[str | None, str | None]:
-        """Read a chunk's replies: (sender's hash, destination's hash of the chunk as stored).
-
-        Downloading, the bytes arrive here, go into the local part file and are hashed back
-        from it; the agent's hash of what it read comes after them."""
+        """Stream a remote region into the local part file; remote hash vs. hash of what we stored."""
         f, c = job.file, job.chunk
         verify = self.cfg.verify_checksum
-        client.read_reply()
-        if self.upload:
-            if self.hooks.after_write is not None:
-                self.hooks.after_write(c, f.part)
-                return sent_hash, client.call(self.hash_request(job))["sha256"] if verify else None
-            return sent_hash, client.read_reply()["sha256"] if verify else None
+        client.call({"op": "read", "path": f.source, "off": c.offset, "size": c.size, "hash": verify})
         try:
             fd = fds.get(f.part)
         except OSError as err:
