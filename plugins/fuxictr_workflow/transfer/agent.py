@@ -12,14 +12,16 @@ Requests (``{"op": ...}``) and replies (``{"ok": 1, ...}`` or ``{"ok": 0, "error
 - ``list path`` → the regular files of a file or directory: ``[[rel, size, mtime_ns], ...]``
 - ``stat paths`` → size of each path, or null when it is not a regular file
 - ``create parts dirs`` → make parent dirs, create each ``<dest>.part`` at its final size
-- ``write path off size`` + ``size`` raw bytes → ``pwrite`` them into the part file
-- ``hash path off size`` → sha256 of that region as stored (read back from the file)
+- ``write path off size [settle]`` + ``size`` raw bytes → ``pwrite`` them into the part file
+- ``hash path off size`` → sha256 of that region as stored (read back from the file); the
+  region is then left to the page cache's writeback (see :class:`Settler`)
 - ``read path off size`` → reply, ``size`` raw bytes, then ``{"ok": 1, "sha256": ...}``
 - ``commit pairs`` → fsync each part, rename it to its final name, fsync the directory
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -120,6 +122,31 @@ def hash_fd(fd: int, offset: int, size: int, buf: bytearray | None = None) -> st
     return h.hexdigest()
 
 
+class Settler:
+    """Lets finished regions of destination files go from the page cache as the transfer goes.
+
+    A transfer writes each byte once and reads it back once, right away; keeping gigabytes
+    of it cached evicts other data and leaves the final fsync to write everything at once.
+    `POSIX_FADV_DONTNEED` on a region just written starts its writeback (its pages are
+    still dirty, so they stay); advising it again one chunk later drops them, now clean.
+    The kernel then reuses a few warm pages for the next chunks: on this VM writing into
+    fresh pages made pwrite up to 10x slower. Advice only: errors are ignored.
+    """
+
+    def __init__(self) -> None:
+        self.previous: dict[int, tuple[int, int]] = {}  # fd → last region advised once
+
+    def __call__(self, fd: int, offset: int, size: int) -> None:
+        advise = getattr(os, "posix_fadvise", None)
+        if advise is None or size <= 0:
+            return
+        earlier = self.previous.get(fd)
+        self.previous[fd] = (offset, size)
+        for off, n in ((offset, size), earlier) if earlier else ((offset, size),):
+            with contextlib.suppress(OSError):
+                advise(fd, off, n, os.POSIX_FADV_DONTNEED)
+
+
 def commit_parts(pairs: list[list[str]]) -> None:
     """fsync each part and rename it over its final name; then fsync the directories."""
     dirs = set()
@@ -148,12 +175,14 @@ def commit_parts(pairs: list[list[str]]) -> None:
 
 
 class FdCache:
-    """Open file descriptors by path, so chunk after chunk of one file costs no open()."""
+    """Open file descriptors by path, so chunk after chunk of one file costs no open(), and
+    the page-cache advice for the regions written through them."""
 
     def __init__(self, flags: int, limit: int = 64) -> None:
         self.flags = flags
         self.limit = limit
         self.fds: dict[str, int] = {}
+        self.settle = Settler()
 
     def get(self, path: str) -> int:
         fd = self.fds.get(path)
@@ -244,6 +273,8 @@ class Agent:
             offset += n
         if fd is None:
             raise failure
+        if req.get("settle"):  # nobody reads it back (unverified): let it go now
+            self.writers.settle(fd, req["off"], size)
         self.reply(ok=1)
 
     def op_hash(self, req: dict) -> None:
@@ -251,7 +282,9 @@ class Agent:
             fd = self.readers.get(req["path"])
         except OSError as err:
             raise _oserror("read", req["path"], err) from None
-        self.reply(ok=1, sha256=hash_fd(fd, req["off"], req["size"], self.buf))
+        digest = hash_fd(fd, req["off"], req["size"], self.buf)
+        self.readers.settle(fd, req["off"], req["size"])
+        self.reply(ok=1, sha256=digest)
 
     def op_read(self, req: dict) -> None:
         path, offset, size = req["path"], req["off"], req["size"]

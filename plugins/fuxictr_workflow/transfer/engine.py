@@ -440,7 +440,8 @@ class _Transfer:
             raise TransferError(f"cannot read {f.source}: {err.strerror}", retryable=False) from None
         verify = self.cfg.verify_checksum
         hash_req = {"op": "hash", "path": f.part, "off": c.offset, "size": c.size}
-        client.send_request({"op": "write", "path": f.part, "off": c.offset, "size": c.size})
+        write = {"op": "write", "path": f.part, "off": c.offset, "size": c.size, "settle": not verify}
+        client.send_request(write)
         h = hashlib.sha256() if verify else None
         view = memoryview(buf)
         offset, end = c.offset, c.offset + c.size
@@ -493,9 +494,9 @@ class _Transfer:
         src_hash = client.read_reply()["sha256"]
         if self.hooks.after_write is not None:
             self.hooks.after_write(c, f.part)
-        if not verify:
-            return None, None
-        return src_hash, agent.hash_fd(fd, c.offset, c.size, buf)
+        dst_hash = agent.hash_fd(fd, c.offset, c.size, buf) if verify else None
+        fds.settle(fd, c.offset, c.size)
+        return src_hash, dst_hash
 
     # -- the run --
 
