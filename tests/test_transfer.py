@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from fuxictr_workflow.transfer import (
     download,
     upload,
 )
+from fuxictr_workflow.transfer.engine import stream_count
 from scripts.sshd import LocalSshd, SshdInfo
 from tests.conftest import new_task
 from tests.transfer_helpers import (
@@ -52,8 +54,10 @@ class Env:
         return make_endpoint(self.sshd, self.remote)
 
     def kwargs(self, step: str, **cfg: Any) -> dict[str, Any]:
+        config = transfer_config(**cfg)
         return {
-            "cfg": transfer_config(**cfg),
+            "cfg": config,
+            "streams": config.parallel_workers,  # parallel even on loopback: the tests cover it
             "store": self.store,
             "task_id": self.task_id,
             "step": step,
@@ -350,6 +354,30 @@ def test_host_key_checking_off_is_a_warning(env: Env) -> None:
     src = write_random(env.staging / "h.bin", 10)
     env.up(src, env.remote / "h.bin", endpoint=make_endpoint(env.sshd, env.remote, strict=False))
     assert any("host key checking is OFF" in w for w in env.log.warnings())
+
+
+def test_loopback_caps_parallel_streams_at_half_the_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert [stream_count(4, h) for h in ("127.0.0.1", "localhost", "::1", "10.0.0.7", "gpu-1")] == [
+        1,
+        1,
+        1,
+        4,
+        4,
+    ]
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert (stream_count(4, "127.0.0.1"), stream_count(16, "127.0.0.1")) == (4, 8)
+
+
+def test_stale_chunk_rows_are_forgotten_when_a_file_shrinks(env: Env) -> None:
+    src = write_random(env.staging / "shrink.bin", 6 * CHUNK)
+    env.up(src, env.remote / "shrink.bin")
+    write_random(src, 2 * CHUNK, seed=7)
+
+    result = env.up(src, env.remote / "shrink.bin")
+
+    assert sha256(env.remote / "shrink.bin") == sha256(src) and result.chunks_sent == 2
+    assert sorted(r["chunk_id"] for r in env.chunks("data_upload")) == ["shrink.bin:0", "shrink.bin:1"]
 
 
 def test_chunk_ids_are_stable_unique_and_fit_the_column() -> None:

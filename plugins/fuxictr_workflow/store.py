@@ -701,6 +701,26 @@ class WorkflowStore:
 
         self._write(run)
 
+    def forget_chunks(self, task_id: int, step_name: str, keep_ids: Sequence[str]) -> int:
+        """Delete a step's chunk rows not in `keep_ids` (no longer planned, e.g. a file that
+        shrank or went away), so progress counts only the current plan. Returns rows deleted."""
+        stage(step_name)
+        keep = set(keep_ids)
+
+        def run(conn: Connection) -> int:
+            rows = conn.execute(
+                sa.select(transfer_chunks.c.id, transfer_chunks.c.chunk_id).where(
+                    transfer_chunks.c.task_id == task_id, transfer_chunks.c.step_name == step_name
+                )
+            ).all()
+            stale = [r.id for r in rows if r.chunk_id not in keep]
+            for start in range(0, len(stale), 500):  # stay under SQLite's bound-parameter limit
+                batch = stale[start : start + 500]
+                conn.execute(transfer_chunks.delete().where(transfer_chunks.c.id.in_(batch)))
+            return len(stale)
+
+        return self._write(run)
+
     def chunks(self, task_id: int, step_name: str | None = None) -> list[dict[str, Any]]:
         query = (
             sa.select(transfer_chunks)
