@@ -9,6 +9,10 @@ one JSON object: per-method median MB/s (`<method>_mb_s`), the runs, and the rat
 `ours_vs_scp_upload`, `ours_vs_scp_download`, `ours_vs_sftp_hook_upload`,
 `ours_vs_sftp_hook_download` (ratios of medians).
 
+`scp` runs with OpenSSH's default cipher (the fair comparison; which one the server
+picked is printed as `scp_cipher`); `scp_gcm` (not run unless named in --methods) forces
+aes128-gcm, the cipher ours prefers, and is only reported, not used in the ratios.
+
 `sftp_hook` is the Airflow SSH provider's SSHHook (paramiko) with ``open_sftp().put/get``:
 exactly what the SFTP provider's SFTPHook.store_file/retrieve_file run (that provider is
 not a dependency of this project). Ours runs with verify_checksum on.
@@ -37,6 +41,7 @@ from fuxictr_workflow.config import TransferConfig  # noqa: E402
 from fuxictr_workflow.servers import Endpoint  # noqa: E402
 from fuxictr_workflow.store import WorkflowStore  # noqa: E402
 from fuxictr_workflow.transfer import TransferItem, download, upload  # noqa: E402
+from fuxictr_workflow.transfer.engine import stream_count  # noqa: E402
 from scripts.sshd import LocalSshd, SshdInfo  # noqa: E402
 
 MB = 1_000_000
@@ -48,6 +53,7 @@ METHODS = (
     "scp_download",
     "sftp_hook_download",
 )
+EXTRA_METHODS = ("scp_gcm_upload", "scp_gcm_download")
 
 
 def write_random(path: Path, size: int) -> None:
@@ -69,8 +75,9 @@ def sha256(path: Path) -> str:
 
 
 class Bench:
-    def __init__(self, info: SshdInfo, work: Path, cfg: TransferConfig) -> None:
+    def __init__(self, info: SshdInfo, work: Path, cfg: TransferConfig, streams: int | None) -> None:
         self.info = info
+        self.streams = streams
         self.work = work
         self.cfg = cfg
         self.local = work / "staging"
@@ -122,6 +129,7 @@ class Bench:
             task_id=self._task(),
             step="data_upload",
             local_root=str(self.local),
+            streams=self.streams,
         )
 
     def ours_download(self, dest: Path) -> None:
@@ -133,17 +141,49 @@ class Bench:
             task_id=self._task(),
             step="result_download",
             local_root=str(self.local),
+            streams=self.streams,
         )
 
-    def _scp(self, src: str, dst: str) -> None:
+    def _scp(self, src: str, dst: str, *options: str) -> None:
         opts = self.endpoint.openssh_options()
-        subprocess.run(["scp", "-q", *opts, "-P", str(self.info.port), src, dst], check=True)
+        subprocess.run(["scp", "-q", *opts, *options, "-P", str(self.info.port), src, dst], check=True)
 
-    def scp_upload(self, dest: Path) -> None:
-        self._scp(str(self.src_local), f"{self.info.username}@{self.info.host}:{dest}")
+    def scp_upload(self, dest: Path, *options: str) -> None:
+        self._scp(str(self.src_local), f"{self.info.username}@{self.info.host}:{dest}", *options)
 
-    def scp_download(self, dest: Path) -> None:
-        self._scp(f"{self.info.username}@{self.info.host}:{self.src_remote}", str(dest))
+    def scp_download(self, dest: Path, *options: str) -> None:
+        self._scp(f"{self.info.username}@{self.info.host}:{self.src_remote}", str(dest), *options)
+
+    def scp_gcm_upload(self, dest: Path) -> None:
+        self.scp_upload(dest, "-c", "aes128-gcm@openssh.com")
+
+    def scp_gcm_download(self, dest: Path) -> None:
+        self.scp_download(dest, "-c", "aes128-gcm@openssh.com")
+
+    def scp_cipher(self) -> str:
+        """The cipher OpenSSH negotiates with its defaults (what plain scp uses)."""
+        out = subprocess.run(
+            [
+                "ssh",
+                "-v",
+                *self.endpoint.openssh_options(),
+                "-p",
+                str(self.info.port),
+                "-l",
+                self.info.username,
+                self.info.host,
+                "exit",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stderr
+        found = [
+            line.split("cipher:")[1].split()[0]
+            for line in out.splitlines()
+            if "client->server cipher:" in line
+        ]
+        return found[0] if found else "unknown"
 
     def _sftp(self, action: Callable[..., object], src: Path, dst: Path) -> None:
         from airflow.providers.ssh.hooks.ssh import SSHHook
@@ -182,7 +222,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--chunk-size", type=int, default=TransferConfig().chunk_size)
     parser.add_argument("--workers", type=int, default=TransferConfig().parallel_workers)
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset")
+    parser.add_argument(
+        "--streams",
+        type=int,
+        help="parallel sessions for ours (default: engine's choice, 1 on 2-CPU loopback)",
+    )
+    parser.add_argument(
+        "--methods", default=",".join(METHODS), help=f"comma-separated; also {', '.join(EXTRA_METHODS)}"
+    )
     parser.add_argument("--dir", help="work directory (default: a temporary one, removed afterwards)")
     args = parser.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
@@ -192,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     sshd = LocalSshd(work / "sshd")
     info = sshd.start()
     try:
-        bench = Bench(info, work, cfg)
+        bench = Bench(info, work, cfg, args.streams)
+        cipher = bench.scp_cipher()
         size = args.size_mib << 20
         write_random(bench.src_local, size)
         shutil.copyfile(bench.src_local, bench.src_remote)
@@ -214,13 +262,15 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats,
         "chunk_size": cfg.chunk_size,
         "parallel_workers": cfg.parallel_workers,
+        "streams": args.streams or stream_count(cfg.parallel_workers, info.host),
+        "scp_cipher": cipher,
         "verify_checksum": cfg.verify_checksum,
         "cpus": os.cpu_count(),
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }
     result.update({f"{m}_mb_s": v for m, v in medians.items()})
     for direction in ("upload", "download"):
-        for other in ("scp", "sftp_hook"):
+        for other in ("scp", "sftp_hook", "scp_gcm"):
             ours, theirs = medians.get(f"ours_{direction}"), medians.get(f"{other}_{direction}")
             if ours and theirs:
                 result[f"ours_vs_{other}_{direction}"] = round(ours / theirs, 2)
