@@ -195,12 +195,14 @@ class FdCache:
     def forget(self, path: str) -> None:
         fd = self.fds.pop(path, None)
         if fd is not None:
+            self.settle.previous.pop(fd, None)  # the number may come back for another file
             os.close(fd)
 
     def close(self) -> None:
         for fd in self.fds.values():
             os.close(fd)
         self.fds.clear()
+        self.settle.previous.clear()
 
 
 class Agent:

@@ -421,8 +421,8 @@ class _Transfer:
                         client = None
                     lost = [(j, True) for j, _ in window] + ([(job, sent)] if job is not None else [])
                     window.clear()
-                    for j, was_sent in lost:
-                        if not self.retry_later(j, str(err), was_sent):
+                    for i, (j, was_sent) in enumerate(lost):  # one backoff wait for them all
+                        if not self.retry_later(j, str(err), was_sent, wait=i == len(lost) - 1):
                             return
                         retry.append(j)
                     continue
@@ -473,7 +473,7 @@ class _Transfer:
         if self.hooks.after_verify is not None:
             self.hooks.after_verify(chunk)
 
-    def retry_later(self, job: _Job, reason: str, sent: bool) -> bool:
+    def retry_later(self, job: _Job, reason: str, sent: bool, wait: bool = True) -> bool:
         """Record a failed attempt, then wait the backoff; False when the transfer is stopping.
 
         Raises TransferError once the chunk has used up max_retries."""
@@ -496,7 +496,7 @@ class _Transfer:
         with self.lock:
             self.chunks_retried += 1
         self.log.warning(f"chunk {chunk.chunk_id}: {reason}; retry {job.attempt}/{retries} in {delay:.1f}s")
-        return not self.stop.wait(delay)
+        return not self.stop.wait(delay if wait else 0)
 
     def start_chunk(self, client: AgentClient, job: _Job, buf: bytearray, fds: agent.FdCache) -> str | None:
         """Send a chunk's request; uploading, also its bytes (hashed on the way: the sender's
