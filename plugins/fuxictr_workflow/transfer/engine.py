@@ -10,7 +10,6 @@ of every file is verified, each part is fsynced and renamed to its final name.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import logging
 import os
@@ -19,6 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -207,6 +207,26 @@ class _Job:
     attempt: int = 0  # failed attempts in this run
 
 
+@dataclass
+class _Buffers:
+    """One worker's memory: two piece buffers used in turn (one being hashed while the other
+    is filled), one for read-back hashes, and the helper thread that hashes."""
+
+    pieces: tuple[bytearray, bytearray]
+    readback: bytearray
+    hashing: ThreadPoolExecutor
+
+    @classmethod
+    def new(cls) -> _Buffers:
+        return cls(
+            (bytearray(agent.PIECE), bytearray(agent.PIECE)), bytearray(agent.PIECE), ThreadPoolExecutor(1)
+        )
+
+
+# A chunk moved, waiting for its verdict: (job, sender's hash, destination's hash or its future)
+_Moved = tuple[_Job, str | None, str | None | Future[str]]
+
+
 def _next(jobs: queue.SimpleQueue[_Job]) -> _Job | None:
     try:
         return jobs.get_nowait()
@@ -389,9 +409,10 @@ class _Transfer:
             client = self.take_spare()
         # the after_write seam needs the destination quiet between a chunk's write and hash
         depth = 1 if self.upload and self.hooks.after_write is not None else PIPELINE_DEPTH
-        buf = bytearray(agent.PIECE)
+        buf = _Buffers.new()
         fds = agent.FdCache(os.O_RDONLY if self.upload else os.O_RDWR)
         window: deque[tuple[_Job, str | None]] = deque()  # requests sent, replies not read yet
+        moved: deque[_Moved] = deque()  # bytes at the destination, verdict pending
         retry: deque[_Job] = deque()
         try:
             while not self.stop.is_set():
@@ -411,9 +432,11 @@ class _Transfer:
                         window.append((job, self.start_chunk(client, job, buf, fds)))
                         job, sent = None, False
                     if not window:
+                        if moved and self.judge(moved, retry, wait=True):
+                            continue  # a chunk to re-send, or more to judge
                         return
                     head, sent_hash = window[0]
-                    src_hash, dst_hash = self.finish_chunk(client, head, sent_hash, buf, fds)
+                    moved.append((head, *self.finish_chunk(client, head, sent_hash, buf, fds)))
                     window.popleft()
                 except ConnectionLost as err:
                     if client is not None:
@@ -433,21 +456,15 @@ class _Transfer:
                             self.task_id, self.step, failed.chunk.chunk_id, ChunkStatus.FAILED, sent=True
                         )
                     raise
-                if src_hash == dst_hash:
-                    self.chunk_done(head, src_hash)
-                    continue
-                reason = (
-                    f"checksum mismatch at the destination "
-                    f"(sent {str(src_hash)[:12]}…, stored {str(dst_hash)[:12]}…)"
-                )
-                if not self.retry_later(head, reason, True):
+                # the newest chunk's read-back hash may run on while the next one arrives
+                if not self.judge(moved, retry, wait=len(moved) > 1 or not window):
                     return
-                retry.append(head)
         except TransferError as err:
             self.fail(err)
         except Exception as err:  # a bug must still stop the other workers and surface
             self.fail(TransferError(f"{type(err).__name__}: {err}", retryable=False))
         finally:
+            buf.hashing.shutdown(wait=True)  # no hash may read a file descriptor closed below
             fds.close()
             if client is not None:
                 if window:  # replies still due: nobody else can use this session
@@ -455,6 +472,34 @@ class _Transfer:
                 else:
                     with self.lock:
                         self.returned.append(client)
+
+    def judge(self, moved: deque[_Moved], retry: deque[_Job], wait: bool) -> bool:
+        """Record the verdict of moved chunks, oldest first: all whose destination hash is
+        known, and with `wait` at least the oldest. A mismatch goes to `retry` after its
+        backoff. False when the transfer is stopping."""
+        while moved:
+            job, src_hash, dst = moved[0]
+            if isinstance(dst, Future):
+                if not (wait or dst.done()):
+                    return True
+                try:
+                    dst = dst.result()
+                except OSError as err:
+                    raise TransferError(
+                        f"cannot read {job.file.part}: {err.strerror}", retryable=False
+                    ) from None
+            moved.popleft()
+            wait = False
+            if src_hash == dst:
+                self.chunk_done(job, src_hash)
+                continue
+            reason = (
+                f"checksum mismatch at the destination (sent {str(src_hash)[:12]}…, stored {str(dst)[:12]}…)"
+            )
+            if not self.retry_later(job, reason, True):
+                return False
+            retry.append(job)
+        return True
 
     def chunk_done(self, job: _Job, checksum: str | None) -> None:
         chunk = job.chunk
@@ -498,7 +543,7 @@ class _Transfer:
         self.log.warning(f"chunk {chunk.chunk_id}: {reason}; retry {job.attempt}/{retries} in {delay:.1f}s")
         return not self.stop.wait(delay if wait else 0)
 
-    def start_chunk(self, client: AgentClient, job: _Job, buf: bytearray, fds: agent.FdCache) -> str | None:
+    def start_chunk(self, client: AgentClient, job: _Job, buf: _Buffers, fds: agent.FdCache) -> str | None:
         """Send a chunk's request; uploading, also its bytes (hashed on the way: the sender's
         hash, returned) and the request to hash the region as the agent stored it."""
         f, c = job.file, job.chunk
@@ -514,19 +559,19 @@ class _Transfer:
             raise TransferError(f"cannot read {f.source}: {err.strerror}", retryable=False) from None
         write = {"op": "write", "path": f.part, "off": c.offset, "size": c.size, "settle": not verify}
         client.send_request(write)
-        h = hashlib.sha256() if verify else None
-        view = memoryview(buf)
-        offset, end = c.offset, c.offset + c.size
+        h = agent.PieceHasher(buf.hashing) if verify else None
+        offset, end, i = c.offset, c.offset + c.size, 0
         while offset < end:
-            n = os.preadv(fd, [view[: min(len(view), end - offset)]], offset)
+            view = memoryview(buf.pieces[i % 2])[: min(agent.PIECE, end - offset)]
+            n = os.preadv(fd, [view], offset)
             if n == 0:
                 raise TransferError(
                     f"{f.source} shrank while being sent; run the stage again to start it over"
                 )
             if h is not None:
-                h.update(view[:n])
+                h.update(view[:n])  # hashed while it is sent
             client.send(view[:n])
-            offset += n
+            offset, i = offset + n, i + 1
         if h is None:
             return None
         if self.hooks.after_write is None:  # pipelined: no round trip between write and hash
@@ -537,12 +582,13 @@ class _Transfer:
         return {"op": "hash", "path": job.file.part, "off": job.chunk.offset, "size": job.chunk.size}
 
     def finish_chunk(
-        self, client: AgentClient, job: _Job, sent_hash: str | None, buf: bytearray, fds: agent.FdCache
-    ) -> tuple[str | None, str | None]:
+        self, client: AgentClient, job: _Job, sent_hash: str | None, buf: _Buffers, fds: agent.FdCache
+    ) -> tuple[str | None, str | None | Future[str]]:
         """Read a chunk's replies: (sender's hash, destination's hash of the chunk as stored).
 
         Downloading, the bytes arrive here, go into the local part file and are hashed back
-        from it; the agent's hash of what it read comes after them."""
+        from it by the helper thread (a future: the next chunk arrives meanwhile); the
+        agent's hash of what it read comes after them."""
         f, c = job.file, job.chunk
         verify = self.cfg.verify_checksum
         client.read_reply()
@@ -555,7 +601,7 @@ class _Transfer:
             fd = fds.get(f.part)
         except OSError as err:
             raise TransferError(f"cannot write {f.part}: {err.strerror}", retryable=False) from None
-        view = memoryview(buf)
+        view = memoryview(buf.pieces[0])
         offset, end = c.offset, c.offset + c.size
         while offset < end:
             piece = view[: min(len(view), end - offset)]
@@ -570,9 +616,16 @@ class _Transfer:
         src_hash = client.read_reply()["sha256"]
         if self.hooks.after_write is not None:
             self.hooks.after_write(c, f.part)
-        dst_hash = agent.hash_fd(fd, c.offset, c.size, buf) if verify else None
-        fds.settle(fd, c.offset, c.size)
-        return src_hash, dst_hash
+        if not verify:
+            fds.settle(fd, c.offset, c.size)
+            return src_hash, None
+
+        def stored() -> str:  # the helper thread is the only user of fds.settle meanwhile
+            digest = agent.hash_fd(fd, c.offset, c.size, buf.readback)
+            fds.settle(fd, c.offset, c.size)
+            return digest
+
+        return src_hash, buf.hashing.submit(stored)
 
     # -- the run --
 
