@@ -63,7 +63,8 @@ def fill(server: ApiServer, tasks: int) -> None:
             name=f"bench-{i}", experiment_id="DeepFM_demo", sample_sql="SELECT 1", infer_sql="SELECT 2",
             hdfs_path="/tmp/bench", hive_table="db.t", server="local", dag_run_id=f"workflow_task_{i + 1}",
         )  # fmt: skip
-    subprocess.run([sys.executable, "-c", MAKE_RUNS, "1", str(tasks)], env=server.env, check=True)
+    quiet = {**server.env, "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"}  # not a line per run
+    subprocess.run([sys.executable, "-c", MAKE_RUNS, "1", str(tasks)], env=quiet, check=True)
 
 
 def timed_gets(server: ApiServer, requests: int) -> dict[str, list[float]]:

@@ -121,25 +121,82 @@ def test_auth(api_server: ApiServer) -> None:
     assert call(api_server, "GET", "/openapi.json", token=None)[0] == 200
 
 
-def test_retry_and_cancel_rules(api_server: ApiServer) -> None:
+def airflow_call(server: ApiServer, method: str, path: str, body: Any = None) -> Any:
+    """Airflow's own REST API (/api/v2/dags/fuxictr_workflow...), as admin."""
+    req = urllib.request.Request(
+        f"{server.base_url}/api/v2/dags/fuxictr_workflow{path}",
+        json.dumps(body).encode() if body is not None else None,
+        {"Authorization": f"Bearer {server.token()}", "Content-Type": "application/json"},
+        method=method,
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def ti_states(server: ApiServer, run_id: str) -> dict[str, str | None]:
+    tis = airflow_call(server, "GET", f"/dagRuns/{run_id}/taskInstances")["task_instances"]
+    return {ti["task_id"]: ti["state"] for ti in tis}
+
+
+def test_retry_clears_the_run_from_the_failed_stage(api_server: ApiServer) -> None:
+    """data_fetch succeeded, data_upload failed: retry re-queues the same run with data_fetch's
+    task instances untouched and data_upload's and later ones cleared."""
     store = api_server.store
     task_id = call(api_server, "POST", "/tasks", BODY)[1]["task_id"]
+    run_id = f"workflow_task_{task_id}"
     assert call(api_server, "POST", f"/tasks/{task_id}/retry")[0] == 409  # not failed
     store.start_step(task_id, "data_fetch")
     store.complete_step(task_id, "data_fetch")
     store.start_step(task_id, "data_upload")
     store.fail_step(task_id, "data_upload", "connection refused")
+    for ti, state in [("data_fetch.hive_export", "success"), ("data_fetch.hdfs_download", "success"),
+                      ("data_upload", "failed")]:  # fmt: skip
+        airflow_call(api_server, "PATCH", f"/dagRuns/{run_id}/taskInstances/{ti}", {"new_state": state})
+    airflow_call(api_server, "PATCH", f"/dagRuns/{run_id}", {"state": "failed"})
+    assert ti_states(api_server, run_id)["train"] == "skipped"
+
     status, body = call(api_server, "POST", f"/tasks/{task_id}/retry")
-    assert status == 200 and body["status"] == "pending"
+    assert status == 200 and body == {"task_id": task_id, "status": "pending"}
     task = call(api_server, "GET", f"/tasks/{task_id}")[1]
     assert [s["status"] for s in task["steps"][:2]] == ["completed", "pending"]
-    assert task["dag_run_id"].endswith("_retry_1")
-    run = airflow_run(api_server, task["dag_run_id"])
-    assert run["conf"]["resume"] is True and run["conf"]["task_id"] == task_id
-    assert call(api_server, "POST", f"/tasks/{task_id}/cancel")[0] == 200
+    assert task["status"] == "pending" and task["dag_run_id"] == run_id
+    states = ti_states(api_server, run_id)
+    assert states["data_fetch.hive_export"] == states["data_fetch.hdfs_download"] == "success"
+    assert {t: s for t, s in states.items() if not t.startswith("data_fetch.")} == {
+        t: None for t in states if not t.startswith("data_fetch.")
+    }
+    run = airflow_run(api_server, run_id)
+    assert run["state"] == "queued" and run["conf"]["resume"] is True and run["conf"]["task_id"] == task_id
+
+
+def test_cancel_then_retry(api_server: ApiServer) -> None:
+    task_id = call(api_server, "POST", "/tasks", BODY)[1]["task_id"]
+    run_id = f"workflow_task_{task_id}"
+    status, body = call(api_server, "POST", f"/tasks/{task_id}/cancel")
+    assert status == 200 and body == {"task_id": task_id, "status": "cancelled"}
     assert call(api_server, "GET", f"/tasks/{task_id}")[1]["status"] == "cancelled"
-    assert airflow_run(api_server, task["dag_run_id"])["state"] == "failed"
+    assert airflow_run(api_server, run_id)["state"] == "failed"
     assert call(api_server, "POST", f"/tasks/{task_id}/cancel")[0] == 409
+    assert call(api_server, "POST", f"/tasks/{task_id}/retry")[0] == 200
+    assert airflow_run(api_server, run_id)["state"] == "queued"
+    assert set(ti_states(api_server, run_id).values()) == {None}
+    assert call(api_server, "POST", f"/tasks/{task_id}/retry")[0] == 409  # pending again
+    assert call(api_server, "POST", "/tasks/999999/cancel")[0] == 404
+    assert call(api_server, "POST", "/tasks/999999/retry")[0] == 404
+
+
+def test_retry_without_a_run_in_airflow_starts_one(api_server: ApiServer) -> None:
+    """A task whose run is not in Airflow (its trigger failed, or it came from another
+    Airflow's `dags test`) gets a new run on retry."""
+    store = api_server.store
+    no_run = store.create_task(**BODY, server="local")
+    store.fail_task(no_run, "could not trigger")
+    other = store.create_task(**BODY, server="local", dag_run_id="manual__elsewhere")
+    store.fail_task(other, "failed elsewhere")
+    for task_id, expected in [(no_run, f"workflow_task_{no_run}"), (other, f"workflow_task_{other}_retry_1")]:
+        assert call(api_server, "POST", f"/tasks/{task_id}/retry")[0] == 200
+        assert store.get_task(task_id, with_steps=False)["dag_run_id"] == expected
+        assert airflow_run(api_server, expected)["state"] == "queued"
 
 
 def test_concurrent_creates(api_server: ApiServer) -> None:
@@ -216,3 +273,39 @@ def test_websocket_requires_token(api_server: ApiServer) -> None:
     assert asyncio.run(attempt(ws_url(api_server, task_id))) == 1008
     assert asyncio.run(attempt(ws_url(api_server, task_id, token="bogus"))) == 1008
     assert asyncio.run(attempt(ws_url(api_server, 999999, token=api_server.token()))) == 4404
+
+
+def test_websocket_fan_out_to_many_clients(api_server: ApiServer) -> None:
+    """Several clients of one task (one shared poller) each get every event once, in order; a
+    client that leaves early does not disturb the others; a late client gets the full replay."""
+    store = api_server.store
+    task_id = call(api_server, "POST", "/tasks", BODY)[1]["task_id"]
+    store.start_step(task_id, "train")
+    token = api_server.token()
+
+    async def leaver() -> None:
+        import websockets
+
+        async with websockets.connect(ws_url(api_server, task_id, token=token), open_timeout=20) as ws:
+            await ws.recv()
+
+    async def scenario() -> list[tuple[list[dict[str, Any]], int | None]]:
+        store.append_log(task_id, "train", "INFO", "line 0")
+        clients = [asyncio.create_task(_collect(ws_url(api_server, task_id, token=token))) for _ in range(4)]
+        resumed = asyncio.create_task(_collect(ws_url(api_server, task_id, token=token, after=1)))
+        await leaver()
+        await asyncio.sleep(0.5)
+        for i in range(1, 200):
+            await asyncio.to_thread(store.append_log, task_id, "train", "INFO", f"line {i}")
+        await asyncio.to_thread(store.complete_step, task_id, "train")
+        await asyncio.to_thread(store.fail_task, task_id, "stopped")
+        results = await asyncio.wait_for(asyncio.gather(*clients, resumed), 60)
+        late = await _collect(ws_url(api_server, task_id, token=token))
+        return [*results, late]
+
+    *clients, resumed, late = asyncio.run(scenario())
+    expected = [e["message"] for e in store.logs_after(task_id, limit=10_000)]
+    assert expected[:200] == [f"line {i}" for i in range(200)]
+    for events, code in [*clients, late]:
+        assert [e["message"] for e in events] == expected and code == 1000
+    assert [e["message"] for e in resumed[0]] == expected[1:] and resumed[1] == 1000

@@ -227,10 +227,15 @@ def test_workflow_view_in_airflow_ui(browser: Any, ui_stack: UiStack, ui_artifac
 
     # open the failed task: steps, red error, transfer progress, its past log lines
     driver.execute_script("location.hash = '#/'")
+    # find and click in one wait step: the list may re-render in between (stale element)
     wait_for(
-        driver, lambda d: d.find_elements(By.CSS_SELECTOR, f"tr[data-task-id='{stack.failed_id}'] .task-link")
+        driver,
+        lambda d: (
+            d.find_element(By.CSS_SELECTOR, f"tr[data-task-id='{stack.failed_id}'] .task-link").click()
+            is None
+        ),
+        message="open the failed task",
     )
-    driver.find_element(By.CSS_SELECTOR, f"tr[data-task-id='{stack.failed_id}'] .task-link").click()
     wait_for(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#step-rows tr")) == 6, message="steps")
 
     def failed_step_shown(d: Any) -> bool:

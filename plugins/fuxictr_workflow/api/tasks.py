@@ -13,7 +13,7 @@ from fuxictr_workflow.api import security, trigger
 from fuxictr_workflow.api.schemas import Task, TaskCreated, TaskCreateRequest, TaskDetail
 from fuxictr_workflow.config import get_config
 from fuxictr_workflow.dag_params import dag_id_for
-from fuxictr_workflow.stages import TaskStatus
+from fuxictr_workflow.stages import STAGE_NAMES, TaskStatus
 from fuxictr_workflow.store import IllegalTransition, NotFound, WorkflowStore, get_store, iso, utcnow
 from fuxictr_workflow.validation import TASK_FIELDS
 
@@ -146,17 +146,31 @@ def get_task(task_id: int) -> dict[str, Any]:
     summary="Resume a failed or cancelled task from its first unfinished stage",
 )
 def retry_task(task_id: int, request: Request) -> dict[str, Any]:
-    """Completed stages are skipped by the new run and verified chunks are not re-sent."""
+    """The task's own DAG run is cleared from the first unfinished stage on (Airflow's clear)
+    and re-queued, so completed stages are not redone and verified chunks are not re-sent.
+    Only when that run is gone from Airflow does a new run ``..._retry_<n>`` start."""
     store = get_store()
     try:
-        previous = store.get_task(task_id, with_steps=False)["dag_run_id"] or ""
-        store.reset_from_step(task_id)
+        task = store.get_task(task_id, with_steps=False)
+        first = store.reset_from_step(task_id)
     except NotFound:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"task {task_id} does not exist") from None
     except IllegalTransition as err:
         raise HTTPException(status.HTTP_409_CONFLICT, str(err)) from None
-    match = re.search(r"_retry_(\d+)$", previous)
-    _start_run(store, task_id, int(match.group(1)) + 1 if match else 1, request)
+    previous = task["dag_run_id"] or ""
+    cfg = get_config()
+    dag_id = dag_id_for(task["server"] or cfg.default_server, cfg.default_server)
+    stages = STAGE_NAMES[STAGE_NAMES.index(first) :]
+    try:
+        cleared = bool(previous) and trigger.clear_from(dag_id, previous, stages) > 0
+    except Exception as err:  # the run's DB rows could not be cleared: say why, keep it retryable
+        store.fail_task(task_id, f"retry could not clear run {previous}: {err}")
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, f"task {task_id} could not be retried: {err}"
+        ) from err
+    if not cleared:
+        match = re.search(r"_retry_(\d+)$", previous)
+        _start_run(store, task_id, (int(match.group(1)) + 1 if match else 1) if previous else 0, request)
     return {"task_id": task_id, "status": TaskStatus.PENDING}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 
@@ -69,3 +70,38 @@ def fail_run(dag_id: str, run_id: str) -> None:
         dag = DBDagBag().get_latest_version_of_dag(dag_id, session=session)
         if dag is not None:
             set_dag_run_state_to_failed(dag=dag, run_id=run_id, commit=True, session=session)
+
+
+def clear_from(dag_id: str, run_id: str, stages: Collection[str]) -> int:
+    """Re-queue an existing run at the given stages with Airflow's own clear.
+
+    The task instances of ``stages`` (a stage is one Airflow task or a task group of them) and
+    any earlier one that did not succeed are cleared; the run goes back to queued and the
+    scheduler resumes it, so successful earlier stages are not redone. ``resume`` is set in
+    the run's conf so a re-run stage the store already has as completed is skipped. Returns
+    the number of task instances cleared: 0 when the run or its tasks are not in Airflow
+    (the caller then starts a new run).
+    """
+    from airflow.models.dagbag import DBDagBag
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import TaskInstanceState
+    from sqlalchemy import select
+
+    with create_session() as session:
+        dag_run = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
+        if dag_run is None:
+            return 0
+        dag = DBDagBag().get_dag_for_run(dag_run, session=session)
+        if dag is None:
+            return 0
+        unfinished = {
+            ti.task_id
+            for ti in dag_run.get_task_instances(session=session)
+            if ti.state not in (TaskInstanceState.SUCCESS, TaskInstanceState.SKIPPED)
+        }
+        task_ids = [t for t in dag.task_ids if t.split(".", 1)[0] in stages or t in unfinished]
+        if not task_ids:
+            return 0
+        dag_run.conf = {**(dag_run.conf or {}), "resume": True}
+        return int(dag.clear(task_ids=task_ids, run_id=run_id, session=session) or 0)

@@ -60,7 +60,8 @@ class WorkflowStageMixin:
             logger.info(task_id, self.stage.value, f"{self.stage.value} already completed; not redone")
             return None
         ti = context["ti"]
-        will_retry = ti.try_number <= (getattr(self, "retries", 0) or 0)
+        # max_tries, not retries: a cleared task (API retry) keeps counting try_number upwards
+        will_retry = ti.try_number <= (getattr(ti, "max_tries", None) or getattr(self, "retries", 0) or 0)
         try:
             return self._tracked(context, run_args=(task_id, logger, cfg, will_retry))
         except StageError as err:
