@@ -37,6 +37,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _alive(pid: int) -> bool:
+    """True until the process has fully exited (a zombie counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 @dataclass
 class HiveInfo:
     host: str
@@ -74,11 +83,16 @@ class HiveServer:
         info = self.read_info()
         if info is None:
             return None
+        return info if self._is_ours(info.pid) else None
+
+    def _is_ours(self, pid: int) -> bool:
+        """The pid file may be stale and the pid reused: only our Thrift Server (by its class and
+        our warehouse dir on its command line) is ever reported running or signalled."""
         try:
-            os.kill(info.pid, 0)
-        except ProcessLookupError:
-            return None
-        return info
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            return False
+        return "HiveThriftServer2" in cmdline and str(self.dir / "warehouse") in cmdline
 
     def env(self) -> dict[str, str]:
         home = spark_home()
@@ -156,14 +170,13 @@ class HiveServer:
             return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
-                os.kill(info.pid, 0)
-            except ProcessLookupError:
-                return
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(info.pid, os.WNOHANG)
+            if not _alive(info.pid):
+                return
             time.sleep(0.2)
-        os.killpg(info.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(info.pid, signal.SIGKILL)
 
     def airflow_env(self) -> dict[str, str]:
         """AIRFLOW_CONN_* for beeline (HiveOperator) and HiveServer2Hook, plus beeline on PATH."""

@@ -21,9 +21,9 @@ from fuxictr_workflow.operators.hive import (
 )
 from fuxictr_workflow.stages import StepStatus
 from fuxictr_workflow.store import WorkflowStore, get_store
-from scripts.hive_server import HiveInfo
+from scripts.hive_server import HiveInfo, HiveServer, free_port
 from tests.conftest import new_task
-from tests.services.hive import hive_query
+from tests.services.hive import hive_query, submitted_queries
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -117,7 +117,11 @@ def test_hive_errors_fail_the_stage_with_hives_message(
     ],
 )
 def test_injection_is_refused_before_hive(
-    cfg: WorkflowConfig, source_table: str, tmp_path: Path, fields: dict[str, str]
+    cfg: WorkflowConfig,
+    source_table: str,
+    hive_server: HiveServer,
+    tmp_path: Path,
+    fields: dict[str, str],
 ) -> None:
     from airflow.sdk.exceptions import AirflowFailException
 
@@ -129,6 +133,8 @@ def test_injection_is_refused_before_hive(
     assert failed["error_message"].startswith(next(iter(fields)))
     assert not any("running HiveQL" in e["message"] for e in store.logs_after(task_id)), "beeline was called"
     assert hive_query("SHOW TABLES IN t_hive LIKE 'sentinel'"), "the sentinel table is gone"
+    reached = [q for q in submitted_queries(hive_server) if "sentinel" in q and "DROP" in q.upper()]
+    assert not reached, f"the server received {reached}"
 
 
 def test_load_is_idempotent(cfg: WorkflowConfig, hive: HiveInfo, tmp_path: Path) -> None:
@@ -146,3 +152,35 @@ def test_load_is_idempotent(cfg: WorkflowConfig, hive: HiveInfo, tmp_path: Path)
         rows = hive_query(f"SELECT count(*) FROM t_hive.predictions WHERE task_id = {task_id}")
         assert rows[0][0] == 500
         assert step(store, task_id, "hive_upload")["status"] == StepStatus.COMPLETED
+
+
+def test_unreachable_hive_is_a_retryable_failure(
+    cfg: WorkflowConfig, hive: HiveInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connection refused may pass (server restarting): Airflow retries instead of failing the task."""
+    from fuxictr_workflow.tracking import StageError
+
+    closed = free_port()
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_HIVE_CLI_DEFAULT", f"hive-cli://hive@127.0.0.1:{closed}/default?use_beeline=true"
+    )
+    store = get_store(cfg.store.url)
+    task_id = fetch_task(store, tmp_path)
+    with pytest.raises(StageError, match="Connection refused") as err:
+        HiveExportOperator(task_id="hive_export").execute(context(task_id))
+    assert err.value.retryable
+    assert "Connection refused" in step(store, task_id, "data_fetch")["error_message"]
+
+
+def test_load_names_missing_prediction_columns(cfg: WorkflowConfig, hive: HiveInfo, tmp_path: Path) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    store = get_store(cfg.store.url)
+    task_id = fetch_task(store, tmp_path)
+    local = paths.staging_predictions(cfg.storage.staging_dir, task_id)
+    local.parent.mkdir(parents=True)
+    pq.write_table(pa.table({"row": [1, 2], "score": [0.1, 0.2]}), local)
+    HdfsUploadOperator(task_id="hdfs_upload").execute(context(task_id))
+    with pytest.raises(AirflowFailException, match="lacks column"):
+        HiveLoadOperator(task_id="hive_load").execute(context(task_id))
+    assert "id_columns" in step(store, task_id, "hive_upload")["error_message"]

@@ -1,6 +1,6 @@
 -- Stage data_fetch: the task's two queries, exported as Parquet (keeps column names and types).
 -- Rendered by operators/hive.py with values validated first: each query is one SELECT.
 {% for dataset in datasets %}
-INSERT OVERWRITE DIRECTORY '{{ dataset.directory }}' STORED AS PARQUET
+INSERT OVERWRITE DIRECTORY '{{ dataset.directory | hive_string }}' STORED AS PARQUET
 {{ dataset.sql }};
 {% endfor %}

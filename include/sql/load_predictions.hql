@@ -1,12 +1,12 @@
 -- Stage hive_upload: predictions into hive_table, one partition per workflow task.
 -- OVERWRITE makes a re-run replace the partition instead of adding rows.
-CREATE DATABASE IF NOT EXISTS `{{ database }}`;
-CREATE TABLE IF NOT EXISTS `{{ database }}`.`{{ table }}` (
+CREATE DATABASE IF NOT EXISTS {{ database | ident }};
+CREATE TABLE IF NOT EXISTS {{ database | ident }}.{{ table | ident }} (
 {%- for column, hive_type in columns %}
-  `{{ column }}` {{ hive_type }}{{ "," if not loop.last }}
+  {{ column | ident }} {{ hive_type }}{{ "," if not loop.last }}
 {%- endfor %}
 )
-PARTITIONED BY (`{{ partition_column }}` BIGINT)
+PARTITIONED BY ({{ partition_column | ident }} BIGINT)
 STORED AS PARQUET;
-LOAD DATA INPATH '{{ directory }}' OVERWRITE INTO TABLE `{{ database }}`.`{{ table }}`
-PARTITION (`{{ partition_column }}` = {{ task_id }});
+LOAD DATA INPATH '{{ directory | hive_string }}' OVERWRITE INTO TABLE {{ database | ident }}.{{ table | ident }}
+PARTITION ({{ partition_column | ident }} = {{ task_id | int }});

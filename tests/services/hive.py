@@ -44,3 +44,11 @@ def hive_query(sql: str) -> list[tuple]:
         return hook.get_records(sql)
     hook.run(sql)
     return []
+
+
+def submitted_queries(server: HiveServer) -> list[str]:
+    """Every statement the server received, from its log (the Thrift Server logs each one)."""
+    import re
+
+    log = (server.dir / "server.log").read_text(errors="replace")
+    return re.findall(r"Submitting query '(.*?)' with [0-9a-f-]{36}", log, re.DOTALL)

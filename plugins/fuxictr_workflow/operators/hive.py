@@ -10,7 +10,9 @@ bin/ for the embedded default (scripts/hive_server.py sets it), the cluster's ot
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +38,38 @@ USER_ERRORS = re.compile(
 )
 
 
+def hive_string(value: object) -> str:
+    """Body of a '...' HiveQL literal: values are validated first, this is the second guard."""
+    return str(value).replace("\\", "\\\\").replace("'", "\\'")
+
+
+def hive_ident(value: object) -> str:
+    """A `...`-quoted identifier (backticks doubled), so a name can never end the quoting."""
+    return "`" + str(value).replace("`", "``") + "`"
+
+
 def render(template: str, **values: Any) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(SQL_DIR), undefined=jinja2.StrictUndefined)
+    env.filters.update(hive_string=hive_string, ident=hive_ident)
     return env.get_template(template).render(**values)
+
+
+def ensure_beeline() -> str:
+    """HiveCliHook runs `beeline` from PATH; fall back to the pyspark wheel's (embedded default)."""
+    found = shutil.which("beeline")
+    if found:
+        return found
+    try:
+        import pyspark
+    except ImportError:
+        pyspark = None  # type: ignore[assignment]
+    if pyspark is not None:
+        home = Path(pyspark.__file__).resolve().parent
+        if (home / "bin" / "beeline").exists():
+            os.environ.setdefault("SPARK_HOME", str(home))
+            os.environ["PATH"] = f"{home / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+            return str(home / "bin" / "beeline")
+    raise StageError("beeline is not on PATH: install the Hive client on this worker (docs/hive.md)")
 
 
 def hive_error(output: str) -> StageError:
@@ -68,6 +99,7 @@ class _TrackedHiveOperator(WorkflowStageMixin, HiveOperator):
 
     def execute_stage(self, context: Any, run: StageRun) -> Any:
         self.hql = self.hql_for(run)
+        ensure_beeline()
         self.hive_cli_conn_id = self.workflow_config.hive.cli_conn_id
         # our runs have no logical_date (API-triggered), which HiveOperator needs only to name the job
         self.mapred_job_name = f"fuxictr_workflow task_{self.workflow_task['id']} {self.task_id}"
@@ -149,8 +181,7 @@ class HiveLoadOperator(_TrackedHiveOperator):
     def hql_for(self, run: StageRun) -> str:
         cfg, task = self.workflow_config, self.workflow_task
         local = paths.staging_predictions(cfg.storage.staging_dir, task["id"])
-        schema = pq.read_schema(local)
-        columns = [(f.name, ARROW_TO_HIVE.get(str(f.type), "STRING")) for f in schema]
+        columns = predictions_columns(local, cfg.fuxictr.id_columns)
         database, table = task["hive_table"].split(".")
         run.result.update(
             {
@@ -168,3 +199,29 @@ class HiveLoadOperator(_TrackedHiveOperator):
             directory=paths.hdfs_task_dir(task["hdfs_path"], task["id"], "predictions"),
             task_id=int(task["id"]),
         )
+
+
+def predictions_columns(local: Path, id_columns: list[str]) -> list[tuple[str, str]]:
+    """The table schema: the configured id columns (types from the file) + `score DOUBLE`.
+
+    Checked against the file first, so a mismatch is named here rather than as NULLs in Hive."""
+    if not local.exists():
+        raise StageError(f"no predictions at {local} (did result_download run?)")
+    schema = pq.read_schema(local)
+    wanted = [*id_columns, "score"]
+    missing = [c for c in wanted if c not in schema.names]
+    if missing:
+        raise StageError(
+            f"predictions file {local} lacks column(s) {', '.join(missing)} "
+            f"(fuxictr.id_columns is {id_columns}; the file has {schema.names})",
+            retryable=False,
+        )
+    if PARTITION_COLUMN in wanted:
+        raise StageError(
+            f"fuxictr.id_columns must not use {PARTITION_COLUMN!r}: it is the partition column",
+            retryable=False,
+        )
+    return [
+        (name, "DOUBLE" if name == "score" else ARROW_TO_HIVE.get(str(schema.field(name).type), "STRING"))
+        for name in wanted
+    ]
