@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -67,8 +68,12 @@ def fetch_task(store: WorkflowStore, tmp_path: Path, **fields: Any) -> int:
 
 
 def test_fetch_exports_query_results_to_staging(
-    cfg: WorkflowConfig, source_table: str, tmp_path: Path
+    cfg: WorkflowConfig, source_table: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # a worker without beeline on PATH: the operator finds the pyspark wheel's
+    without = [p for p in os.environ["PATH"].split(os.pathsep) if not (Path(p) / "beeline").exists()]
+    monkeypatch.setenv("PATH", os.pathsep.join(without))
+    monkeypatch.delenv("SPARK_HOME", raising=False)
     store = get_store(cfg.store.url)
     task_id = fetch_task(store, tmp_path)
     HiveExportOperator(task_id="hive_export").execute(context(task_id))
