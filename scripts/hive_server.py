@@ -8,7 +8,6 @@ hive-site.xml (SASL PLAIN with any user: what beeline and PyHive speak by defaul
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -20,6 +19,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import quote
+
+if not __package__:  # run as a script: make `scripts` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from scripts import service_cli  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DIR = REPO / ".work" / "hive"
@@ -192,23 +195,7 @@ class HiveServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("action", choices=["start", "stop", "status"])
-    parser.add_argument("--dir", default=str(DEFAULT_DIR))
-    parser.add_argument("--port", type=int)
-    args = parser.parse_args(argv)
-    server = HiveServer(args.dir, args.port)
-    if args.action == "start":
-        print(json.dumps(asdict(server.start())))
-    elif args.action == "stop":
-        server.stop()
-    else:
-        info = server.running()
-        print(json.dumps(asdict(info)) if info else "stopped")
-        return 0 if info else 3
-    return 0
+    return service_cli.run(argv, __doc__, HiveServer, dir_default=str(DEFAULT_DIR))
 
 
 if __name__ == "__main__":

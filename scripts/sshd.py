@@ -11,7 +11,6 @@ known_hosts file is written for it). Used by the tests (fixture), the benchmarks
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import getpass
 import json
@@ -24,6 +23,10 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+if not __package__:  # run as a script: make `scripts` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from scripts import service_cli  # noqa: E402
 
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/bin/sshd")
 
@@ -203,25 +206,13 @@ class LocalSshd:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    return service_cli.run(
+        argv,
+        __doc__,
+        LocalSshd,
+        dir_help="directory for keys, config, pid and log",
+        port_help="port on 127.0.0.1 (default: a free one, kept across restarts)",
     )
-    parser.add_argument("action", choices=["start", "stop", "status"])
-    parser.add_argument("--dir", required=True, help="directory for keys, config, pid and log")
-    parser.add_argument(
-        "--port", type=int, help="port on 127.0.0.1 (default: a free one, kept across restarts)"
-    )
-    args = parser.parse_args(argv)
-    sshd = LocalSshd(args.dir, args.port)
-    if args.action == "start":
-        print(json.dumps(asdict(sshd.start())))
-    elif args.action == "stop":
-        sshd.stop()
-    else:
-        info = sshd.running()
-        print(json.dumps(asdict(info)) if info else "stopped")
-        return 0 if info else 3
-    return 0
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -27,7 +26,7 @@ import pytest
 from fuxictr_workflow.stages import STAGE_NAMES, ChunkStatus
 from fuxictr_workflow.store import ChunkSpec, WorkflowStore
 from scripts import airflow_stack
-from tests.services.airflow_app import start_api_server
+from tests.services.airflow_app import ApiServer, start_api_server
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -45,27 +44,26 @@ NEW_TASK = {
 
 @dataclass
 class UiStack:
-    base_url: str
-    home: Path
-    password: str
-    store: WorkflowStore
-    env: dict[str, str]
+    """The shared api-server fixture's server plus the two tasks seeded for the views."""
+
+    server: ApiServer
     completed_id: int
     failed_id: int
 
+    @property
+    def base_url(self) -> str:
+        return self.server.base_url
+
+    @property
+    def store(self) -> WorkflowStore:
+        return self.server.store
+
+    @property
+    def password(self) -> str:
+        return self.server.password(airflow_stack.ADMIN)
+
     def token(self) -> str:
-        body = json.dumps({"username": airflow_stack.ADMIN, "password": self.password}).encode()
-        req = urllib.request.Request(
-            f"{self.base_url}/auth/token", body, {"Content-Type": "application/json"}, method="POST"
-        )
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return json.loads(resp.read())["access_token"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        return self.server.token()
 
 
 def seed(store: WorkflowStore) -> tuple[int, int]:
@@ -107,15 +105,7 @@ def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiStack]:
     server = start_api_server(tmp_path_factory.mktemp("ui_stack"))
     try:
         completed_id, failed_id = seed(server.store)
-        yield UiStack(
-            base_url=server.base_url,
-            home=server.home,
-            password=server.password(airflow_stack.ADMIN),
-            store=server.store,
-            env=server.env,
-            completed_id=completed_id,
-            failed_id=failed_id,
-        )
+        yield UiStack(server, completed_id, failed_id)
     finally:
         airflow_stack.stop(server.home)
         server.store.dispose()

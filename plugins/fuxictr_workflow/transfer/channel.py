@@ -70,6 +70,15 @@ def _stderr_tail(f: Any) -> str:
     return lines[-1] if lines else ""
 
 
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    """Wait for an ssh process told to end (stdin closed or SIGTERM); kill it after 5 s."""
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class OpenSshConnection:
     """An `ssh -M -N` master process; sessions are `ssh -S <socket>` clients multiplexed over it.
 
@@ -155,11 +164,7 @@ class OpenSshConnection:
         self.failure()
         if self.proc.poll() is None:
             self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        _reap(self.proc)
         self.stderr.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -199,11 +204,7 @@ class OpenSshChannel:
         for pipe in (self.proc.stdin, self.proc.stdout):
             with contextlib.suppress(OSError):
                 pipe.close()  # type: ignore[union-attr]
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        _reap(self.proc)
         self.stderr.close()
 
 
