@@ -219,6 +219,14 @@ class Settler:
                 advise(fd, off, n, os.POSIX_FADV_DONTNEED)
 
 
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def commit_parts(pairs: list[list[str]]) -> None:
     """fsync each part and rename it over its final name; then fsync the directories."""
     dirs = set()
@@ -226,24 +234,14 @@ def commit_parts(pairs: list[list[str]]) -> None:
         if not os.path.exists(part) and os.path.isfile(dest):
             continue  # renamed by an earlier attempt whose reply was lost
         try:
-            fd = os.open(part, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _fsync_path(part)
             os.replace(part, dest)
         except OSError as err:
             raise _oserror("finish", dest, err) from None
         dirs.add(os.path.dirname(dest) or ".")
     for d in dirs:
-        try:
-            fd = os.open(d, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError:
-            pass  # some filesystems refuse fsync on directories; the rename itself stands
+        with contextlib.suppress(OSError):  # some filesystems refuse fsync on directories
+            _fsync_path(d)  # the rename itself stands either way
 
 
 class FdCache:
