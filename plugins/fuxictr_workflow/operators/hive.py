@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,16 @@ from fuxictr_workflow.operators.base import WorkflowStageMixin
 from fuxictr_workflow.stages import Stage
 from fuxictr_workflow.tracking import StageError, StageRun
 
-SQL_DIR = Path(__file__).resolve().parents[3] / "include" / "sql"
+
+def sql_dirs() -> tuple[Path, ...]:
+    """include/sql in a checkout (editable install), then where a wheel's data_files put it."""
+    return (
+        Path(__file__).resolve().parents[3] / "include" / "sql",
+        Path(sys.prefix) / "share" / "fuxictr-workflow" / "sql",
+    )
+
+
+SQL_DIRS = sql_dirs()
 PARTITION_COLUMN = "task_id"
 ARROW_TO_HIVE = {
     "int8": "TINYINT", "int16": "SMALLINT", "int32": "INT", "int64": "BIGINT",
@@ -49,7 +59,9 @@ def hive_ident(value: object) -> str:
 
 
 def render(template: str, **values: Any) -> str:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(SQL_DIR), undefined=jinja2.StrictUndefined)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader([str(d) for d in SQL_DIRS]), undefined=jinja2.StrictUndefined
+    )
     env.filters.update(hive_string=hive_string, ident=hive_ident)
     return env.get_template(template).render(**values)
 
