@@ -67,10 +67,9 @@ class SshdInfo:
 class LocalSshd:
     """Start/stop one sshd whose files all live under `directory`."""
 
-    def __init__(self, directory: str | os.PathLike[str], port: int | None = None, sftp: bool = True) -> None:
+    def __init__(self, directory: str | os.PathLike[str], port: int | None = None) -> None:
         self.dir = Path(directory).resolve()
         self.port = port
-        self.sftp = sftp  # False: a server without the SFTP subsystem (some locked-down hosts)
         self.info_file = self.dir / "sshd.json"
 
     def _keys(self) -> None:
@@ -102,7 +101,7 @@ class LocalSshd:
                     "UsePAM no",
                     "MaxStartups 100:30:200",
                     "MaxSessions 100",
-                    *(["Subsystem sftp internal-sftp"] if self.sftp else []),
+                    "Subsystem sftp internal-sftp",
                     "LogLevel ERROR",
                     "",
                 ]

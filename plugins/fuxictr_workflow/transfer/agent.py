@@ -13,9 +13,8 @@ Requests (``{"op": ...}``) and replies (``{"ok": 1, ...}`` or ``{"ok": 0, "error
 - ``stat paths`` → size of each path, or null when it is not a regular file
 - ``create parts dirs`` → make parent dirs, create each ``<dest>.part`` at its final size
 - ``write path off size [settle]`` + ``size`` raw bytes → ``pwrite`` them into the part file
-- ``hash path off size [settle]`` → sha256 of that region as stored (read back from the
-  file); unless settle is false, the region is then left to the page cache's writeback
-  (see :class:`Settler`). Hashes run in
+- ``hash path off size`` → sha256 of that region as stored (read back from the file); the
+  region is then left to the page cache's writeback (see :class:`Settler`). Hashes run in
   a helper thread while the next requests are served; replies still leave in request
   order (:class:`Turns`)
 - ``read path off size`` → reply, ``size`` raw bytes, then ``{"ok": 1, "sha256": ...}``
@@ -112,13 +111,6 @@ def create_parts(parts: list[list[object]], dirs: list[str]) -> None:
                 os.close(fd)
         except OSError as err:
             raise _oserror("write", path, err) from None
-
-
-def pwrite_all(fd: int, view: memoryview, offset: int) -> None:
-    """Write all of `view` at `offset` (pwrite may write less than asked)."""
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n
 
 
 def hash_fd(fd: int, offset: int, size: int, buf: bytearray | None = None) -> str:
@@ -380,8 +372,7 @@ class Agent:
             except OSError as err:
                 raise _oserror("read", path, err) from None
             digest = hash_fd(fd, offset, size, self.hash_buf)
-            if req.get("settle", True):  # a part just written; not a source someone still reads
-                self.readers.settle(fd, offset, size)
+            self.readers.settle(fd, offset, size)
             return {"ok": 1, "sha256": digest}
 
         self.hashing.submit(self.answer, ticket, req, work)

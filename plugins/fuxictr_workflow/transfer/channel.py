@@ -19,7 +19,6 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -57,7 +56,6 @@ class Connection(Protocol):
     """One authenticated SSH connection; every agent session is a channel over it."""
 
     def open_session(self, command: str) -> Channel: ...
-    def open_subsystem(self, name: str) -> Channel: ...
     def alive(self) -> bool: ...
     def close(self) -> None: ...
 
@@ -141,31 +139,26 @@ class OpenSshConnection:
         return self.last_error
 
     def open_session(self, command: str) -> Channel:
-        return OpenSshChannel(self._client_argv(command), self)
-
-    def open_subsystem(self, name: str) -> Channel:
-        """A subsystem (``sftp``): sshd serves it without the login shell."""
-        return OpenSshChannel(self._client_argv(name, "-s"), self)
-
-    def _client_argv(self, command: str, *flags: str) -> list[str]:
-        return [
-            self.ssh,
-            "-S",
-            self.socket,
-            "-o",
-            "ControlMaster=no",
-            "-o",
-            "BatchMode=yes",
-            "-x",
-            "-a",
-            *flags,
-            "-p",
-            str(self.endpoint.port),
-            "-l",
-            self.endpoint.username,
-            self.endpoint.host,
-            command,
-        ]
+        return OpenSshChannel(
+            [
+                self.ssh,
+                "-S",
+                self.socket,
+                "-o",
+                "ControlMaster=no",
+                "-o",
+                "BatchMode=yes",
+                "-x",
+                "-a",
+                "-p",
+                str(self.endpoint.port),
+                "-l",
+                self.endpoint.username,
+                self.endpoint.host,
+                command,
+            ],
+            self,
+        )
 
     def close(self) -> None:
         self.failure()
@@ -230,15 +223,9 @@ class ParamikoConnection:
         return bool(self.transport is not None and self.transport.is_active())
 
     def open_session(self, command: str) -> Channel:
-        return self._open(lambda chan: chan.exec_command(command))
-
-    def open_subsystem(self, name: str) -> Channel:
-        return self._open(lambda chan: chan.invoke_subsystem(name))
-
-    def _open(self, start: Callable[[Any], object]) -> Channel:
         try:
             chan = self.transport.open_session(window_size=16 << 20, max_packet_size=1 << 15)
-            start(chan)
+            chan.exec_command(command)
         except Exception as err:
             raise ConnectionLost(f"cannot open a session on {self.where}: {err}") from None
         return ParamikoChannel(chan)
@@ -277,60 +264,14 @@ def open_connection(endpoint: Endpoint, transport: str) -> Connection:
     return ParamikoConnection(endpoint)
 
 
-class ChannelStream:
-    """Exact reads and whole writes over one channel; its failures become ConnectionLost
-    naming the server."""
+class AgentClient:
+    """The engine's end of one agent session: JSON requests, raw payloads, replies."""
 
     def __init__(self, channel: Channel, where: str) -> None:
         self.channel = channel
         self.where = where
         self._buf = bytearray()
         self._recv = bytearray(agent.PIECE)
-
-    def _lost(self, what: str) -> ConnectionLost:
-        return ConnectionLost(f"connection to {self.where} lost ({what}): {self.channel.failure()}")
-
-    def send(self, data: bytes | memoryview) -> None:
-        try:
-            self.channel.send(data)
-        except OSError as err:
-            raise self._lost(f"send: {err.strerror or err}") from None
-
-    def _fill(self) -> None:
-        try:
-            n = self.channel.recv_into(memoryview(self._recv))
-        except OSError as err:
-            raise self._lost(f"receive: {err.strerror or err}") from None
-        if n == 0:
-            raise self._lost("end of stream")
-        self._buf += memoryview(self._recv)[:n]
-
-    def read_exact_into(self, view: memoryview) -> None:
-        """Fill `view` with the next bytes (buffered ones first, then straight from the channel)."""
-        have = min(len(self._buf), len(view))
-        if have:
-            view[:have] = self._buf[:have]
-            del self._buf[:have]
-        while have < len(view):
-            try:
-                n = self.channel.recv_into(view[have:])
-            except OSError as err:
-                raise self._lost(f"receive: {err.strerror or err}") from None
-            if n == 0:
-                raise self._lost("end of stream")
-            have += n
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):  # closing a broken session must not mask the real error
-            self.channel.close()
-
-
-class AgentClient(ChannelStream):
-    """The engine's end of one agent session: JSON requests, raw payloads, replies.
-
-    `sftp` is the session's SFTP channel when downloads carry their bytes over it."""
-
-    sftp: ChannelStream | None = None
 
     @classmethod
     def start(cls, connection: Connection, endpoint: Endpoint) -> AgentClient:
@@ -346,8 +287,28 @@ class AgentClient(ChannelStream):
             raise ConnectionLost(f"cannot start the transfer agent on {where}: {reason}") from None
         return client
 
+    def _lost(self, what: str) -> ConnectionLost:
+        return ConnectionLost(f"connection to {self.where} lost ({what}): {self.channel.failure()}")
+
+    # -- raw I/O --
+
+    def send(self, data: bytes | memoryview) -> None:
+        try:
+            self.channel.send(data)
+        except OSError as err:
+            raise self._lost(f"send: {err.strerror or err}") from None
+
     def send_request(self, req: dict[str, Any]) -> None:
         self.send(json.dumps(req).encode() + b"\n")
+
+    def _fill(self) -> None:
+        try:
+            n = self.channel.recv_into(memoryview(self._recv))
+        except OSError as err:
+            raise self._lost(f"receive: {err.strerror or err}") from None
+        if n == 0:
+            raise self._lost("end of stream")
+        self._buf += memoryview(self._recv)[:n]
 
     def read_reply(self) -> dict[str, Any]:
         """The next reply; an agent-side failure becomes a non-retryable TransferError."""
@@ -363,11 +324,25 @@ class AgentClient(ChannelStream):
             raise TransferError(f"{self.where}: {reply.get('error')}", retryable=False)
         return reply
 
+    def read_exact_into(self, view: memoryview) -> None:
+        """Fill `view` with the next payload bytes (buffered bytes first, then the channel)."""
+        have = min(len(self._buf), len(view))
+        if have:
+            view[:have] = self._buf[:have]
+            del self._buf[:have]
+        while have < len(view):
+            try:
+                n = self.channel.recv_into(view[have:])
+            except OSError as err:
+                raise self._lost(f"receive: {err.strerror or err}") from None
+            if n == 0:
+                raise self._lost("end of stream")
+            have += n
+
     def call(self, req: dict[str, Any]) -> dict[str, Any]:
         self.send_request(req)
         return self.read_reply()
 
     def close(self) -> None:
-        if self.sftp is not None:
-            self.sftp.close()
-        super().close()
+        with contextlib.suppress(Exception):  # closing a broken session must not mask the real error
+            self.channel.close()

@@ -39,7 +39,6 @@ from fuxictr_workflow.transfer.plan import (
     relative_to,
 )
 from fuxictr_workflow.transfer.progress import MB, Progress, ProgressTracker
-from fuxictr_workflow.transfer.sftp import SftpClient
 
 _py_log = logging.getLogger("fuxictr_workflow.transfer")
 
@@ -105,7 +104,6 @@ class TransferResult:
     chunks_retried: int
     workers: int
     transport: str
-    data_channel: str  # "agent", or "sftp" when a download's bytes came over the SFTP subsystem
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -176,17 +174,11 @@ class _RemoteFiles:
 
 
 class _Connector:
-    """The transfer's one SSH connection, re-made (by one thread, others wait) when it drops.
+    """The transfer's one SSH connection, re-made (by one thread, others wait) when it drops."""
 
-    With `sftp`, each session also gets an SFTP channel for the bytes of downloads (see
-    transfer/sftp.py); a server without the SFTP subsystem is told once in the log and
-    served through the agent instead."""
-
-    def __init__(self, endpoint: Endpoint, transport: str, sftp: bool, log: Log) -> None:
+    def __init__(self, endpoint: Endpoint, transport: str) -> None:
         self.endpoint = endpoint
         self.transport = transport
-        self.sftp = sftp
-        self.log = log
         self.lock = threading.Lock()
         self.conn: Connection | None = None
 
@@ -198,19 +190,7 @@ class _Connector:
             if self.conn is None:
                 self.conn = open_connection(self.endpoint, self.transport)
             conn = self.conn
-        client = AgentClient.start(conn, self.endpoint)
-        if self.sftp:
-            try:
-                client.sftp = SftpClient.start(conn.open_subsystem("sftp"), client.where)
-            except ConnectionLost as err:
-                client.call({"op": "hello"})  # the connection itself is fine (else: lost, retried)
-                with self.lock:
-                    if self.sftp:
-                        self.sftp = False
-                        self.log.warning(
-                            f"no SFTP subsystem on {client.where} ({err}); downloading through the agent"
-                        )
-        return client
+        return AgentClient.start(conn, self.endpoint)
 
     def close(self) -> None:
         with self.lock:
@@ -292,7 +272,7 @@ class _Transfer:
         self.chunks_sent = 0
         self.chunks_retried = 0
         self.returned: list[AgentClient] = []
-        self.connector = _Connector(endpoint, self.transport, sftp=not self.upload, log=log)
+        self.connector = _Connector(endpoint, self.transport)
         self.spare: queue.SimpleQueue[AgentClient | None] = queue.SimpleQueue()
         self.prefetching: list[threading.Thread] = []
         self.spares_left = 0
@@ -569,16 +549,9 @@ class _Transfer:
         f, c = job.file, job.chunk
         verify = self.cfg.verify_checksum
         if not self.upload:
-            if client.sftp is None:
-                client.send_request(
-                    {"op": "read", "path": f.source, "off": c.offset, "size": c.size, "hash": verify}
-                )
-                return None
-            if verify:  # the server hashes the region while sshd sends it
-                client.send_request(
-                    {"op": "hash", "path": f.source, "off": c.offset, "size": c.size, "settle": False}
-                )
-            client.sftp.request(c.chunk_id, f.source, self.part_fd(fds, f), c.offset, c.size)
+            client.send_request(
+                {"op": "read", "path": f.source, "off": c.offset, "size": c.size, "hash": verify}
+            )
             return None
         try:
             fd = fds.get(f.source)
@@ -605,13 +578,6 @@ class _Transfer:
             client.send_request(self.hash_request(job))
         return h.hexdigest()
 
-    @staticmethod
-    def part_fd(fds: agent.FdCache, f: FilePlan) -> int:
-        try:
-            return fds.get(f.part)
-        except OSError as err:
-            raise TransferError(f"cannot write {f.part}: {err.strerror}", retryable=False) from None
-
     def hash_request(self, job: _Job) -> dict[str, Any]:
         return {"op": "hash", "path": job.file.part, "off": job.chunk.offset, "size": job.chunk.size}
 
@@ -625,29 +591,29 @@ class _Transfer:
         agent's hash of what it read comes after them."""
         f, c = job.file, job.chunk
         verify = self.cfg.verify_checksum
+        client.read_reply()
         if self.upload:
-            client.read_reply()
             if self.hooks.after_write is not None:
                 self.hooks.after_write(c, f.part)
                 return sent_hash, client.call(self.hash_request(job))["sha256"] if verify else None
             return sent_hash, client.read_reply()["sha256"] if verify else None
-        fd = self.part_fd(fds, f)
         try:
-            if client.sftp is not None:
-                client.sftp.complete(c.chunk_id)
-                src_hash = client.read_reply()["sha256"] if verify else None
-            else:
-                client.read_reply()
-                view = memoryview(buf.pieces[0])
-                offset, end = c.offset, c.offset + c.size
-                while offset < end:
-                    piece = view[: min(len(view), end - offset)]
-                    client.read_exact_into(piece)
-                    agent.pwrite_all(fd, piece, offset)
-                    offset += len(piece)
-                src_hash = client.read_reply()["sha256"]
+            fd = fds.get(f.part)
         except OSError as err:
             raise TransferError(f"cannot write {f.part}: {err.strerror}", retryable=False) from None
+        view = memoryview(buf.pieces[0])
+        offset, end = c.offset, c.offset + c.size
+        while offset < end:
+            piece = view[: min(len(view), end - offset)]
+            client.read_exact_into(piece)
+            try:
+                written = 0
+                while written < len(piece):
+                    written += os.pwrite(fd, piece[written:], offset + written)
+            except OSError as err:
+                raise TransferError(f"cannot write {f.part}: {err.strerror}", retryable=False) from None
+            offset += len(piece)
+        src_hash = client.read_reply()["sha256"]
         if self.hooks.after_write is not None:
             self.hooks.after_write(c, f.part)
         if not verify:
@@ -698,7 +664,7 @@ class _Transfer:
             self.log.info(
                 f"{self.direction}: {len(files)} files, {total / MB:,.1f} MB in {chunks_total} chunks "
                 f"({self.chunks_skipped} already verified), {workers} workers over {self.transport} "
-                f"to {ep.address}{', bytes over SFTP' if self.connector.sftp else ''}"
+                f"to {ep.address}"
             )
             self.tracker.start()
             try:
@@ -736,7 +702,6 @@ class _Transfer:
             chunks_retried=self.chunks_retried,
             workers=workers,
             transport=self.transport,
-            data_channel="sftp" if self.connector.sftp else "agent",
         )
 
     def move(self, jobs: list[_Job], workers: int, remote: _RemoteFiles) -> None:
