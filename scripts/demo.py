@@ -293,6 +293,7 @@ def print_summary(summary: dict[str, Any], task: dict[str, Any], port: int, home
     print(f"  AUC {summary['auc']}   logloss {summary['logloss']}")
     print(f"  predictions: {summary['infer_rows']} rows scored, {summary['hive_rows']} rows in Hive")
     print(f"  pipeline {summary['pipeline_s']}s, total {summary['total_s']}s")
+    print("  the services stop now; `make serve` starts them again with this run's task, then:")
     print(f"  UI:  http://127.0.0.1:{port}/  (the 'FuXiCTR Workflow' entry in the nav)")
     print(f"  API: http://127.0.0.1:{port}/api/workflow/tasks   docs: /api/workflow/docs")
     print(f"  admin password: {airflow_stack.passwords_file(home)}")
