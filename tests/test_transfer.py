@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import glob
 import os
 import threading
 from dataclasses import dataclass
@@ -387,3 +389,23 @@ def test_chunk_ids_are_stable_unique_and_fit_the_column() -> None:
     assert all(len(i) <= 100 for i in ids) and len(set(ids)) == 6
     assert chunk_id(long_rel, 1) == chunk_id(long_rel, 1)
     assert chunk_id("task_1/a.bin", 0) == "task_1/a.bin:0"
+
+
+def oldest_python() -> str | None:
+    """A Python 3.7 (the oldest the agent supports) if this machine has one."""
+    candidates = [
+        "/usr/bin/python3.7",
+        *sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.7*/bin/python3.7"))),
+    ]
+    return next((c for c in candidates if os.access(c, os.X_OK)), None)
+
+
+@pytest.mark.skipif(oldest_python() is None, reason="no Python 3.7 on this machine")
+def test_agent_runs_on_the_oldest_supported_python(env: Env) -> None:
+    """Training servers may run an old system Python: both directions with a 3.7 agent."""
+    endpoint = dataclasses.replace(env.endpoint, python=oldest_python())
+    src = write_random(env.staging / "old.bin", CHUNK * 5 // 2)
+    remote, back = env.remote / "old.bin", env.staging / "old_back.bin"
+    env.up(src, remote, endpoint=endpoint)
+    env.down(remote, back, endpoint=endpoint)
+    assert sha256(back) == sha256(src)
