@@ -11,7 +11,6 @@ what `start` began. Used by `make demo`/`make serve`/`make stop` and the end-to-
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import signal
@@ -20,6 +19,10 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+
+if not __package__:  # run as a script: make `scripts` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from scripts import processes  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -68,19 +71,11 @@ def _pid_file(home: Path, name: str) -> Path:
     return home / "pids" / f"{name}.pid"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def running(home: Path) -> dict[str, int]:
     out = {}
     for name in PROCESSES:
         f = _pid_file(home, name)
-        if f.exists() and _alive(pid := int(f.read_text())):
+        if f.exists() and processes.alive(pid := int(f.read_text())):
             out[name] = pid
     return out
 
@@ -136,19 +131,7 @@ def stop_one(home: Path, name: str, sig: int = signal.SIGTERM, timeout: float = 
     f = _pid_file(home, name)
     if not f.exists():
         return
-    pid = int(f.read_text())
-    try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        f.unlink(missing_ok=True)
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _alive(pid):
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.1)
-    if _alive(pid):
-        os.killpg(pid, signal.SIGKILL)
+    processes.stop_group(int(f.read_text()), sig, timeout)
     f.unlink(missing_ok=True)
 
 

@@ -8,10 +8,8 @@ hive-site.xml (SASL PLAIN with any user: what beeline and PyHive speak by defaul
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +20,7 @@ from urllib.parse import quote
 
 if not __package__:  # run as a script: make `scripts` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from scripts import service_cli  # noqa: E402
+from scripts import processes, service_cli  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DIR = REPO / ".work" / "hive"
@@ -38,15 +36,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _alive(pid: int) -> bool:
-    """True until the process has fully exited (a zombie counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 @dataclass
@@ -165,21 +154,8 @@ class HiveServer:
 
     def stop(self, timeout: float = 30.0) -> None:
         info = self.running()
-        if info is None:
-            return
-        try:
-            os.killpg(info.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(info.pid, os.WNOHANG)
-            if not _alive(info.pid):
-                return
-            time.sleep(0.2)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(info.pid, signal.SIGKILL)
+        if info is not None:
+            processes.stop_group(info.pid, timeout=timeout)
 
     def airflow_env(self) -> dict[str, str]:
         """AIRFLOW_CONN_* for beeline (HiveOperator) and HiveServer2Hook, plus beeline on PATH."""

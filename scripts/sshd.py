@@ -26,7 +26,7 @@ from pathlib import Path
 
 if not __package__:  # run as a script: make `scripts` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from scripts import service_cli  # noqa: E402
+from scripts import processes, service_cli  # noqa: E402
 
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/bin/sshd")
 
@@ -177,21 +177,7 @@ class LocalSshd:
         if info is None:
             return
         self.kill_sessions()  # sessions run in their own sessions (setsid), not our group
-        try:
-            os.killpg(info.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                os.kill(info.pid, 0)
-                # reap if it is our child
-                with contextlib.suppress(ChildProcessError):
-                    os.waitpid(info.pid, os.WNOHANG)
-                time.sleep(0.05)
-            except ProcessLookupError:
-                return
-        os.killpg(info.pid, signal.SIGKILL)
+        processes.stop_group(info.pid, timeout=timeout)
 
     def kill_sessions(self) -> int:
         """Kill the per-connection sshd children (cut every live SSH session), keep the listener."""
