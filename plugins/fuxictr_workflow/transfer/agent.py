@@ -31,7 +31,7 @@ import os
 import stat
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO
 
@@ -125,6 +125,19 @@ def hash_fd(fd: int, offset: int, size: int, buf: bytearray | None = None) -> st
         h.update(view[:n])
         offset += n
     return h.hexdigest()
+
+
+def read_pieces(fd: int, offset: int, size: int, bufs: tuple[bytearray, bytearray]) -> Iterator[memoryview]:
+    """The region as views into `bufs`, used in turn: a piece stays valid while the next one
+    is read (a PieceHasher may still be hashing it). A short file ends the pieces early."""
+    end, i = offset + size, 0
+    while offset < end:
+        view = memoryview(bufs[i % 2])[: min(len(bufs[i % 2]), end - offset)]
+        n = os.preadv(fd, [view], offset)
+        if n == 0:
+            return
+        yield view[:n]
+        offset, i = offset + n, i + 1
 
 
 class PieceHasher:
@@ -286,6 +299,8 @@ class Agent:
         self.writers = FdCache(os.O_WRONLY)
         self.readers = FdCache(os.O_RDONLY)  # used by the hashing thread only, or inside a turn
         self.turns = Turns(out)
+        # two pools: a queued `hash` request waits for its turn, which may belong to a `read`
+        # whose pieces need hashing meanwhile
         self.hashing = ThreadPoolExecutor(1)  # `hash` requests, in order
         self.pieces = ThreadPoolExecutor(1)  # PieceHasher of `read` replies
 
@@ -392,16 +407,14 @@ class Agent:
             raise AgentError(f"cannot read {path}: it has {have} bytes, expected at least {offset + size}")
         self.turns.write({"ok": 1})
         h = PieceHasher(self.pieces) if req.get("hash") else None
-        end, i = offset + size, 0
-        while offset < end:
-            view = memoryview(self.bufs[i % 2])[: min(PIECE, end - offset)]
-            n = os.preadv(fd, [view], offset)
-            if n == 0:
-                raise SystemExit(1)  # truncated under us: the client sees a lost connection
+        sent = 0
+        for piece in read_pieces(fd, offset, size, self.bufs):
             if h is not None:
-                h.update(view[:n])
-            self.out.write(view[:n])
-            offset, i = offset + n, i + 1
+                h.update(piece)
+            self.out.write(piece)
+            sent += len(piece)
+        if sent < size:
+            raise SystemExit(1)  # truncated under us: the client sees a lost connection
         return {"ok": 1, "sha256": h.hexdigest() if h is not None else None}
 
     def op_commit(self, req: dict, ticket: int) -> None:

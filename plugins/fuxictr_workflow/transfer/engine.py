@@ -560,18 +560,14 @@ class _Transfer:
         write = {"op": "write", "path": f.part, "off": c.offset, "size": c.size, "settle": not verify}
         client.send_request(write)
         h = agent.PieceHasher(buf.hashing) if verify else None
-        offset, end, i = c.offset, c.offset + c.size, 0
-        while offset < end:
-            view = memoryview(buf.pieces[i % 2])[: min(agent.PIECE, end - offset)]
-            n = os.preadv(fd, [view], offset)
-            if n == 0:
-                raise TransferError(
-                    f"{f.source} shrank while being sent; run the stage again to start it over"
-                )
+        sent = 0
+        for piece in agent.read_pieces(fd, c.offset, c.size, buf.pieces):
             if h is not None:
-                h.update(view[:n])  # hashed while it is sent
-            client.send(view[:n])
-            offset, i = offset + n, i + 1
+                h.update(piece)  # hashed while it is sent
+            client.send(piece)
+            sent += len(piece)
+        if sent < c.size:
+            raise TransferError(f"{f.source} shrank while being sent; run the stage again to start it over")
         if h is None:
             return None
         if self.hooks.after_write is None:  # pipelined: no round trip between write and hash
