@@ -11,6 +11,7 @@ what `start` began. Used by `make demo`/`make serve`/`make stop` and the end-to-
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -68,16 +69,32 @@ def admin_password(home: Path) -> str:
 
 
 def _pid_file(home: Path, name: str) -> Path:
-    return home / "pids" / f"{name}.pid"
+    return home / "pids" / f"{name}.json"
+
+
+def _process(home: Path, name: str) -> processes.ProcessRef | None:
+    f = _pid_file(home, name)
+    return processes.ProcessRef(**json.loads(f.read_text())) if f.exists() else None
 
 
 def running(home: Path) -> dict[str, int]:
+    """The stack's processes that run now, by name: pid."""
     out = {}
     for name in PROCESSES:
-        f = _pid_file(home, name)
-        if f.exists() and processes.alive(pid := int(f.read_text())):
-            out[name] = pid
+        process = _process(home, name)
+        if process is not None and process.running():
+            out[name] = process.pid
     return out
+
+
+def ensure(home: Path, port: int, env: dict[str, str]) -> list[str]:
+    """Start whichever of the stack's processes is not running (after a crash or a fault test)
+    and wait for the API; returns the names started."""
+    started = [name for name in PROCESSES if name not in running(home)]
+    for name in started:
+        start_one(home, name, env)
+    wait_healthy(port)
+    return started
 
 
 def wait_healthy(port: int, timeout: float = 180.0) -> None:
@@ -103,10 +120,7 @@ def start(
     (home / "logs").mkdir(exist_ok=True)
     env = airflow_env(home, port, extra_env)
     subprocess.run([str(VENV_BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True)
-    already = running(home)
     for name in processes:
-        if name in already:
-            continue
         start_one(home, name, env)
     if "api-server" in processes:
         wait_healthy(port)
@@ -114,6 +128,11 @@ def start(
 
 
 def start_one(home: Path, name: str, env: dict[str, str]) -> int:
+    """Start `name` unless it runs already; returns its pid."""
+    current = _process(home, name)
+    if current is not None and current.running():
+        return current.pid
+    stop_one(home, name)  # a process that exited may leave its group or a zombie behind
     log = open(home / "logs" / f"{name}.out", "ab")  # noqa: SIM115 - owned by the daemon
     proc = subprocess.Popen(
         [str(VENV_BIN / "airflow"), name],
@@ -123,16 +142,17 @@ def start_one(home: Path, name: str, env: dict[str, str]) -> int:
         stdin=subprocess.DEVNULL,
         start_new_session=True,  # its own process group: stop() ends its workers too
     )
-    _pid_file(home, name).write_text(str(proc.pid))
+    process = processes.ProcessRef.of(proc.pid)
+    _pid_file(home, name).write_text(json.dumps(dataclasses.asdict(process)))
     return proc.pid
 
 
 def stop_one(home: Path, name: str, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
-    f = _pid_file(home, name)
-    if not f.exists():
+    process = _process(home, name)
+    if process is None:
         return
-    processes.stop_group(int(f.read_text()), sig, timeout)
-    f.unlink(missing_ok=True)
+    process.stop(sig, timeout)
+    _pid_file(home, name).unlink(missing_ok=True)
 
 
 def stop(home: Path) -> None:

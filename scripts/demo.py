@@ -95,6 +95,17 @@ class Services:
         wait_dag(self.port, self.airflow_home)
         return full_env
 
+    def heal(self) -> list[str]:
+        """Bring back whatever is down or not answering (a fault test stops services, a crash
+        kills one); returns the names of what was started again."""
+        restarted = []
+        for name, server in (("sshd", self.sshd), ("hive", self.hive)):
+            if not server.serving():
+                server.stop()
+                server.start()
+                restarted.append(name)
+        return restarted + airflow_stack.ensure(self.airflow_home, self.port, self.env)
+
     def stop(self) -> None:
         airflow_stack.stop(self.airflow_home)
         self.hive.stop()

@@ -38,12 +38,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 @dataclass
 class HiveInfo:
     host: str
     port: int
     pid: int
     dir: str
+    # the pid's start time: with it a zombie or a reused pid is never taken for our server
+    start_ticks: int = 0
+
+    @property
+    def process(self) -> processes.ProcessRef:
+        return processes.ProcessRef(self.pid, self.start_ticks)
 
 
 HIVE_SITE = """<?xml version="1.0"?>
@@ -73,18 +87,12 @@ class HiveServer:
 
     def running(self) -> HiveInfo | None:
         info = self.read_info()
-        if info is None:
-            return None
-        return info if self._is_ours(info.pid) else None
+        return info if info is not None and info.process.running() else None
 
-    def _is_ours(self, pid: int) -> bool:
-        """The pid file may be stale and the pid reused: only our Thrift Server (by its class and
-        our warehouse dir on its command line) is ever reported running or signalled."""
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            return False
-        return "HiveThriftServer2" in cmdline and str(self.dir / "warehouse") in cmdline
+    def serving(self) -> bool:
+        """Running and accepting connections on its Thrift port."""
+        info = self.running()
+        return info is not None and _listening(info.port)
 
     def env(self) -> dict[str, str]:
         home = spark_home()
@@ -100,6 +108,7 @@ class HiveServer:
         current = self.running()
         if current is not None:
             return current
+        self.stop()  # a server that exited may leave its group (the JVM) or a zombie behind
         previous = self.read_info()
         port = self.port or (previous.port if previous else None) or free_port()
         (self.dir / "conf").mkdir(parents=True, exist_ok=True)
@@ -132,17 +141,17 @@ class HiveServer:
             cmd, cwd=self.dir, env=self.env(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )  # fmt: skip
-        info = HiveInfo("127.0.0.1", port, proc.pid, str(self.dir))
+        info = HiveInfo(
+            "127.0.0.1", port, proc.pid, str(self.dir), processes.ProcessRef.of(proc.pid).start_ticks
+        )
         self.info_file.write_text(json.dumps(asdict(info)))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"the Hive server exited with {proc.returncode}:\n{self._tail(log_path)}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    return info
-            except OSError:
-                time.sleep(0.5)
+            if _listening(port):
+                return info
+            time.sleep(0.5)
         self.stop()
         raise RuntimeError(
             f"the Hive server did not listen on 127.0.0.1:{port} in {timeout:.0f}s:\n{self._tail(log_path)}"
@@ -153,9 +162,9 @@ class HiveServer:
         return path.read_text(errors="replace")[-3000:] if path.exists() else "(no log)"
 
     def stop(self, timeout: float = 30.0) -> None:
-        info = self.running()
+        info = self.read_info()
         if info is not None:
-            processes.stop_group(info.pid, timeout=timeout)
+            info.process.stop(timeout=timeout)
 
     def airflow_env(self) -> dict[str, str]:
         """AIRFLOW_CONN_* for beeline (HiveOperator) and HiveServer2Hook, plus beeline on PATH."""

@@ -37,6 +37,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _ssh_banner(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            s.settimeout(5)
+            return s.recv(4).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
 def find_sshd() -> str:
     for path in (*SSHD_CANDIDATES, shutil.which("sshd") or ""):
         if path and os.access(path, os.X_OK):
@@ -53,6 +62,12 @@ class SshdInfo:
     known_hosts: str
     pid: int
     dir: str
+    # the pid's start time: with it a zombie or a reused pid is never taken for our sshd
+    start_ticks: int = 0
+
+    @property
+    def process(self) -> processes.ProcessRef:
+        return processes.ProcessRef(self.pid, self.start_ticks)
 
     def conn_uri(self) -> str:
         """An Airflow connection URI (AIRFLOW_CONN_*) for this server."""
@@ -116,18 +131,18 @@ class LocalSshd:
 
     def running(self) -> SshdInfo | None:
         info = self.read_info()
-        if info is None:
-            return None
-        try:
-            os.kill(info.pid, 0)
-        except ProcessLookupError:
-            return None
-        return info
+        return info if info is not None and info.process.running() else None
+
+    def serving(self) -> bool:
+        """Running and answering with an SSH banner."""
+        info = self.running()
+        return info is not None and _ssh_banner(info.port)
 
     def start(self, timeout: float = 15.0) -> SshdInfo:
         current = self.running()
         if current is not None:
             return current
+        self.stop()  # a listener that exited may leave its group or a zombie behind
         self._keys()
         port = self.port or (self.read_info().port if self.read_info() else None) or free_port()
         config = self._config(port)
@@ -142,20 +157,16 @@ class LocalSshd:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+        process = processes.ProcessRef.of(proc.pid)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while not _ssh_banner(port):
             if proc.poll() is not None:
                 tail = (self.dir / "sshd.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"sshd exited with {proc.returncode}:\n{tail}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                    if s.recv(4).startswith(b"SSH-"):
-                        break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            proc.kill()
-            raise RuntimeError(f"sshd did not accept connections on 127.0.0.1:{port} within {timeout}s")
+            if time.monotonic() > deadline:
+                process.stop()
+                raise RuntimeError(f"sshd did not accept connections on 127.0.0.1:{port} within {timeout}s")
+            time.sleep(0.1)
         host_pub = (self.dir / "host_ed25519.pub").read_text().split()
         known_hosts = self.dir / "known_hosts"
         known_hosts.write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
@@ -167,17 +178,18 @@ class LocalSshd:
             known_hosts=str(known_hosts),
             pid=proc.pid,
             dir=str(self.dir),
+            start_ticks=process.start_ticks,
         )
         self.info_file.write_text(json.dumps(asdict(info)))
         return info
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the listener and every session it forked (its process group)."""
-        info = self.running()
+        info = self.read_info()
         if info is None:
             return
         self.kill_sessions()  # sessions run in their own sessions (setsid), not our group
-        processes.stop_group(info.pid, timeout=timeout)
+        info.process.stop(timeout=timeout)
 
     def kill_sessions(self) -> int:
         """Kill the per-connection sshd children (cut every live SSH session), keep the listener."""

@@ -133,6 +133,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         services.stop()
 
 
+@pytest.fixture(autouse=True)
+def healed(stack: Stack) -> None:
+    """Every service a test needs is up before it starts, whatever the test before it stopped
+    or broke, so one failing fault test cannot fail the tests after it."""
+    restarted = stack.services.heal()
+    if restarted:
+        print(f"restarted before this test: {', '.join(restarted)}")
+
+
 class LogFollower(threading.Thread):
     """A WebSocket client following one task's log, reconnecting with `after` on drops."""
 

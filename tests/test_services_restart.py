@@ -1,0 +1,182 @@
+"""The stand-in servers stop for good and start again, every time, on a busy machine.
+
+Each server is stopped and started 20 times in a row while other processes keep every CPU
+busy (a fresh CI machine is slower and busier than a quiet one); after every start the server
+must serve: sshd runs a command, HiveServer2 answers a query. The process bookkeeping under
+it (scripts/processes.py) is checked on real processes: a zombie or a reused pid is never
+taken for a running server, and a stop reaps what it started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from scripts.hive_server import HiveServer
+from scripts.processes import ProcessRef
+from scripts.sshd import LocalSshd, SshdInfo
+
+RESTARTS = 20
+
+
+@pytest.fixture
+def busy_cpus() -> Iterator[None]:
+    """One spinning process per CPU for the duration of the test."""
+    spin = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)
+        for _ in range(os.cpu_count() or 2)
+    ]
+    try:
+        yield
+    finally:
+        for proc in spin:
+            ProcessRef.of(proc.pid).stop(signal.SIGKILL)
+
+
+def ssh_echo(info: SshdInfo, word: str) -> str:
+    out = subprocess.run(
+        ["ssh", "-i", info.key_path, "-p", str(info.port), "-o", "BatchMode=yes",
+         "-o", f"UserKnownHostsFile={info.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+         "-o", "ConnectTimeout=20", f"{info.username}@{info.host}", "echo", word],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def assert_gone(process: ProcessRef) -> None:
+    """Nothing of the old server is left: not running, not a zombie, no group member."""
+    assert not process.group_running()
+    assert not Path(f"/proc/{process.pid}").exists() or not process_is(process)
+
+
+def process_is(process: ProcessRef) -> bool:
+    """The pid in /proc is still the very process (zombie or not) that `process` names."""
+    try:
+        stat = Path(f"/proc/{process.pid}/stat").read_text()
+    except OSError:
+        return False
+    return int(stat.rsplit(")", 1)[1].split()[19]) == process.start_ticks
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_sshd_restarts_and_serves_every_time(tmp_path: Path, busy_cpus: None) -> None:
+    server = LocalSshd(tmp_path / "sshd")
+    info = server.start()
+    try:
+        for i in range(RESTARTS):
+            server.stop()
+            assert server.running() is None and not server.serving()
+            assert_gone(info.process)
+            info = server.start()
+            assert server.serving(), f"restart {i}: sshd does not answer"
+            assert ssh_echo(info, f"restart-{i}") == f"restart-{i}"
+    finally:
+        server.stop()
+    assert_gone(info.process)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_hive_restarts_and_answers_every_time(
+    tmp_path: Path, busy_cpus: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.providers.apache.hive.hooks.hive import HiveServer2Hook
+
+    server = HiveServer(tmp_path / "hive")
+    info = server.start()
+    try:
+        for name, value in server.airflow_env().items():
+            monkeypatch.setenv(name, value)
+        for i in range(RESTARTS):
+            server.stop()
+            assert server.running() is None and not server.serving()
+            assert_gone(info.process)
+            info = server.start()
+            assert HiveServer2Hook().get_records(f"SELECT {i} + 1") == [(i + 1,)], f"restart {i}"
+    finally:
+        server.stop()
+    assert_gone(info.process)
+
+
+# -- the bookkeeping itself, on real processes --
+
+
+def spawn(*argv: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(list(argv), start_new_session=True)
+
+
+def wait_for(what: str, check: object, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_an_unreaped_zombie_is_not_running_and_stop_reaps_it() -> None:
+    proc = spawn("sleep", "600")
+    process = ProcessRef.of(proc.pid)
+    os.kill(proc.pid, signal.SIGKILL)  # dies; nobody has waited for it yet
+    wait_for(
+        "the zombie", lambda: Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    )
+    os.kill(proc.pid, 0)  # what the old check relied on: it succeeds on a zombie
+    assert not process.running() and not process.group_running()
+    process.stop()
+    assert not Path(f"/proc/{proc.pid}").exists(), "stop left the zombie unreaped"
+
+
+def test_a_leader_whose_main_thread_ended_runs_until_its_last_thread_does() -> None:
+    """As a JVM in its shutdown hooks: the leader reads as a zombie, yet a thread still runs."""
+    code = (
+        "import ctypes, threading, time\n"
+        "threading.Thread(target=time.sleep, args=(600,)).start()\n"
+        "ctypes.CDLL(None).pthread_exit(None)\n"
+    )
+    proc = spawn(sys.executable, "-c", code)
+    process = ProcessRef.of(proc.pid)
+    wait_for(
+        "the main thread to end",
+        lambda: Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z",
+    )
+    assert process.running() and process.group_running()
+    process.stop()
+    assert not process.group_running()
+    assert not Path(f"/proc/{proc.pid}").exists()
+
+
+def test_stop_waits_for_the_whole_group_and_reaps_the_leader() -> None:
+    # the leader ignores nothing, its child outlives a plain SIGTERM to the leader alone
+    proc = spawn("sh", "-c", "trap '' TERM; sleep 600 & wait")
+    process = ProcessRef.of(proc.pid)
+    wait_for("the group's child", lambda: len(group_members(proc.pid)) >= 2)
+    process.stop(timeout=1)  # TERM is ignored: escalates to KILL
+    assert not group_members(proc.pid)
+    assert not Path(f"/proc/{proc.pid}").exists()
+
+
+def test_a_reused_pid_is_never_taken_for_ours_nor_signalled() -> None:
+    stranger = spawn("sleep", "600")
+    try:
+        real = ProcessRef.of(stranger.pid)
+        ours_before = ProcessRef(stranger.pid, real.start_ticks - 1)  # same pid, earlier process
+        assert not ours_before.running() and not ours_before.group_running()
+        ours_before.stop(timeout=1)
+        assert real.running(), "stop signalled a process that only shares the pid"
+    finally:
+        ProcessRef.of(stranger.pid).stop()
+
+
+def group_members(pgid: int) -> list[int]:
+    """Members of the group that have not exited (an orphan's zombie waits for init)."""
+    out = subprocess.run(["ps", "-e", "-o", "pid=,pgid=,stat="], capture_output=True, text=True).stdout
+    rows = (line.split() for line in out.splitlines())
+    return [int(pid) for pid, group, stat in rows if int(group) == pgid and not stat.startswith("Z")]
