@@ -22,7 +22,9 @@ from typing import Any
 
 import pytest
 
+from fuxictr_workflow.store import WorkflowStore
 from scripts import airflow_stack
+from tests.conftest import new_task
 from tests.services.airflow_app import ApiServer, start_api_server
 
 pytestmark = pytest.mark.timeout(600)
@@ -408,3 +410,38 @@ def test_token_query_parameter_never_logged(stack: ApiServer, tasks: dict[str, i
     # the handshake lines are logged, with the rest of their query string
     logs = "".join(p.read_text(errors="ignore") for p in (stack.home / "logs").glob("*.out"))
     assert f'"WebSocket /api/workflow/tasks/{tasks["main"]}/logs?after=0"' in logs
+
+
+def test_slow_websocket_client_queue_is_bounded(store: WorkflowStore) -> None:
+    """The log feed's per-client queue (real store, real TaskFeed, in process): a client that
+    stops reading gets at most its cap of batches, then OVERFLOW (its socket closes with 1013
+    and it resumes with after=N); a client that keeps reading gets every event."""
+    from fuxictr_workflow.api.logs_ws import OVERFLOW, TaskFeed
+
+    task_id = new_task(store)
+    cap = 3
+
+    async def scenario() -> tuple[list[Any], list[str], bool]:
+        slow = TaskFeed.subscribe(store, task_id, 0, cap)
+        fast = TaskFeed.subscribe(store, task_id, 0, cap)
+        feed = TaskFeed.feeds[task_id]
+        seen: list[str] = []
+        try:
+            for i in range(10):  # one batch each: the next line is written once this one arrived
+                await asyncio.to_thread(store.append_log, task_id, "train", "INFO", f"line {i}")
+                batch = await asyncio.wait_for(fast.get(), 30)
+                assert batch is not None
+                seen += [json.loads(text)["message"] for _, text in batch]
+            queued = []
+            while not slow.empty():
+                queued.append(slow.get_nowait())
+            return queued, seen, slow in feed.queues
+        finally:
+            TaskFeed.unsubscribe(task_id, slow)
+            TaskFeed.unsubscribe(task_id, fast)
+            feed.poller.cancel()
+
+    queued, seen, still_subscribed = asyncio.run(scenario())
+    assert len(queued) == cap + 1 and queued[-1] is OVERFLOW
+    assert not still_subscribed
+    assert seen == [f"line {i}" for i in range(10)]
