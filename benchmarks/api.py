@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=10)
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="bench_api_"))
-    server = start_api_server(root)
+    # all clients are one user: lift the per-user WebSocket cap to the client count
+    server = start_api_server(root, {"api": {"max_websockets_per_user": max(20, args.clients)}})
     try:
         t0 = time.monotonic()
         fill(server, args.tasks)

@@ -118,7 +118,8 @@ def test_auth(api_server: ApiServer) -> None:
     assert call(api_server, "POST", "/tasks", BODY, token="viewer")[0] == 403
     task_id = call(api_server, "POST", "/tasks", BODY)[1]["task_id"]
     assert call(api_server, "POST", f"/tasks/{task_id}/cancel", token="viewer")[0] == 403
-    assert call(api_server, "GET", "/openapi.json", token=None)[0] == 200
+    assert call(api_server, "GET", "/openapi.json", token=None)[0] == 401  # behind the same auth
+    assert call(api_server, "GET", "/openapi.json", token="viewer")[0] == 200
 
 
 def airflow_call(server: ApiServer, method: str, path: str, body: Any = None) -> Any:

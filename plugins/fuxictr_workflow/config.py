@@ -87,8 +87,10 @@ class ServerConfig(_Section):
     known_hosts: LocalPath | None = None
     # Turning this off is an explicit choice and is logged as a warning on every connection.
     strict_host_key_checking: bool = True
-    # Per-task work dirs live under <remote_root>/task_<id>/ on the server.
-    remote_root: str = "/tmp/fuxictr_workflow"
+    # Per-task work dirs live under <remote_root>/task_<id>/ on the server. A relative path is
+    # under the SSH user's home; the stages create it 0700 and refuse one that is a symlink,
+    # owned by someone else or group/world-writable (a shared /tmp path could be pre-planted).
+    remote_root: str = "fuxictr_workflow"
     # Python on the server that has fuxictr installed (runs remote/runner.py).
     python: str = "python3"
     # Airflow pool slots: how many trainings this server runs at once.
@@ -160,6 +162,16 @@ class FuxictrConfig(_Section):
     infer_batch_size: PositiveInt = 8192
 
 
+class ApiConfig(_Section):
+    # Request bodies larger than this are refused with 413 before anything parses them.
+    max_body_bytes: PositiveInt = 1048576
+    # Open log WebSockets per user in one API-server worker process; more are closed (1013).
+    max_websockets_per_user: PositiveInt = 20
+    # Event batches queued for one WebSocket client; a client that falls further behind is
+    # closed (1013) and resumes with after=N instead of growing the server's memory.
+    websocket_queue_batches: PositiveInt = 64
+
+
 class StoreConfig(_Section):
     url: StoreUrl = "sqlite:///${FUXICTR_WORKFLOW_HOME}/workflow.db"
 
@@ -174,6 +186,7 @@ class WorkflowConfig(_Section):
     hdfs: HdfsConfig = Field(default_factory=HdfsConfig)
     fuxictr: FuxictrConfig = Field(default_factory=FuxictrConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
 
     @field_validator("servers")
     @classmethod

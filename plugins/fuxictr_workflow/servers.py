@@ -10,9 +10,12 @@ Airflow is imported only to resolve an ``ssh_conn_id``, so the engines stay Airf
 
 from __future__ import annotations
 
+import contextlib
 import os
+import posixpath
+import stat
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fuxictr_workflow.config import ServerConfig, WorkflowConfig
@@ -84,6 +87,65 @@ class Endpoint:
             look_for_keys=self.key_path is None,
         )
         return client
+
+
+class RemoteRootError(RuntimeError):
+    """The server's remote_root cannot be used safely; the message says why and what to do."""
+
+
+def prepare_remote_root(ep: Endpoint, client: Any) -> Endpoint:
+    """The endpoint with its remote_root made absolute (relative = under the SSH user's home),
+    created 0700 when missing, and refused when it is a symlink, not owned by the SSH user or
+    writable by group/others: a directory someone else controls (say a pre-created
+    /tmp/fuxictr_workflow) could hand the stages planted runners, data or symlinks.
+
+    `client` is a connected paramiko SSHClient for `ep`."""
+    sftp = client.open_sftp()
+    try:
+        home = sftp.normalize(".")
+        root = posixpath.normpath(posixpath.join(home, ep.remote_root))
+        _stdin, stdout, _stderr = client.exec_command("id -u")
+        uid = int(stdout.read().decode().strip())
+        try:
+            st = sftp.lstat(root)
+        except FileNotFoundError:
+            parent = posixpath.dirname(root)
+            for i, _ in enumerate(parts := parent.strip("/").split("/")):
+                sub = "/" + "/".join(parts[: i + 1])
+                try:
+                    sftp.stat(sub)
+                except FileNotFoundError:
+                    sftp.mkdir(sub)
+            with contextlib.suppress(OSError):  # created meanwhile (a concurrent task): checked below
+                sftp.mkdir(root, 0o700)
+            st = sftp.lstat(root)
+            if st.st_uid == uid and stat.S_ISDIR(st.st_mode or 0):
+                sftp.chmod(root, 0o700)  # mkdir's mode passes through the server's umask
+                st = sftp.lstat(root)
+    finally:
+        sftp.close()
+    mode = st.st_mode or 0
+    where = f"remote_root {root} on {ep.address}"
+    if stat.S_ISLNK(mode):
+        raise RemoteRootError(f"{where} is a symlink; point remote_root at the real directory")
+    if not stat.S_ISDIR(mode):
+        raise RemoteRootError(f"{where} is not a directory")
+    if st.st_uid != uid:
+        raise RemoteRootError(f"{where} belongs to uid {st.st_uid}, not to {ep.username} (uid {uid})")
+    if mode & 0o022:
+        raise RemoteRootError(
+            f"{where} is writable by group or others (mode {stat.S_IMODE(mode):o}); chmod 700 it"
+        )
+    return replace(ep, remote_root=root)
+
+
+def with_prepared_root(ep: Endpoint) -> Endpoint:
+    """:func:`prepare_remote_root` over a connection of its own."""
+    client = ep.paramiko_client()
+    try:
+        return prepare_remote_root(ep, client)
+    finally:
+        client.close()
 
 
 def _from_airflow_connection(conn_id: str) -> dict[str, Any]:

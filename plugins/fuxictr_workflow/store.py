@@ -15,7 +15,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -581,13 +581,30 @@ class WorkflowStore:
         return task
 
     def list_tasks(
-        self, *, status: str | None = None, limit: int = 100, offset: int = 0
+        self,
+        *,
+        status: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        servers: Collection[str] | None = None,
+        unassigned: bool = True,
     ) -> list[dict[str, Any]]:
+        """Newest first; with `servers`, only tasks of those servers (and, if `unassigned`,
+        tasks without one), filtered before limit/offset so pages stay full."""
         query = sa.select(tasks).order_by(tasks.c.id.desc()).limit(limit).offset(offset)
         if status is not None:
             query = query.where(tasks.c.status == status)
+        if servers is not None:
+            allowed = tasks.c.server.in_(list(servers))
+            query = query.where(sa.or_(allowed, tasks.c.server.is_(None)) if unassigned else allowed)
         with self._read() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
+
+    def task_servers(self) -> set[str]:
+        """Every server name tasks were created for (configured or not any more)."""
+        query = sa.select(tasks.c.server).distinct().where(tasks.c.server.is_not(None))
+        with self._read() as conn:
+            return {r[0] for r in conn.execute(query)}
 
     def count_tasks(self, *, status: str | None = None) -> int:
         query = sa.select(sa.func.count()).select_from(tasks)

@@ -51,7 +51,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_api_server(root: Path, config_extra: dict[str, Any] | None = None) -> ApiServer:
+def start_api_server(
+    root: Path, config_extra: dict[str, Any] | None = None, env_extra: dict[str, str] | None = None
+) -> ApiServer:
     home = root / "airflow"
     config: dict[str, Any] = {
         "servers": {
@@ -79,6 +81,7 @@ def start_api_server(root: Path, config_extra: dict[str, Any] | None = None) -> 
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(home / "plugins"),
         "AIRFLOW__CORE__DAGS_FOLDER": str(API_DAGS),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
+        **(env_extra or {}),
     }
     port = free_port()
     store = WorkflowStore(config["store"]["url"], create=True)

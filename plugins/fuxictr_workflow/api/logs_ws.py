@@ -3,7 +3,11 @@
 Messages are exactly the seed's ``{task_id, step, message, level, timestamp}``. ``after=N``
 (additive) skips the first N events, so a client that reconnects resumes without gaps or
 duplicates. The socket closes with 1000 once the task is final and its last event is sent;
-1008 without a valid token, 4404 for an unknown task.
+1008 without a valid token, from a page of another origin or without read rights on the task's
+DAG; 4401 when the token expires (reconnect with a fresh one); 4404 for an unknown task; 1013 over the per-user connection
+cap or when the client reads too slowly to keep up (it resumes with ``after``).
+A ``token`` query parameter is cut from the request before the handshake is answered, so the
+server's "WebSocket ... accepted" log line never shows it.
 
 Live events come from one poller per task (:class:`TaskFeed`) that reads the store and fans
 each batch, serialized once, out to every client of that task: ten viewers cost the store
@@ -18,11 +22,16 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
+from collections import Counter
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from fuxictr_workflow.api.security import websocket_user
+from fuxictr_workflow.api import security
+from fuxictr_workflow.api.guards import foreign_origin
+from fuxictr_workflow.config import get_config
 from fuxictr_workflow.stages import FINAL_TASK_STATUSES
 from fuxictr_workflow.store import NotFound, WorkflowStore, get_store, iso
 
@@ -33,8 +42,12 @@ POLL_S = 0.05
 FINAL_GRACE_S = 0.5
 BATCH = 1000
 CLOSE = None  # queued to subscribers once the task is final and drained
+OVERFLOW: list[tuple[int, str]] = []  # (by identity) the subscriber fell too far behind
 
 Batch = list[tuple[int, str]]  # (event id, the message as JSON text)
+Queue = asyncio.Queue[Batch | None]
+
+open_sockets: Counter[str] = Counter()  # per user, in this worker process
 
 
 def _encode(events: list[dict[str, Any]]) -> Batch:
@@ -64,28 +77,33 @@ class TaskFeed:
         self.store = store
         self.task_id = task_id
         self.cursor = cursor
-        self.queues: set[asyncio.Queue[Batch | None]] = set()
+        self.queues: set[Queue] = set()
         self.poller = asyncio.create_task(self._poll())
 
     @classmethod
-    def subscribe(cls, store: WorkflowStore, task_id: int, cursor: int) -> asyncio.Queue[Batch | None]:
-        """A queue that receives every batch read after this call (no await: atomic in the loop)."""
+    def subscribe(cls, store: WorkflowStore, task_id: int, cursor: int, maxsize: int) -> Queue:
+        """A queue that receives every batch read after this call (no await: atomic in the loop);
+        at most `maxsize` batches wait in it, then it gets OVERFLOW and nothing more."""
         feed = cls.feeds.get(task_id)
         if feed is None or feed.poller.done():
             feed = cls.feeds[task_id] = cls(store, task_id, cursor)
-        queue: asyncio.Queue[Batch | None] = asyncio.Queue()
+        queue: Queue = asyncio.Queue(maxsize + 1)  # + room for OVERFLOW/CLOSE
         feed.queues.add(queue)
         return queue
 
     @classmethod
-    def unsubscribe(cls, task_id: int, queue: asyncio.Queue[Batch | None]) -> None:
+    def unsubscribe(cls, task_id: int, queue: Queue) -> None:
         feed = cls.feeds.get(task_id)
         if feed is not None:
             feed.queues.discard(queue)
 
     def _publish(self, item: Batch | None) -> None:
-        for queue in self.queues:
-            queue.put_nowait(item)
+        for queue in list(self.queues):
+            if queue.qsize() >= queue.maxsize - 1 and item is not CLOSE:
+                self.queues.discard(queue)  # a stalled client must not grow the server's memory
+                queue.put_nowait(OVERFLOW)
+            else:
+                queue.put_nowait(item)
 
     async def _poll(self) -> None:
         final_seen = False
@@ -116,12 +134,17 @@ class TaskFeed:
                 del self.feeds[self.task_id]
 
 
-async def _send_history(websocket: WebSocket, store: WorkflowStore, task_id: int, cursor: int) -> int:
+async def _send_history(
+    websocket: WebSocket, store: WorkflowStore, task_id: int, cursor: int
+) -> tuple[int, int]:
+    """Send every event after `cursor`; returns the new cursor and how many were sent."""
+    sent = 0
     while events := await asyncio.to_thread(store.logs_after, task_id, cursor, BATCH):
         for _, text in _encode(events):
             await websocket.send_text(text)
         cursor = events[-1]["id"]
-    return cursor
+        sent += len(events)
+    return cursor, sent
 
 
 async def _until_disconnect(websocket: WebSocket) -> None:
@@ -129,51 +152,109 @@ async def _until_disconnect(websocket: WebSocket) -> None:
         pass
 
 
+def _without_token(websocket: WebSocket) -> None:
+    """Drop `token` from the query string uvicorn logs (the scope is the one it logs from)."""
+    query = websocket.scope.get("query_string", b"").decode("latin-1")
+    kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "token"]
+    websocket.scope["query_string"] = urlencode(kept).encode("latin-1")
+
+
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    # accept first so the client sees the close code (closing a handshake is a bare 403)
+    await websocket.accept()
+    await websocket.close(code=code, reason=reason)
+
+
 @router.websocket("/tasks/{task_id}/logs")
 async def task_logs(websocket: WebSocket, task_id: int, after: int = 0) -> None:
-    # accept first so the client sees the close code (closing a handshake is a bare 403)
-    authorized = await websocket_user(websocket) is not None
-    await websocket.accept()
-    if not authorized:
-        await websocket.close(
-            code=1008, reason="authentication required: _token cookie or token query parameter"
-        )
+    origin = foreign_origin(websocket.scope)
+    found = await security.websocket_user(websocket)
+    _without_token(websocket)
+    if origin is not None:
+        await _close(websocket, 1008, f"cross-site WebSocket refused (Origin {origin} is not this server)")
         return
+    if found is None:
+        await _close(websocket, 1008, "authentication required: _token cookie or token query parameter")
+        return
+    user, claims = found
     store = get_store()
     try:
-        await asyncio.to_thread(store.get_task, task_id, with_steps=False)
+        task = await asyncio.to_thread(store.get_task, task_id, with_steps=False)
     except NotFound:
-        await websocket.close(code=4404, reason=f"task {task_id} does not exist")
+        await _close(websocket, 4404, f"task {task_id} does not exist")
         return
+    dag_id = security.server_dag_id(task["server"])
+    if not await asyncio.to_thread(security.is_authorized, user, "GET", dag_id):
+        await _close(websocket, 1008, f"you may not read DAG {dag_id}")
+        return
+    cfg = get_config().api
+    name = security.user_name(user)
+    if open_sockets[name] >= cfg.max_websockets_per_user:
+        await _close(
+            websocket,
+            1013,
+            f"{name} has {open_sockets[name]} log connections open (api.max_websockets_per_user)",
+        )
+        return
+    open_sockets[name] += 1
+    try:
+        await websocket.accept()
+        await _stream(websocket, store, task_id, after, claims.get("exp"), cfg.websocket_queue_batches)
+    finally:
+        open_sockets[name] -= 1
+        if open_sockets[name] <= 0:
+            del open_sockets[name]
+
+
+async def _expiry(exp: Any) -> None:
+    if not isinstance(exp, (int, float)):
+        await asyncio.Event().wait()  # a token without expiry: never
+    await asyncio.sleep(max(0.0, float(exp) - time.time()))
+
+
+async def _stream(
+    websocket: WebSocket, store: WorkflowStore, task_id: int, after: int, exp: Any, queue_batches: int
+) -> None:
     cursor = 0
+    delivered = 0  # events the client has (skipped by `after` or sent): its resume point
     if after > 0:
         skipped = await asyncio.to_thread(store.logs_after, task_id, 0, after)
         cursor = skipped[-1]["id"] if skipped else 0
-    queue: asyncio.Queue[Batch | None] | None = None
+        delivered = len(skipped)
+    queue: Queue | None = None
     disconnected = asyncio.create_task(_until_disconnect(websocket))
+    expired = asyncio.create_task(_expiry(exp))
     try:
-        cursor = await _send_history(websocket, store, task_id, cursor)
-        queue = TaskFeed.subscribe(store, task_id, cursor)
-        cursor = await _send_history(websocket, store, task_id, cursor)  # written meanwhile
+        cursor, sent = await _send_history(websocket, store, task_id, cursor)
+        queue = TaskFeed.subscribe(store, task_id, cursor, queue_batches)
+        cursor, more = await _send_history(websocket, store, task_id, cursor)  # written meanwhile
+        delivered += sent + more
         while True:
             getter = asyncio.create_task(queue.get())
-            await asyncio.wait({getter, disconnected}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({getter, disconnected, expired}, return_when=asyncio.FIRST_COMPLETED)
             if not getter.done():
                 getter.cancel()
+                if expired.done() and not disconnected.done():
+                    await websocket.close(code=4401, reason="token expired; reconnect with a new one")
                 return
             batch = getter.result()
             if batch is CLOSE:
                 await websocket.close(code=1000)
                 return
+            if batch is OVERFLOW:
+                await websocket.close(code=1013, reason=f"client too slow; reconnect with after={delivered}")
+                return
             for event_id, text in batch:
                 if event_id > cursor:
                     await websocket.send_text(text)
                     cursor = event_id
+                    delivered += 1
     except WebSocketDisconnect:
         return
     finally:
-        disconnected.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await disconnected
+        for waiter in (disconnected, expired):
+            waiter.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await waiter
         if queue is not None:
             TaskFeed.unsubscribe(task_id, queue)

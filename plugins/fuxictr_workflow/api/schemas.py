@@ -8,13 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fuxictr_workflow import validation as v
 
 
 class TaskCreateRequest(BaseModel):
-    """The seed's six fields; `server` is additive (default: config's default_server)."""
+    """The seed's six fields; `server` is additive (default: config's default_server).
+
+    Unknown fields are refused (422 naming them): a misspelt field must not be dropped silently."""
+
+    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(max_length=v.NAME_MAX)
     experiment_id: str = Field(max_length=v.EXPERIMENT_ID_MAX)

@@ -1,53 +1,102 @@
 """Auth for the plugin's routes: Airflow does not authenticate plugin apps itself.
 
-HTTP routes use Airflow's own security dependencies (Bearer token or the UI's `_token`
-cookie) with DAG permissions on the workflow DAG: reading needs DAG-run read access,
-creating/retrying/cancelling needs DAG-run create/edit. The WebSocket checks the token by
-hand (cookie or `token` query parameter).
+Every route resolves the caller with Airflow's own ``get_user`` (a Bearer token wins over
+the UI's ``_token`` cookie) and asks the auth manager about the DAG the request acts on:
+the DAG of the task's training server (one DAG per server, see dag_params.dag_id_for).
+Reading needs DAG-run read access on that DAG, creating/retrying needs DAG-run create,
+cancelling needs DAG-run edit. Listing shows only tasks of DAGs the caller may read, so a
+viewer of one server's DAG never sees another server's tasks (or their SQL).
+
+The WebSocket checks the same token by hand (cookie or ``token`` query parameter), and the
+same read right on the task's DAG.
 """
 
 from __future__ import annotations
 
-from fastapi import Depends, WebSocket
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fuxictr_workflow.dag_params import DAG_ID
+from fastapi import Depends, HTTPException, Request, WebSocket, status
+
+from fuxictr_workflow.config import get_config
+from fuxictr_workflow.dag_params import dag_id_for
+
+if TYPE_CHECKING:
+    from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
 
 COOKIE = "_token"
 
-
-def _dag_access(method: str) -> object:
-    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
-    from airflow.api_fastapi.core_api.security import requires_access_dag
-
-    return Depends(requires_access_dag(method, DagAccessEntity.RUN, param_dag_id=DAG_ID))  # type: ignore[arg-type]
+Method = Literal["GET", "POST", "PUT"]
+VERBS: dict[str, str] = {"GET": "read", "POST": "run", "PUT": "edit runs of"}
 
 
-def can_read() -> object:
-    return _dag_access("GET")
+def server_dag_id(server: str | None) -> str:
+    """The DAG a task of `server` runs in (a task without a server belongs to the default one)."""
+    cfg = get_config()
+    assert cfg.default_server is not None
+    return dag_id_for(server or cfg.default_server, cfg.default_server)
 
 
-def can_trigger() -> object:
-    return _dag_access("POST")
-
-
-def can_edit() -> object:
-    return _dag_access("PUT")
-
-
-async def websocket_user(websocket: WebSocket) -> object | None:
-    """The Airflow user of a WebSocket handshake, or None (caller closes with 1008)."""
+def is_authorized(user: BaseUser, method: Method, dag_id: str) -> bool:
+    """The auth manager's answer for DAG-run access on `dag_id` (with its team, if any)."""
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+    from airflow.models.dag import DagModel
+
+    return bool(
+        get_auth_manager().is_authorized_dag(
+            method=method,
+            access_entity=DagAccessEntity.RUN,
+            details=DagDetails(id=dag_id, team_name=DagModel.get_team_name(dag_id)),
+            user=user,
+        )
+    )
+
+
+def require(user: BaseUser, method: Method, server: str | None) -> None:
+    """403 unless `user` has `method` rights on the DAG of `server`."""
+    dag_id = server_dag_id(server)
+    if not is_authorized(user, method, dag_id):
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, f"you may not {VERBS[method]} DAG {dag_id} (server {server!r})"
+        )
+
+
+def readable_servers(user: BaseUser, servers: Iterable[str]) -> set[str]:
+    """The servers among `servers` whose DAG `user` may read."""
+    return {s for s in servers if is_authorized(user, "GET", server_dag_id(s))}
+
+
+def user_name(user: BaseUser) -> str:
+    return str(user.get_name())
+
+
+async def websocket_user(websocket: WebSocket) -> tuple[BaseUser, dict[str, Any]] | None:
+    """The Airflow user of a WebSocket handshake and its token's claims, or None (invalid).
+
+    The claims are read after the auth manager validated the token, for its expiry."""
+    import jwt
+    from airflow.api_fastapi.app import get_auth_manager
 
     token = websocket.query_params.get("token") or websocket.cookies.get(COOKIE)
     if not token:
         return None
-    manager = get_auth_manager()
     try:
-        user = await manager.get_user_from_token(token)
+        user = await get_auth_manager().get_user_from_token(token)
+        claims = jwt.decode(token, options={"verify_signature": False})
     except Exception:
         return None
-    allowed = manager.is_authorized_dag(
-        method="GET", access_entity=DagAccessEntity.RUN, details=DagDetails(id=DAG_ID), user=user
-    )
-    return user if allowed else None
+    return user, claims
+
+
+async def current_user(request: Request) -> BaseUser:
+    """Route dependency: the caller, resolved by Airflow's own ``get_user`` (401/403 else).
+
+    Imported lazily: this module is loaded wherever the plugin is (scheduler, workers)."""
+    from airflow.api_fastapi.core_api.security import bearer_scheme, get_user
+
+    return await get_user(request, None, await bearer_scheme(request))
+
+
+# BaseUser only at type-check time (see current_user); FastAPI resolves the dependency.
+CurrentUser = Annotated[Any, Depends(current_user)]

@@ -7,7 +7,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, HTTPException, Query, status
 
 from fuxictr_workflow.api import security, trigger
 from fuxictr_workflow.api.schemas import Task, TaskCreated, TaskCreateRequest, TaskDetail
@@ -54,12 +54,7 @@ def _stale_after() -> timedelta:
     return timedelta(seconds=3 * get_config().task.heartbeat_interval)
 
 
-def _user_name(request: Request) -> str:
-    user = getattr(request.state, "user", None)
-    return user.get_name() if user is not None else "api"
-
-
-def _start_run(store: WorkflowStore, task_id: int, attempt: int, request: Request) -> str:
+def _start_run(store: WorkflowStore, task_id: int, attempt: int, user: Any) -> str:
     """Trigger the task's DAG run; a failed trigger fails the task with the reason."""
     cfg = get_config()
     task = store.get_task(task_id, with_steps=False)
@@ -69,7 +64,7 @@ def _start_run(store: WorkflowStore, task_id: int, attempt: int, request: Reques
         conf["resume"] = True
     run_id = trigger.run_id_for(task_id, attempt)
     try:
-        trigger.trigger(dag_id_for(server, cfg.default_server), run_id, conf, _user_name(request))
+        trigger.trigger(dag_id_for(server, cfg.default_server), run_id, conf, security.user_name(user))
     except trigger.TriggerError as err:
         store.fail_task(task_id, str(err))
         raise HTTPException(
@@ -83,10 +78,9 @@ def _start_run(store: WorkflowStore, task_id: int, attempt: int, request: Reques
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=TaskCreated,
-    dependencies=[security.can_trigger()],
     summary="Create a task and trigger its pipeline run",
 )
-def create_task(body: TaskCreateRequest, request: Request) -> dict[str, Any]:
+def create_task(body: TaskCreateRequest, user: security.CurrentUser) -> dict[str, Any]:
     cfg = get_config()
     if body.server is not None and body.server not in cfg.servers:
         raise HTTPException(
@@ -99,18 +93,17 @@ def create_task(body: TaskCreateRequest, request: Request) -> dict[str, Any]:
                 }
             ],
         )
+    server = body.server or cfg.default_server
+    security.require(user, "POST", server)
     store = get_store()
-    task_id = store.create_task(
-        **body.model_dump(exclude={"server"}), server=body.server or cfg.default_server
-    )
-    _start_run(store, task_id, 0, request)
+    task_id = store.create_task(**body.model_dump(exclude={"server"}), server=server)
+    _start_run(store, task_id, 0, user)
     return {"task_id": task_id, "status": TaskStatus.PENDING}
 
 
-@router.get(
-    "", response_model=list[Task], dependencies=[security.can_read()], summary="List tasks, newest first"
-)
+@router.get("", response_model=list[Task], summary="List tasks of the DAGs you may read, newest first")
 def list_tasks(
+    user: security.CurrentUser,
     status_: Annotated[str | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
@@ -121,20 +114,35 @@ def list_tasks(
     if dag_run_id is not None:
         found = store.find_task_by_run(dag_run_id)
         rows = [store.get_task(found, with_steps=False)] if found is not None else []
-        return [_task(r, stale_after) for r in rows if status_ in (None, r["status"])]
-    return [_task(r, stale_after) for r in store.list_tasks(status=status_, limit=limit, offset=offset)]
+        return [
+            _task(r, stale_after)
+            for r in rows
+            if status_ in (None, r["status"])
+            and security.is_authorized(user, "GET", security.server_dag_id(r["server"]))
+        ]
+    cfg = get_config()
+    servers = security.readable_servers(user, {*cfg.servers, *store.task_servers()})
+    rows = store.list_tasks(
+        status=status_, limit=limit, offset=offset, servers=servers, unassigned=cfg.default_server in servers
+    )
+    return [_task(r, stale_after) for r in rows]
 
 
 @router.get(
     "/{task_id}",
     response_model=TaskDetail,
-    dependencies=[security.can_read()],
     summary="One task with its steps",
 )
-def get_task(task_id: int) -> dict[str, Any]:
+def get_task(task_id: int, user: security.CurrentUser) -> dict[str, Any]:
     store = get_store()
+    task = _existing(store, task_id)
+    security.require(user, "GET", task["server"])
+    return _detail(store, store.get_task(task_id), _stale_after())
+
+
+def _existing(store: WorkflowStore, task_id: int) -> dict[str, Any]:
     try:
-        return _detail(store, store.get_task(task_id), _stale_after())
+        return store.get_task(task_id, with_steps=False)
     except NotFound:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"task {task_id} does not exist") from None
 
@@ -142,14 +150,14 @@ def get_task(task_id: int) -> dict[str, Any]:
 @router.post(
     "/{task_id}/retry",
     response_model=TaskCreated,
-    dependencies=[security.can_trigger()],
     summary="Resume a failed or cancelled task from its first unfinished stage",
 )
-def retry_task(task_id: int, request: Request) -> dict[str, Any]:
+def retry_task(task_id: int, user: security.CurrentUser) -> dict[str, Any]:
     """The task's own DAG run is cleared from the first unfinished stage on (Airflow's clear)
     and re-queued, so completed stages are not redone and verified chunks are not re-sent.
     Only when that run is gone from Airflow does a new run ``..._retry_<n>`` start."""
     store = get_store()
+    security.require(user, "POST", _existing(store, task_id)["server"])
     try:
         task = store.get_task(task_id, with_steps=False)
         first = store.reset_from_step(task_id)
@@ -170,18 +178,18 @@ def retry_task(task_id: int, request: Request) -> dict[str, Any]:
         ) from err
     if not cleared:
         match = re.search(r"_retry_(\d+)$", previous)
-        _start_run(store, task_id, (int(match.group(1)) + 1 if match else 1) if previous else 0, request)
+        _start_run(store, task_id, (int(match.group(1)) + 1 if match else 1) if previous else 0, user)
     return {"task_id": task_id, "status": TaskStatus.PENDING}
 
 
 @router.post(
     "/{task_id}/cancel",
     response_model=TaskCreated,
-    dependencies=[security.can_edit()],
     summary="Cancel a pending or running task and stop its run",
 )
-def cancel_task(task_id: int) -> dict[str, Any]:
+def cancel_task(task_id: int, user: security.CurrentUser) -> dict[str, Any]:
     store = get_store()
+    security.require(user, "PUT", _existing(store, task_id)["server"])
     try:
         store.cancel_task(task_id)
     except NotFound:

@@ -2,7 +2,8 @@
 
 The runner (and, when the server has no FuXiCTR config dir of its own, the demo config and
 model) is shipped to ``<remote_root>/.runner/<sha256>/`` — content-addressed, so a stale copy
-is never used and concurrent tasks share one copy safely. Its JSON lines are streamed into
+is never used and concurrent tasks share one copy safely. Before each run every file there is
+read back and compared with the shipped bytes; a copy that differs is replaced, never run. Its JSON lines are streamed into
 the workflow log as they arrive; the final metrics become the step result and the XCom.
 
     TrainOperator(task_id="train", pool=...)
@@ -13,8 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import posixpath
 import shlex
+import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +26,13 @@ from airflow.sdk import BaseOperator
 
 from fuxictr_workflow import paths
 from fuxictr_workflow.operators.base import WorkflowStageMixin
-from fuxictr_workflow.servers import HOST_KEY_WARNING, Endpoint, endpoint
+from fuxictr_workflow.servers import (
+    HOST_KEY_WARNING,
+    Endpoint,
+    RemoteRootError,
+    endpoint,
+    prepare_remote_root,
+)
 from fuxictr_workflow.stages import Stage
 from fuxictr_workflow.tracking import StageError, StageRun
 from fuxictr_workflow.validation import validate_experiment_id
@@ -31,33 +41,73 @@ REMOTE_DIR = Path(__file__).resolve().parents[1] / "remote"
 SHIPPED = ["runner.py", "demo_models.py", "demo_config/model_config.yaml", "demo_config/dataset_config.yaml"]
 
 
+def bundle_files() -> dict[str, bytes]:
+    return {name: (REMOTE_DIR / name).read_bytes() for name in SHIPPED}
+
+
 def bundle_digest() -> str:
     h = hashlib.sha256()
-    for name in SHIPPED:
-        h.update(name.encode() + b"\0" + (REMOTE_DIR / name).read_bytes())
+    for name, data in bundle_files().items():
+        h.update(name.encode() + b"\0" + data)
     return h.hexdigest()[:16]
 
 
-def ship_runner(client: Any, remote_root: str) -> str:
-    """Copy the runner bundle to the server unless that exact version is there; returns its dir."""
+def bundle_problem(sftp: Any, target: str, files: dict[str, bytes]) -> str | None:
+    """Why the bundle at `target` is not exactly `files` (None: it is).
+
+    Each file is read back and hashed: a marker file would only say a copy was once
+    finished, not that nobody changed it since. Symlinks are refused, not followed."""
+    for rel in sorted({posixpath.dirname(n) for n in files} | {""}):
+        where = posixpath.join(target, rel) if rel else target
+        try:
+            mode = sftp.lstat(where).st_mode
+        except FileNotFoundError:
+            return "missing"
+        if not stat.S_ISDIR(mode):
+            return f"{where} is not a directory"
+    for name, data in files.items():
+        path = posixpath.join(target, name)
+        try:
+            mode = sftp.lstat(path).st_mode
+        except FileNotFoundError:
+            return f"{name} is missing"
+        if not stat.S_ISREG(mode):
+            return f"{name} is not a regular file"
+        with sftp.open(path, "rb") as f:
+            there = f.read()
+        if hashlib.sha256(there).digest() != hashlib.sha256(data).digest():
+            return f"{name} differs from the shipped version"
+    return None
+
+
+def ship_runner(client: Any, remote_root: str, warn: Callable[[str], None] = lambda _: None) -> str:
+    """Copy the runner bundle to the server unless that exact version is there; returns its dir.
+
+    What is there is verified file by file before every run; a changed copy is replaced."""
+    files = bundle_files()
     target = posixpath.join(remote_root, ".runner", bundle_digest())
     sftp = client.open_sftp()
     try:
-        try:
-            sftp.stat(posixpath.join(target, ".complete"))
+        problem = bundle_problem(sftp, target, files)
+        if problem is None:
             return target
-        except FileNotFoundError:
-            pass
-        staging = f"{target}.tmp.{id(client)}"
-        for name in SHIPPED:
+        if problem != "missing":
+            warn(f"runner bundle {target} on the server is not the shipped one ({problem}); replacing it")
+            _exec(client, f"rm -rf {shlex.quote(target)}")
+        staging = f"{target}.tmp.{os.getpid()}.{id(client)}"
+        for name, data in files.items():
             _mkdirs(sftp, posixpath.dirname(posixpath.join(staging, name)))
-            sftp.put(str(REMOTE_DIR / name), posixpath.join(staging, name))
-        with sftp.open(posixpath.join(staging, ".complete"), "w") as f:
-            f.write(bundle_digest())
+            with sftp.open(posixpath.join(staging, name), "wb") as f:
+                f.write(data)
         try:
             sftp.posix_rename(staging, target)
         except OSError:  # another task shipped the same version first
             _exec(client, f"rm -rf {shlex.quote(staging)}")
+        problem = bundle_problem(sftp, target, files)
+        if problem is not None:
+            raise StageError(
+                f"runner bundle {target} on the server cannot be verified after shipping: {problem}"
+            )
         return target
     finally:
         sftp.close()
@@ -101,7 +151,11 @@ class FuxiCTRStageOperator(WorkflowStageMixin, BaseOperator):
         except Exception as err:
             raise StageError(f"cannot connect to training server {ep.host}:{ep.port}: {err}") from err
         try:
-            bundle = ship_runner(client, ep.remote_root)
+            try:
+                ep = prepare_remote_root(ep, client)
+            except RemoteRootError as err:
+                raise StageError(str(err), retryable=False) from None
+            bundle = ship_runner(client, ep.remote_root, run.warning)
             config_dir = server.fuxictr_config_dir or posixpath.join(bundle, "demo_config")
             args = [ep.python, posixpath.join(bundle, "runner.py"), self.command, "--expid", expid]
             args += ["--config-dir", config_dir, *self.runner_args(ep, task_id, config_dir)]

@@ -8,7 +8,8 @@ local side in-process, so both sides create, hash and commit files identically.
 
 Requests (``{"op": ...}``) and replies (``{"ok": 1, ...}`` or ``{"ok": 0, "error": ...}``):
 
-- ``hello`` → agent version
+- ``hello [root]`` → agent version; with ``root``, no directory below it may be a symlink in
+  any path of the later requests
 - ``list path`` → the regular files of a file or directory: ``[[rel, size, mtime_ns], ...]``
 - ``stat paths`` → size of each path, or null when it is not a regular file
 - ``create parts dirs`` → make parent dirs, create each ``<dest>.part`` at its final size
@@ -19,6 +20,11 @@ Requests (``{"op": ...}``) and replies (``{"ok": 1, ...}`` or ``{"ok": 0, "error
   order (:class:`Turns`)
 - ``read path off size`` → reply, ``size`` raw bytes, then ``{"ok": 1, "sha256": ...}``
 - ``commit pairs`` → fsync each part, rename it to its final name, fsync the directory
+
+Symlinks are never followed: files are opened with ``O_NOFOLLOW``, listings refuse symlinked
+entries, and with a root the directories between it and a path are checked too. Whoever can
+plant a link on the server (a runner, another user of a shared directory) thus cannot make a
+transfer read or overwrite a file elsewhere.
 """
 
 from __future__ import annotations
@@ -40,12 +46,44 @@ PIECE = 1 << 20  # bytes per read/write call: big enough to amortise syscalls an
 PIPE_SIZE = 1 << 20  # Linux default pipes hold 64 KiB; bigger pipes mean fewer wakeups
 
 
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
 class AgentError(Exception):
     """A file operation failed on this side; the message names the path and the reason."""
 
 
 def _oserror(action: str, path: str, err: OSError) -> AgentError:
+    if err.errno == errno.ELOOP:  # what O_NOFOLLOW answers for a symlink
+        return AgentError(f"cannot {action} {path}: it is a symlink (symlinks are not followed)")
     return AgentError(f"cannot {action} {path}: {err.strerror or err}")
+
+
+def check_dirs(path: str, root: str | None) -> None:
+    """Refuse `path` when a directory between `root` (exclusive) and it is a symlink."""
+    if not root:
+        return
+    base = os.path.normpath(root)
+    parent = os.path.dirname(os.path.normpath(path))
+    if not (parent + os.sep).startswith(base.rstrip(os.sep) + os.sep):
+        return  # not under root: the engine refuses such paths before sending them
+    rel = os.path.relpath(parent, base)
+    current = base
+    for part in [] if rel == "." else rel.split(os.sep):
+        current = os.path.join(current, part)
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            return  # created later (makedirs does not follow what is not there)
+        except OSError as err:
+            raise _oserror("read", current, err) from None
+        if stat.S_ISLNK(st.st_mode):
+            raise AgentError(f"cannot use {path}: {current} is a symlink (symlinks are not followed)")
+
+
+def open_nofollow(path: str, flags: int, mode: int = 0o644, root: str | None = None) -> int:
+    check_dirs(path, root)
+    return os.open(path, flags | NOFOLLOW, mode)
 
 
 def enlarge_pipe(fd: int) -> None:
@@ -58,33 +96,48 @@ def enlarge_pipe(fd: int) -> None:
         pass
 
 
-def list_files(path: str) -> list[list[object]]:
-    """The regular files of a file or a directory tree, sorted, as [rel, size, mtime_ns]."""
+def _symlink(path: str) -> AgentError:
+    return AgentError(f"cannot read {path}: it is a symlink (symlinks are not followed)")
+
+
+def list_files(path: str, root: str | None = None) -> list[list[object]]:
+    """The regular files of a file or a directory tree, sorted, as [rel, size, mtime_ns].
+    A symlink anywhere in it is refused, not followed or skipped."""
+    check_dirs(path, root)
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except OSError as err:
         raise _oserror("read", path, err) from None
+    if stat.S_ISLNK(st.st_mode):
+        raise _symlink(path)
     if stat.S_ISREG(st.st_mode):
         return [["", st.st_size, st.st_mtime_ns]]
     if not stat.S_ISDIR(st.st_mode):
         raise AgentError(f"cannot read {path}: not a regular file or directory")
     found = []
-    for root, dirs, files in os.walk(path, onerror=None):
+    for top, dirs, files in os.walk(path, onerror=None):
         dirs.sort()
+        for name in dirs:
+            if os.path.islink(os.path.join(top, name)):
+                raise _symlink(os.path.join(top, name))
         for name in files:
-            full = os.path.join(root, name)
-            st = os.stat(full)
+            full = os.path.join(top, name)
+            st = os.lstat(full)
+            if stat.S_ISLNK(st.st_mode):
+                raise _symlink(full)
             if stat.S_ISREG(st.st_mode) and not name.endswith(".part"):
                 found.append([os.path.relpath(full, path), st.st_size, st.st_mtime_ns])
     found.sort()
     return found
 
 
-def stat_sizes(paths: list[str]) -> list[int | None]:
+def stat_sizes(paths: list[str], root: str | None = None) -> list[int | None]:
+    """Each path's size, or None when it is missing or not a regular file (a symlink is not)."""
     sizes: list[int | None] = []
     for path in paths:
+        check_dirs(path, root)
         try:
-            st = os.stat(path)
+            st = os.lstat(path)
             sizes.append(st.st_size if stat.S_ISREG(st.st_mode) else None)
         except FileNotFoundError:
             sizes.append(None)
@@ -93,9 +146,10 @@ def stat_sizes(paths: list[str]) -> list[int | None]:
     return sizes
 
 
-def create_parts(parts: list[list[object]], dirs: list[str]) -> None:
+def create_parts(parts: list[list[object]], dirs: list[str], root: str | None = None) -> None:
     """Make the directories and create each part file at its final size (sparse, zeros)."""
     for d in dirs:
+        check_dirs(os.path.join(d, "x"), root)
         try:
             os.makedirs(d, exist_ok=True)
         except OSError as err:
@@ -103,8 +157,10 @@ def create_parts(parts: list[list[object]], dirs: list[str]) -> None:
     for path, size in parts:
         assert isinstance(path, str) and isinstance(size, int)
         try:
+            check_dirs(path, root)
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            check_dirs(path, root)  # makedirs may have walked through a link planted meanwhile
+            fd = open_nofollow(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
             try:
                 os.ftruncate(fd, size)
             finally:
@@ -233,17 +289,19 @@ class Settler:
 
 
 def _fsync_path(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY | NOFOLLOW)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def commit_parts(pairs: list[list[str]]) -> None:
-    """fsync each part and rename it over its final name; then fsync the directories."""
+def commit_parts(pairs: list[list[str]], root: str | None = None) -> None:
+    """fsync each part and rename it over its final name (a rename replaces a symlink there,
+    it does not write through it); then fsync the directories."""
     dirs = set()
     for part, dest in pairs:
+        check_dirs(dest, root)
         if not os.path.exists(part) and os.path.isfile(dest):
             continue  # renamed by an earlier attempt whose reply was lost
         try:
@@ -261,9 +319,10 @@ class FdCache:
     """Open file descriptors by path, so chunk after chunk of one file costs no open(), and
     the page-cache advice for the regions written through them."""
 
-    def __init__(self, flags: int, limit: int = 64) -> None:
+    def __init__(self, flags: int, limit: int = 64, root: str | None = None) -> None:
         self.flags = flags
         self.limit = limit
+        self.root = root
         self.fds: dict[str, int] = {}
         self.settle = Settler()
 
@@ -272,7 +331,7 @@ class FdCache:
         if fd is None:
             if len(self.fds) >= self.limit:
                 self.close()
-            fd = self.fds[path] = os.open(path, self.flags)
+            fd = self.fds[path] = open_nofollow(path, self.flags, root=self.root)
         return fd
 
     def forget(self, path: str) -> None:
@@ -296,6 +355,7 @@ class Agent:
         self.out = out
         self.bufs = (bytearray(PIECE), bytearray(PIECE))
         self.hash_buf = bytearray(PIECE)
+        self.root: str | None = None  # set by hello: no symlinked directory below it is used
         self.writers = FdCache(os.O_WRONLY)
         self.readers = FdCache(os.O_RDONLY)  # used by the hashing thread only, or inside a turn
         self.turns = Turns(out)
@@ -327,20 +387,23 @@ class Agent:
         self.answer(ticket, req, work)
 
     def op_hello(self, req: dict, ticket: int) -> None:
+        root = req.get("root")
+        if root:
+            self.root = self.writers.root = self.readers.root = os.path.normpath(os.path.expanduser(root))
         self.answer(ticket, req, lambda: {"ok": 1, "version": VERSION, "python": sys.version.split()[0]})
 
     def op_list(self, req: dict, ticket: int) -> None:
-        self.answer(ticket, req, lambda: {"ok": 1, "files": list_files(req["path"])})
+        self.answer(ticket, req, lambda: {"ok": 1, "files": list_files(req["path"], self.root)})
 
     def op_stat(self, req: dict, ticket: int) -> None:
-        self.answer(ticket, req, lambda: {"ok": 1, "sizes": stat_sizes(req["paths"])})
+        self.answer(ticket, req, lambda: {"ok": 1, "sizes": stat_sizes(req["paths"], self.root)})
 
     def op_create(self, req: dict, ticket: int) -> None:
         def work() -> dict:  # in its turn: no hash of an earlier request still reads these files
             for path, _size in req["parts"]:
                 self.writers.forget(path)
                 self.readers.forget(path)
-            create_parts(req["parts"], req.get("dirs", []))
+            create_parts(req["parts"], req.get("dirs", []), self.root)
             return {"ok": 1}
 
         self.answer(ticket, req, work)
@@ -353,6 +416,8 @@ class Agent:
             fd: int | None = self.writers.get(path)
         except OSError as err:
             fd, failure = None, _oserror("write", path, err)
+        except AgentError as err:  # a symlinked directory on the way
+            fd, failure = None, err
         view = memoryview(self.bufs[0])
         end = offset + size
         while offset < end:
@@ -422,7 +487,7 @@ class Agent:
             for part, _dest in req["pairs"]:
                 self.writers.forget(part)
                 self.readers.forget(part)
-            commit_parts(req["pairs"])
+            commit_parts(req["pairs"], self.root)
             return {"ok": 1}
 
         self.answer(ticket, req, work)

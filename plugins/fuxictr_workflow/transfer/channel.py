@@ -280,7 +280,7 @@ class AgentClient:
         channel = connection.open_session(agent_command(endpoint.python))
         client = cls(channel, where)
         try:
-            client.call({"op": "hello"})
+            client.call({"op": "hello", "root": endpoint.remote_root})
         except ConnectionLost:
             reason = channel.failure()
             client.close()

@@ -115,7 +115,12 @@ function errorText(status, body) {
 async function api(path, options = {}) {
   const resp = await fetch(API + path, {
     credentials: "same-origin",
-    headers: { Accept: "application/json", ...(options.body ? { "Content-Type": "application/json" } : {}) },
+    // X-Requested-By: the API refuses cookie-authenticated POSTs without it (a cross-site form cannot send it)
+    headers: {
+      Accept: "application/json",
+      "X-Requested-By": "fuxictr-workflow-ui",
+      ...(options.body ? { "Content-Type": "application/json" } : {}),
+    },
     ...options,
   });
   const text = await resp.text();

@@ -1,0 +1,447 @@
+"""Hostile requests against the real API server (Airflow api-server with the plugin mounted):
+each must be refused, and nothing may have happened (no task, no DAG run, no state change).
+
+The stack has two training servers, so two DAGs: ``fuxictr_workflow`` (server ``local``) and
+``fuxictr_workflow__gpu2``. Users: ``admin``; ``viewer`` (read-only everywhere); ``alice``
+(role user, scoped to the local DAG), ``bob`` (role user, scoped to the gpu2 DAG), ``vera``
+(viewer, scoped to the local DAG). The scopes come from a SimpleAuthManager subclass used only
+here (tests/services/dag_scoped_auth.py): SimpleAuthManager has no per-DAG rights, so the
+test asks a real auth manager that has them whether the plugin asked about the right DAG.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fuxictr_workflow.store import WorkflowStore
+from scripts import airflow_stack
+from tests.conftest import new_task
+from tests.services.airflow_app import ApiServer, start_api_server
+
+pytestmark = pytest.mark.timeout(600)
+
+REPO = Path(__file__).resolve().parents[2]
+MAIN, OTHER = "fuxictr_workflow", "fuxictr_workflow__gpu2"
+CLI_TOKEN_S = 6  # lifetime of /auth/token/cli tokens in this stack: the expiry test waits for it
+WS_CAP = 2
+EVIL = "http://evil.example"
+
+BODY = {
+    "name": "sec_task",
+    "experiment_id": "exp_001",
+    "sample_sql": "SELECT * FROM train_data WHERE secret_main = 1",
+    "infer_sql": "SELECT * FROM infer_data WHERE date = '2024-01-02'",
+    "hdfs_path": "/hdfs/path/to/data",
+    "hive_table": "hive_db.output_table",
+}
+OTHER_BODY = {**BODY, "server": "gpu2", "sample_sql": "SELECT * FROM gpu2_only WHERE secret_gpu2 = 1"}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    root = tmp_path_factory.mktemp("security_api")
+    server = {"host": "127.0.0.1", "port": 22, "username": "nobody"}
+    config = {
+        "servers": {
+            "local": {**server, "remote_root": str(root / "remote")},
+            "gpu2": {**server, "remote_root": str(root / "remote2")},
+        },
+        "api": {"max_websockets_per_user": WS_CAP},
+    }
+    env = {
+        "AIRFLOW__CORE__AUTH_MANAGER": "tests.services.dag_scoped_auth.DagScopedAuthManager",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": (
+            "admin:admin,viewer:viewer,alice:user,bob:user,vera:viewer"
+        ),
+        "FUXICTR_TEST_DAG_SCOPES": f"alice={MAIN};bob={OTHER};vera={MAIN}",
+        "AIRFLOW__API_AUTH__JWT_CLI_EXPIRATION_TIME": str(CLI_TOKEN_S),
+        "AIRFLOW__API_AUTH__JWT_LEEWAY": "0",
+        "PYTHONPATH": str(REPO),
+    }
+    api = start_api_server(root, config, env)
+    try:
+        yield api
+    finally:
+        airflow_stack.stop(api.home)
+        api.store.dispose()
+
+
+_tokens: dict[tuple[int, str], str] = {}
+
+
+def token(api: ApiServer, user: str) -> str:
+    key = (api.port, user)
+    if key not in _tokens:
+        _tokens[key] = api.token(user)
+    return _tokens[key]
+
+
+def call(
+    api: ApiServer,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    user: str | None = "admin",
+    headers: dict[str, str] | None = None,
+    raw: bytes | None = None,
+) -> tuple[int, Any]:
+    sent = {"Content-Type": "application/json", **(headers or {})}
+    if user:
+        sent["Authorization"] = f"Bearer {token(api, user)}"
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(f"{api.base_url}/api/workflow{path}", data, sent, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as err:
+        text = err.read()
+        try:
+            return err.code, json.loads(text or b"null")
+        except json.JSONDecodeError:
+            return err.code, text.decode(errors="replace")
+
+
+def airflow_runs(api: ApiServer, dag_id: str) -> dict[str, dict[str, Any]]:
+    req = urllib.request.Request(
+        f"{api.base_url}/api/v2/dags/{dag_id}/dagRuns?limit=1000",
+        headers={"Authorization": f"Bearer {token(api, 'admin')}"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return {r["dag_run_id"]: r for r in json.loads(resp.read())["dag_runs"]}
+
+
+def snapshot(api: ApiServer) -> tuple[Any, ...]:
+    """Everything a refused request must leave alone: tasks (with status) and both DAGs' runs."""
+    tasks = [(t["id"], t["status"], t["dag_run_id"]) for t in api.store.list_tasks(limit=10_000)]
+    runs = {d: {k: r["state"] for k, r in airflow_runs(api, d).items()} for d in (MAIN, OTHER)}
+    return tuple(tasks), json.dumps(runs, sort_keys=True)
+
+
+@pytest.fixture(scope="module")
+def tasks(stack: ApiServer) -> dict[str, int]:
+    """One task on each server, created by admin: `main` (pending) and `other` (failed)."""
+    main = call(stack, "POST", "/tasks", BODY)
+    other = call(stack, "POST", "/tasks", OTHER_BODY)
+    assert main[0] == 201 and other[0] == 201, (main, other)
+    stack.store.fail_task(other[1]["task_id"], "failed for the test")
+    return {"main": main[1]["task_id"], "other": other[1]["task_id"]}
+
+
+# -------- authorization checks the DAG of the task's server --------
+
+REFUSED_CROSS_DAG = [
+    ("alice", "GET", "/tasks/{other}", None),
+    ("alice", "POST", "/tasks", OTHER_BODY),
+    ("alice", "POST", "/tasks/{other}/retry", None),
+    ("alice", "POST", "/tasks/{other}/cancel", None),
+    ("bob", "GET", "/tasks/{main}", None),
+    ("bob", "POST", "/tasks", BODY),
+    ("bob", "POST", "/tasks/{main}/cancel", None),
+    ("vera", "GET", "/tasks/{other}", None),
+    ("vera", "POST", "/tasks", BODY),  # a viewer of the DAG may not run it
+    ("vera", "POST", "/tasks/{main}/cancel", None),
+    ("viewer", "POST", "/tasks", BODY),
+    ("viewer", "POST", "/tasks/{other}/retry", None),
+]
+
+
+@pytest.mark.parametrize(
+    ("user", "method", "path", "body"),
+    REFUSED_CROSS_DAG,
+    ids=[f"{u}-{m}-{p}" for u, m, p, _ in REFUSED_CROSS_DAG],
+)
+def test_cross_dag_and_viewer_requests_are_403(
+    stack: ApiServer, tasks: dict[str, int], user: str, method: str, path: str, body: Any
+) -> None:
+    before = snapshot(stack)
+    status, reply = call(stack, method, path.format(**tasks), body, user=user)
+    assert status == 403, reply
+    assert "fuxictr_workflow" in reply["detail"]  # names the DAG it asked about
+    assert snapshot(stack) == before
+
+
+def test_listing_shows_only_readable_dags(stack: ApiServer, tasks: dict[str, int]) -> None:
+    def listed(user: str, query: str = "") -> list[dict[str, Any]]:
+        status, rows = call(stack, "GET", f"/tasks{query}", user=user)
+        assert status == 200
+        return rows
+
+    for user, mine, theirs in [
+        ("alice", "main", "other"),
+        ("vera", "main", "other"),
+        ("bob", "other", "main"),
+    ]:
+        rows = listed(user)
+        ids = {r["id"] for r in rows}
+        assert tasks[mine] in ids and tasks[theirs] not in ids, (user, ids)
+        secret = "secret_gpu2" if theirs == "other" else "secret_main"
+        assert secret not in json.dumps(rows)
+        their_run = stack.store.get_task(tasks[theirs], with_steps=False)["dag_run_id"]
+        assert listed(user, f"?dag_run_id={their_run}") == []
+    assert {tasks["main"], tasks["other"]} <= {r["id"] for r in listed("viewer")}
+    # the allowed side works, so the refusals above are about the DAG, not the user
+    assert call(stack, "GET", f"/tasks/{tasks['main']}", user="alice")[0] == 200
+    assert call(stack, "GET", f"/tasks/{tasks['other']}", user="bob")[0] == 200
+
+
+def test_triggering_user_is_the_caller_for_bearer_and_cookie(stack: ApiServer) -> None:
+    status, created = call(stack, "POST", "/tasks", BODY, user="alice")
+    assert status == 201
+    run_id = stack.store.get_task(created["task_id"], with_steps=False)["dag_run_id"]
+    assert airflow_runs(stack, MAIN)[run_id]["triggering_user_name"] == "alice"
+
+    cookie = {"Cookie": f"_token={token(stack, 'bob')}", "X-Requested-By": "test", "Origin": stack.base_url}
+    status, created = call(stack, "POST", "/tasks", OTHER_BODY, user=None, headers=cookie)
+    assert status == 201, created
+    run_id = stack.store.get_task(created["task_id"], with_steps=False)["dag_run_id"]
+    assert airflow_runs(stack, OTHER)[run_id]["triggering_user_name"] == "bob"
+
+
+# -------- cross-site requests --------
+
+CROSS_SITE = [
+    # cookie-authenticated POST without the header (what an HTML form on another site sends)
+    ({"Cookie": "_token={admin}"}, "application/json"),
+    ({"Cookie": "_token={admin}", "Origin": EVIL}, "application/x-www-form-urlencoded"),
+    ({"Cookie": "_token={admin}", "Origin": EVIL}, "text/plain"),
+    # the header alone does not help a page of another origin
+    ({"Cookie": "_token={admin}", "X-Requested-By": "x", "Origin": EVIL}, "application/json"),
+    ({"Cookie": "_token={admin}", "X-Requested-By": "x", "Origin": "null"}, "application/json"),
+    # nor a Bearer token sent from another origin's page
+    ({"Authorization": "Bearer {admin}", "Origin": EVIL}, "application/json"),
+]
+
+
+@pytest.mark.parametrize(
+    ("headers", "content_type"), CROSS_SITE, ids=[str(i) for i in range(len(CROSS_SITE))]
+)
+@pytest.mark.parametrize("path", ["/tasks", "/tasks/{main}/cancel"])
+def test_cross_site_posts_are_403(
+    stack: ApiServer, tasks: dict[str, int], headers: dict[str, str], content_type: str, path: str
+) -> None:
+    filled = {k: v.format(admin=token(stack, "admin")) for k, v in headers.items()}
+    filled["Content-Type"] = content_type
+    before = snapshot(stack)
+    status, reply = call(stack, "POST", path.format(**tasks), BODY, user=None, headers=filled)
+    assert status == 403, reply
+    assert snapshot(stack) == before
+
+
+def test_same_origin_cookie_post_with_header_is_accepted(stack: ApiServer) -> None:
+    headers = {"Cookie": f"_token={token(stack, 'admin')}", "X-Requested-By": "ui", "Origin": stack.base_url}
+    assert call(stack, "POST", "/tasks", BODY, user=None, headers=headers)[0] == 201
+
+
+# -------- bodies --------
+
+
+def test_oversized_body_is_413_before_parsing(stack: ApiServer) -> None:
+    before = snapshot(stack)
+    big = json.dumps({**BODY, "sample_sql": "SELECT 1 -- " + "x" * (1 << 20)}).encode()
+    status, reply = call(stack, "POST", "/tasks", raw=big)
+    assert status == 413 and "api.max_body_bytes" in reply["detail"]
+    # not JSON at all: a parser would answer 422; the cap answers first
+    status, _ = call(stack, "POST", "/tasks", raw=b"{" * ((1 << 20) + 1))
+    assert status == 413
+    assert snapshot(stack) == before
+
+
+def test_chunked_oversized_body_is_413(stack: ApiServer) -> None:
+    """No Content-Length: the cap counts what arrives."""
+    before = snapshot(stack)
+    conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=60)
+    piece = b"x" * 65536
+
+    def body() -> Iterator[bytes]:
+        yield b'{"name": "'
+        for _ in range(40):  # 2.5 MiB
+            yield piece
+
+    try:
+        conn.request(
+            "POST",
+            "/api/workflow/tasks",
+            body=body(),
+            headers={"Authorization": f"Bearer {token(stack, 'admin')}", "Content-Type": "application/json"},
+            encode_chunked=True,
+        )
+        resp = conn.getresponse()
+        status = resp.status
+    except (BrokenPipeError, ConnectionResetError):  # refused before all of it was sent
+        status = 413
+    finally:
+        conn.close()
+    assert status == 413
+    assert snapshot(stack) == before
+
+
+@pytest.mark.parametrize("extra", [{"serverx": "gpu2"}, {"priority": 1}, {"__proto__": {}}])
+def test_unknown_fields_are_422_naming_them(stack: ApiServer, extra: dict[str, Any]) -> None:
+    before = snapshot(stack)
+    status, reply = call(stack, "POST", "/tasks", {**BODY, **extra})
+    assert status == 422
+    field = next(iter(extra))
+    assert any(d["loc"] == ["body", field] and d["type"] == "extra_forbidden" for d in reply["detail"]), reply
+    assert snapshot(stack) == before
+
+
+# -------- API docs --------
+
+
+def test_docs_are_off_and_schema_needs_auth(stack: ApiServer) -> None:
+    assert call(stack, "GET", "/docs", user=None)[0] == 404
+    assert call(stack, "GET", "/redoc", user=None)[0] == 404
+    assert call(stack, "GET", "/openapi.json", user=None)[0] == 401
+    status, schema = call(stack, "GET", "/openapi.json", user="vera")
+    assert status == 200 and "/tasks" in schema["paths"]
+
+
+# -------- WebSocket --------
+
+
+def ws_url(api: ApiServer, task_id: int, tok: str | None = None, **query: Any) -> str:
+    qs = "&".join(f"{k}={v}" for k, v in ({"token": tok} if tok else {}).items() | query.items())
+    return f"ws://127.0.0.1:{api.port}/api/workflow/tasks/{task_id}/logs?{qs}"
+
+
+async def close_code(url: str, headers: dict[str, str] | None = None, timeout: float = 60) -> int | None:
+    """Connect, read until the server closes, return its close code."""
+    import websockets
+
+    try:
+        async with websockets.connect(url, additional_headers=headers or {}, open_timeout=30) as ws:
+            while True:
+                await asyncio.wait_for(ws.recv(), timeout)
+    except websockets.ConnectionClosed as closed:
+        return closed.rcvd.code if closed.rcvd else None
+    except websockets.InvalidStatus as err:
+        return err.response.status_code
+    except TimeoutError:
+        return None  # still open
+
+
+def test_websocket_refuses_foreign_origin(stack: ApiServer, tasks: dict[str, int]) -> None:
+    tok = token(stack, "admin")
+    url = ws_url(stack, tasks["main"])
+    assert asyncio.run(close_code(url, {"Origin": EVIL, "Cookie": f"_token={tok}"})) == 1008
+    assert asyncio.run(close_code(ws_url(stack, tasks["main"], tok), {"Origin": EVIL})) == 1008
+
+
+def test_websocket_refuses_other_dags_task(stack: ApiServer, tasks: dict[str, int]) -> None:
+    assert asyncio.run(close_code(ws_url(stack, tasks["other"], token(stack, "alice")))) == 1008
+    assert asyncio.run(close_code(ws_url(stack, tasks["main"], token(stack, "bob")))) == 1008
+
+
+def cli_token(api: ApiServer, user: str) -> str:
+    body = json.dumps({"username": user, "password": api.password(user)}).encode()
+    req = urllib.request.Request(
+        f"{api.base_url}/auth/token/cli", body, {"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())["access_token"]
+
+
+def test_websocket_closes_when_its_token_expires(stack: ApiServer, tasks: dict[str, int]) -> None:
+    """A stream that stays open (task still pending) ends at the token's expiry, and the
+    expired token is then refused."""
+    short = cli_token(stack, "alice")
+    code = asyncio.run(close_code(ws_url(stack, tasks["main"], short), timeout=CLI_TOKEN_S * 20))
+    assert code == 4401  # None would mean our read timed out with the stream still open
+    assert asyncio.run(close_code(ws_url(stack, tasks["main"], short))) == 1008
+
+
+def test_websocket_per_user_cap(stack: ApiServer, tasks: dict[str, int]) -> None:
+    import websockets
+
+    tok = token(stack, "bob")
+    status, created = call(stack, "POST", "/tasks", OTHER_BODY)  # pending: its streams stay open
+    assert status == 201
+
+    async def scenario() -> tuple[int | None, int | None]:
+        url = ws_url(stack, created["task_id"], tok)
+        held = [await websockets.connect(url, open_timeout=30) for _ in range(WS_CAP)]
+        try:
+            over = await close_code(url)
+        finally:
+            for ws in held:
+                await ws.close()
+        # the closed ones no longer count; wait for the server to see them go
+        for _ in range(100):
+            async with websockets.connect(url, open_timeout=30) as ws:
+                try:
+                    await asyncio.wait_for(ws.recv(), 0.5)
+                except TimeoutError:
+                    return over, None  # held open: accepted
+                except websockets.ConnectionClosed as closed:
+                    if not (closed.rcvd and closed.rcvd.code == 1013):
+                        return over, closed.rcvd.code if closed.rcvd else None
+        return over, 1013
+
+    over, after = asyncio.run(scenario())
+    assert over == 1013
+    assert after is None, "a freed slot must be usable again"
+
+
+def test_token_query_parameter_never_logged(stack: ApiServer, tasks: dict[str, int]) -> None:
+    tok = token(stack, "admin")
+    marker = tok.split(".")[2][:24]  # the signature part: appears nowhere else
+    for url in (ws_url(stack, tasks["main"], tok, after=0), ws_url(stack, 999999, tok)):
+        asyncio.run(close_code(url, timeout=2))
+    assert asyncio.run(close_code(ws_url(stack, tasks["main"], "not-a-token"))) == 1008
+    call(stack, "GET", f"/tasks?token={tok}")
+    leaked = [
+        str(path)
+        for path in stack.home.rglob("*")
+        if path.is_file()
+        and path.suffix not in (".db", ".json", ".generated")
+        and marker in path.read_text(errors="ignore")
+    ]
+    assert leaked == []
+    # the handshake lines are logged, with the rest of their query string
+    logs = "".join(p.read_text(errors="ignore") for p in (stack.home / "logs").glob("*.out"))
+    assert f'"WebSocket /api/workflow/tasks/{tasks["main"]}/logs?after=0"' in logs
+
+
+def test_slow_websocket_client_queue_is_bounded(store: WorkflowStore) -> None:
+    """The log feed's per-client queue (real store, real TaskFeed, in process): a client that
+    stops reading gets at most its cap of batches, then OVERFLOW (its socket closes with 1013
+    and it resumes with after=N); a client that keeps reading gets every event."""
+    from fuxictr_workflow.api.logs_ws import OVERFLOW, TaskFeed
+
+    task_id = new_task(store)
+    cap = 3
+
+    async def scenario() -> tuple[list[Any], list[str], bool]:
+        slow = TaskFeed.subscribe(store, task_id, 0, cap)
+        fast = TaskFeed.subscribe(store, task_id, 0, cap)
+        feed = TaskFeed.feeds[task_id]
+        seen: list[str] = []
+        try:
+            for i in range(10):  # one batch each: the next line is written once this one arrived
+                await asyncio.to_thread(store.append_log, task_id, "train", "INFO", f"line {i}")
+                batch = await asyncio.wait_for(fast.get(), 30)
+                assert batch is not None
+                seen += [json.loads(text)["message"] for _, text in batch]
+            queued = []
+            while not slow.empty():
+                queued.append(slow.get_nowait())
+            return queued, seen, slow in feed.queues
+        finally:
+            TaskFeed.unsubscribe(task_id, slow)
+            TaskFeed.unsubscribe(task_id, fast)
+            feed.poller.cancel()
+
+    queued, seen, still_subscribed = asyncio.run(scenario())
+    assert len(queued) == cap + 1 and queued[-1] is OVERFLOW
+    assert not still_subscribed
+    assert seen == [f"line {i}" for i in range(10)]
