@@ -104,7 +104,9 @@ class HiveServer:
             "SPARK_LOCAL_IP": "127.0.0.1",
         }
 
-    def start(self, timeout: float = 180.0) -> HiveInfo:
+    # A JVM start is CPU-bound: on a busy 2-CPU machine (a training and Airflow beside it)
+    # the server has been seen to need over 3 minutes to listen.
+    def start(self, timeout: float = 600.0) -> HiveInfo:
         current = self.running()
         if current is not None:
             return current
