@@ -172,7 +172,8 @@ def render_query(sql: Any, dialect_name: str = "hive") -> str:
     try:
         text, called = _render(tree, dialect)
     except SqlglotError as err:
-        raise QueryError(f"uses syntax the server cannot be sent safely ({err})") from None
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise QueryError(f"uses syntax that cannot be rendered for the server ({first})") from None
     _check_functions(called)
     # The rendering is what runs: it must itself be accepted, unchanged, and leave no
     # foothold for a client-side parser (no line breaks, no substitution markers).
