@@ -158,6 +158,10 @@ def test_load_is_idempotent(cfg: WorkflowConfig, hive: HiveInfo, tmp_path: Path)
         rows = hive_query(f"SELECT count(*) FROM t_hive.predictions WHERE task_id = {task_id}")
         assert rows[0][0] == 500
         assert step(store, task_id, "hive_upload")["status"] == StepStatus.COMPLETED
+    # the table is marked as ours, which is what lets the second load in
+    assert ("fuxictr_workflow.created_by", "fuxictr-workflow") in hive_query(
+        "SHOW TBLPROPERTIES t_hive.predictions"
+    )
 
 
 def test_unreachable_hive_is_a_retryable_failure(
