@@ -43,7 +43,7 @@ with create_session() as session:
         dag.create_dagrun(run_id=f"workflow_task_{i}", logical_date=None, data_interval=None,
             run_after=timezone.utcnow(), run_type=DagRunType.MANUAL,
             conf={"task_id": i, "name": f"bench-{i}", "experiment_id": "DeepFM_demo", "sample_sql": "SELECT 1",
-                  "infer_sql": "SELECT 2", "hdfs_path": "/tmp/bench", "hive_table": "db.t", "server": "local"},
+                  "infer_sql": "SELECT 2", "hdfs_path": "/tmp/bench", "hive_table": "hive_db.t", "server": "local"},
             triggered_by=DagRunTriggeredByType.REST_API, triggering_user_name="bench",
             state=DagRunState.SUCCESS, session=session)
         if i % 500 == 0:
@@ -61,7 +61,7 @@ def fill(server: ApiServer, tasks: int) -> None:
     for i in range(tasks):
         store.create_task(
             name=f"bench-{i}", experiment_id="DeepFM_demo", sample_sql="SELECT 1", infer_sql="SELECT 2",
-            hdfs_path="/tmp/bench", hive_table="db.t", server="local", dag_run_id=f"workflow_task_{i + 1}",
+            hdfs_path="/tmp/bench", hive_table="hive_db.t", server="local", dag_run_id=f"workflow_task_{i + 1}",
         )  # fmt: skip
     quiet = {**server.env, "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"}  # not a line per run
     subprocess.run([sys.executable, "-c", MAKE_RUNS, "1", str(tasks)], env=quiet, check=True)
@@ -95,7 +95,7 @@ async def ws_fanout(server: ApiServer, lines: int, clients: int) -> dict[str, An
     store = server.store
     task_id = store.create_task(
         name="ws-bench", experiment_id="e", sample_sql="SELECT 1", infer_sql="SELECT 2",
-        hdfs_path="/tmp/b", hive_table="db.t", server="local",
+        hdfs_path="/tmp/b", hive_table="hive_db.t", server="local",
     )  # fmt: skip
     store.start_step(task_id, "data_fetch")
     url = f"ws://127.0.0.1:{server.port}/api/workflow/tasks/{task_id}/logs?token={server.token()}"

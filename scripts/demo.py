@@ -82,7 +82,7 @@ class Services:
         say(f"sshd (training server) on 127.0.0.1:{ssh.port}")
         hive = self.hive.start()
         say(f"Spark Thrift Server (HiveServer2) on 127.0.0.1:{hive.port}")
-        config = write_config(self.work, ssh, self.config_overrides)
+        config = write_config(self.work, ssh, self.config_overrides, warehouse=self.hive.dir / "warehouse")
         env = {"FUXICTR_WORKFLOW_CONFIG": str(config), **self.hive.airflow_env(), **self.extra_airflow_env}
         load_demo_data(self.work, env, *self.rows)
         say(f"starting Airflow (api-server on 127.0.0.1:{self.port}, scheduler, dag-processor)")
@@ -121,8 +121,10 @@ def write_env_file(path: Path, env: dict[str, str]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def write_config(work: Path, ssh: Any, overrides: dict[str, Any] | None = None) -> Path:
-    data = {
+def write_config(
+    work: Path, ssh: Any, overrides: dict[str, Any] | None = None, *, warehouse: Path | None = None
+) -> Path:
+    data: dict[str, Any] = {
         "servers": {
             "local": {
                 "host": ssh.host,
@@ -143,6 +145,12 @@ def write_config(work: Path, ssh: Any, overrides: dict[str, Any] | None = None) 
         },
         "transfer": {"chunk_size": 4 * 1024 * 1024, "parallel_workers": 2},
         "task": {"heartbeat_interval": 5, "retry_delay_s": 3},
+        # the embedded server is the Spark Thrift Server; the demo writes into HIVE_DB only
+        "hive": {
+            "output_databases": [HIVE_DB],
+            "warehouse_dir": str(warehouse or work / "hive" / "warehouse"),
+            "sql_dialect": "spark",
+        },
         "store": {"url": f"sqlite:///{work / 'workflow.db'}"},
     }
     for section, values in (overrides or {}).items():

@@ -128,7 +128,7 @@ def new_task(store: WorkflowStore, **overrides: Any) -> int:
         "sample_sql": "SELECT * FROM db.sample",
         "infer_sql": "SELECT * FROM db.infer",
         "hdfs_path": "/tmp/hdfs",
-        "hive_table": "db.predictions",
+        "hive_table": "hive_db.predictions",  # the default config's output database
     }
     fields.update(overrides)
     return store.create_task(**fields)

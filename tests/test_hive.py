@@ -24,7 +24,7 @@ from fuxictr_workflow.stages import StepStatus
 from fuxictr_workflow.store import WorkflowStore, get_store
 from scripts.hive_server import HiveInfo, HiveServer, free_port
 from tests.conftest import new_task
-from tests.services.hive import hive_query, submitted_queries
+from tests.services.hive import hive_config, hive_query, submitted_queries
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -53,8 +53,8 @@ def source_table(hive: HiveInfo) -> str:
 
 
 @pytest.fixture
-def cfg(make_config: Callable[..., WorkflowConfig]) -> WorkflowConfig:
-    return make_config()
+def cfg(make_config: Callable[..., WorkflowConfig], hive: HiveInfo) -> WorkflowConfig:
+    return make_config(hive=hive_config(hive, "t_hive"))
 
 
 def fetch_task(store: WorkflowStore, tmp_path: Path, **fields: Any) -> int:
@@ -93,7 +93,7 @@ def test_fetch_exports_query_results_to_staging(
 @pytest.mark.parametrize(
     ("sql", "expected"),
     [
-        ("SELECT * FROM t_hive.src WHERE id <", "PARSE_SYNTAX_ERROR"),
+        ("SELECT nope FROM t_hive.src", "UNRESOLVED_COLUMN"),
         ("SELECT * FROM t_hive.missing", "TABLE_OR_VIEW_NOT_FOUND"),
     ],
 )
@@ -119,6 +119,7 @@ def test_hive_errors_fail_the_stage_with_hives_message(
         {"hive_table": "t_hive.sen tinel"},
         {"sample_sql": "SELECT 1; DROP TABLE t_hive.sentinel"},
         {"infer_sql": "DROP TABLE t_hive.sentinel"},
+        {"sample_sql": "SELECT * FROM t_hive.src WHERE id <"},  # a syntax error stops before beeline too
     ],
 )
 def test_injection_is_refused_before_hive(
@@ -157,6 +158,10 @@ def test_load_is_idempotent(cfg: WorkflowConfig, hive: HiveInfo, tmp_path: Path)
         rows = hive_query(f"SELECT count(*) FROM t_hive.predictions WHERE task_id = {task_id}")
         assert rows[0][0] == 500
         assert step(store, task_id, "hive_upload")["status"] == StepStatus.COMPLETED
+    # the table is marked as ours, which is what lets the second load in
+    assert ("fuxictr_workflow.created_by", "fuxictr-workflow") in hive_query(
+        "SHOW TBLPROPERTIES t_hive.predictions"
+    )
 
 
 def test_unreachable_hive_is_a_retryable_failure(

@@ -102,7 +102,8 @@ def seed(store: WorkflowStore) -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiStack]:
-    server = start_api_server(tmp_path_factory.mktemp("ui_stack"))
+    # the form creates tasks writing into database demo: the config must allow it
+    server = start_api_server(tmp_path_factory.mktemp("ui_stack"), {"hive": {"output_databases": ["demo"]}})
     try:
         completed_id, failed_id = seed(server.store)
         yield UiStack(server, completed_id, failed_id)

@@ -17,7 +17,8 @@ import os
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -143,14 +144,70 @@ class TaskConfig(_Section):
     retry_delay_s: Annotated[float, Field(ge=0)] = 10.0
 
 
+IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# An hdfs_path URL's origin: scheme://host[:port] (file:// has no host).
+ORIGIN_RE = re.compile(r"^(file://|(hdfs|webhdfs)://[A-Za-z0-9.-]+(:[0-9]{1,5})?)$")
+
+
+def _absolute_paths(values: list[str]) -> list[str]:
+    for value in values:
+        if not value.startswith("/") or "//" in value or ".." in value.split("/"):
+            raise ValueError(f"{value!r} must be an absolute path without '//' or '..'")
+    return [value.rstrip("/") or "/" for value in values]
+
+
 class HiveConfig(_Section):
     cli_conn_id: str = "hive_cli_default"
     hiveserver2_conn_id: str = "hiveserver2_default"
+    # The databases hive_table may name; the package creates its predictions tables there
+    # and never writes into a table it did not create.
+    output_databases: list[str] = Field(default_factory=lambda: ["hive_db"], min_length=1)
+    # HiveServer2's warehouse directory: hdfs_path may not lie inside it (the export
+    # overwrites its directory, which would replace a table's files).
+    warehouse_dir: str = "/user/hive/warehouse"
+    # The SQL dialect the server speaks: user queries are parsed in it and re-rendered in it.
+    # "hive" for HiveServer2, "spark" for the Spark Thrift Server.
+    sql_dialect: Literal["hive", "spark"] = "hive"
+
+    @field_validator("output_databases")
+    @classmethod
+    def _databases(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not IDENTIFIER_RE.match(name):
+                raise ValueError(f"{name!r} is not a database name (letters, digits, _)")
+        return [name.lower() for name in v]
+
+    @field_validator("warehouse_dir")
+    @classmethod
+    def _warehouse(cls, v: str) -> str:
+        """Kept as its path part: hdfs_path is refused inside it on any host."""
+        return _absolute_paths([urlsplit(v).path if "://" in v else v])[0]
 
 
 class HdfsConfig(_Section):
     # fsspec storage options per protocol, e.g. {"webhdfs": {"host": ..., "port": 9870}}
     storage_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # The URL origins hdfs_path may use, e.g. ["hdfs://nn1:8020", "webhdfs://nn1:9870", "file://"].
+    # Empty: only plain absolute paths, on the filesystem storage_options and the cluster's
+    # defaults point at.
+    allowed_urls: list[str] = Field(default_factory=list)
+    # When set, hdfs_path must lie under one of these absolute paths.
+    allowed_path_prefixes: list[str] = Field(default_factory=list)
+
+    @field_validator("allowed_urls")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        for origin in v:
+            if not ORIGIN_RE.match(origin):
+                raise ValueError(
+                    f"{origin!r} must be scheme://host[:port] with scheme hdfs or webhdfs, or file://"
+                )
+        return [origin.lower() for origin in v]
+
+    @field_validator("allowed_path_prefixes")
+    @classmethod
+    def _prefixes(cls, v: list[str]) -> list[str]:
+        return _absolute_paths(v)
 
 
 class FuxictrConfig(_Section):

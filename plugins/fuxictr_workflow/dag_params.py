@@ -1,7 +1,7 @@
 """The DAG's Params: the six task fields as JSON schemas, so the trigger form validates them.
 
-Built from validation.py's limits and patterns: the form, the API and the stages enforce
-one rule set (the stages re-check with the full rules, e.g. single-statement SQL).
+Built from validation.py's limits and patterns: the form checks the shape, the API and the
+stages enforce the full rules (the parsed query, the config's path and database allowlists).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def param_schemas(server: str) -> dict[str, dict[str, Any]]:
             "maxLength": v.HDFS_PATH_MAX,
             "pattern": v.HDFS_PATH_PATTERN,
             "title": "HDFS path",
-            "description": "Absolute path or hdfs://, webhdfs://, file:// URL for this run's files.",
+            "description": "Absolute path (or a URL config.yaml's hdfs.allowed_urls lists) for this run's files.",
         },
         "hive_table": {
             "type": "string",
@@ -73,7 +73,8 @@ def param_schemas(server: str) -> dict[str, dict[str, Any]]:
             "maxLength": v.HIVE_TABLE_MAX,
             "pattern": v.HIVE_TABLE_PATTERN,
             "title": "Hive table",
-            "description": "database.table for the predictions (created if missing; one partition per task).",
+            "description": "database.table for the predictions, in one of hive.output_databases "
+            "(created if missing; one partition per task).",
         },
         "server": {
             "type": "string",

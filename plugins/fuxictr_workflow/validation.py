@@ -2,7 +2,10 @@
 
 One rule set for the API (422), the DAG's Params (JSON schema in the trigger form) and the
 stages (a failed step). Every error names the field and the fix. Nothing that passes here
-is ever used in a shell or as a SQL identifier without quoting on top.
+is ever used in a shell or as a SQL identifier without quoting on top, and a query reaches
+Hive only as sql_query.py's rendering of its checked tree. Path and table rules take the
+allowlists from config.yaml (hdfs.allowed_urls, hdfs.allowed_path_prefixes,
+hive.warehouse_dir, hive.output_databases).
 """
 
 from __future__ import annotations
@@ -10,27 +13,27 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from fuxictr_workflow.config import WorkflowConfig
+from fuxictr_workflow.sql_query import SQL_MAX as SQL_MAX  # the Params schema's limit
+from fuxictr_workflow.sql_query import QueryError, render_query
 
 # Field limits, shared with the store's column sizes and the DAG's Params schema.
 NAME_MAX = 255
 EXPERIMENT_ID_MAX = 100
 HDFS_PATH_MAX = 500
 HIVE_TABLE_MAX = 255
-SQL_MAX = 100_000
 
 EXPERIMENT_ID_PATTERN = r"^[A-Za-z0-9_.-]+$"
 IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 HIVE_TABLE_PATTERN = rf"^{IDENTIFIER}\.{IDENTIFIER}$"
 HDFS_SCHEMES = ("file", "hdfs", "webhdfs")
-HDFS_PATH_PATTERN = r"^(/|(file|hdfs|webhdfs)://)[^\s;'\"`$\\]*$"
+# The shape only (the trigger form's JSON schema uses it too); validate_hdfs_path adds the
+# config's allowlists, the warehouse and '..'.
+HDFS_PATH_PATTERN = r"^(/|(file|hdfs|webhdfs)://)[^\s;'\"`$\\%]*$"
 
 TASK_FIELDS = ("name", "experiment_id", "sample_sql", "infer_sql", "hdfs_path", "hive_table")
-
-_DDL_DML = re.compile(
-    r"\b(insert|update|delete|merge|drop|create|alter|truncate|load|grant|revoke|set|use|"
-    r"add|dfs|msck|export|import|analyze|reload|compute|cache|uncache|refresh)\b",
-    re.IGNORECASE,
-)
 
 
 class FieldError(ValueError):
@@ -42,54 +45,20 @@ class FieldError(ValueError):
         self.message = message
 
 
-def _strip_sql_literals(sql: str) -> str:
-    """Blank out string literals, quoted identifiers and comments so keyword checks see only code."""
-    out: list[str] = []
-    i, n = 0, len(sql)
-    while i < n:
-        ch = sql[i]
-        if ch in "'\"`":
-            j = i + 1
-            while j < n and sql[j] != ch:
-                j += 2 if sql[j] == "\\" else 1
-            if j >= n:
-                raise FieldError("", f"unterminated {ch} quote")
-            out.append(" ")
-            i = j + 1
-        elif sql.startswith("--", i):
-            j = sql.find("\n", i)
-            i = n if j < 0 else j
-        elif sql.startswith("/*", i):
-            j = sql.find("*/", i + 2)
-            if j < 0:
-                raise FieldError("", "unterminated /* comment")
-            i = j + 2
-        else:
-            out.append(ch)
-            i += 1
-    return "".join(out)
+def validate_select(field: str, sql: Any, dialect: str = "hive") -> str:
+    """One read-only query (sql_query.py decides). Returns the user's text, stripped of a final `;`.
+
+    The text is kept as written (the task shows it); what runs is render_select's output."""
+    render_select(field, sql, dialect)
+    return sql.strip().rstrip(";").rstrip()
 
 
-def validate_select(field: str, sql: Any) -> str:
-    """One SELECT/WITH query: no second statement, no DDL/DML. Returns it without a trailing `;`."""
-    if not isinstance(sql, str) or not sql.strip():
-        raise FieldError(field, "must be a non-empty SELECT query")
-    if len(sql) > SQL_MAX:
-        raise FieldError(field, f"must be at most {SQL_MAX} characters")
-    text = sql.strip()
+def render_select(field: str, sql: Any, dialect: str = "hive") -> str:
+    """The query as the server gets it: sqlglot's rendering of the checked tree."""
     try:
-        code = _strip_sql_literals(text)
-    except FieldError as err:
-        raise FieldError(field, err.message) from None
-    code = code.strip().rstrip(";").strip()
-    if ";" in code:
-        raise FieldError(field, "must be a single statement; remove the ';' and anything after it")
-    if not re.match(r"^\(*\s*(select|with)\b", code, re.IGNORECASE):
-        raise FieldError(field, "must be a SELECT (or WITH ... SELECT) query")
-    bad = _DDL_DML.search(code)
-    if bad:
-        raise FieldError(field, f"must only read data; {bad.group(1).upper()!r} is not allowed in a query")
-    return text.rstrip().rstrip(";").rstrip()
+        return render_query(sql, dialect)
+    except QueryError as err:
+        raise FieldError(field, str(err)) from None
 
 
 def validate_name(value: Any) -> str:
@@ -112,7 +81,7 @@ def validate_experiment_id(value: Any) -> str:
     return value
 
 
-def validate_hive_table(value: Any) -> str:
+def validate_hive_table(value: Any, cfg: WorkflowConfig) -> str:
     if not isinstance(value, str) or not value:
         raise FieldError("hive_table", "must be a non-empty 'database.table' name")
     if len(value) > HIVE_TABLE_MAX:
@@ -122,23 +91,78 @@ def validate_hive_table(value: Any) -> str:
             "hive_table",
             "must be 'database.table', each part letters, digits and '_' (not starting with a digit)",
         )
+    database = value.split(".")[0].lower()
+    allowed = cfg.hive.output_databases
+    if database not in allowed:
+        raise FieldError(
+            "hive_table",
+            f"database {database!r} is not an output database; use one of {', '.join(allowed)} "
+            "(config hive.output_databases)",
+        )
     return value.lower()
 
 
-def validate_hdfs_path(value: Any) -> str:
+def _inside(path: str, directory: str) -> bool:
+    return directory == "/" or path == directory or path.startswith(directory + "/")
+
+
+def _has_dotdot(value: str) -> bool:
+    """'..' as a path segment, as written or after any number of percent-decodings."""
+    seen = value
+    while True:  # each decoding that changes the text shortens it
+        if ".." in re.split(r"[/\\]", seen):
+            return True
+        decoded = unquote(seen)
+        if decoded == seen:
+            return False
+        seen = decoded
+
+
+def validate_hdfs_path(value: Any, cfg: WorkflowConfig) -> str:
+    """An absolute path, or a URL whose scheme://host[:port] config allows; never in the warehouse."""
+    field = "hdfs_path"
     if not isinstance(value, str) or not value:
-        raise FieldError("hdfs_path", "must be a non-empty absolute path or hdfs://, webhdfs://, file:// URL")
+        raise FieldError(field, "must be a non-empty absolute path or hdfs://, webhdfs://, file:// URL")
     if len(value) > HDFS_PATH_MAX:
-        raise FieldError("hdfs_path", f"must be at most {HDFS_PATH_MAX} characters")
+        raise FieldError(field, f"must be at most {HDFS_PATH_MAX} characters")
+    if _has_dotdot(value):
+        raise FieldError(field, "must not contain '..' (in any encoding)")
+    if "%" in value:
+        raise FieldError(field, "must not contain percent-encoded characters")
     if "://" in value and value.split("://", 1)[0] not in HDFS_SCHEMES:
-        raise FieldError("hdfs_path", f"URL scheme must be one of {', '.join(HDFS_SCHEMES)}")
+        raise FieldError(field, f"URL scheme must be one of {', '.join(HDFS_SCHEMES)}")
     if not re.match(HDFS_PATH_PATTERN, value):
         raise FieldError(
-            "hdfs_path",
+            field,
             "must be an absolute path (/...) or an hdfs://, webhdfs://, file:// URL, without spaces or quotes",
         )
-    if ".." in value.split("/"):
-        raise FieldError("hdfs_path", "must not contain '..'")
+    path = value
+    if "://" in value:
+        url = urlsplit(value)
+        origin = f"{url.scheme}://{url.netloc}".lower()
+        if url.username is not None or url.password is not None or url.query or url.fragment:
+            raise FieldError(field, "must not carry a user, a query or a fragment")
+        if origin not in cfg.hdfs.allowed_urls:
+            allowed = ", ".join(cfg.hdfs.allowed_urls) or "none: plain /paths only"
+            raise FieldError(
+                field, f"{origin} is not an allowed filesystem (config hdfs.allowed_urls: {allowed})"
+            )
+        path = url.path or "/"
+    if not path.startswith("/"):
+        raise FieldError(field, "must be an absolute path (/...)")
+    if "//" in path or "." in path.split("/"):
+        raise FieldError(field, "must not contain empty or '.' path segments")
+    path = path.rstrip("/") or "/"
+    warehouse = cfg.hive.warehouse_dir
+    if _inside(path, warehouse):
+        raise FieldError(
+            field, f"must not be inside the Hive warehouse {warehouse} (the export overwrites directories)"
+        )
+    prefixes = cfg.hdfs.allowed_path_prefixes
+    if prefixes and not any(_inside(path, p) for p in prefixes):
+        raise FieldError(
+            field, f"must be under one of {', '.join(prefixes)} (config hdfs.allowed_path_prefixes)"
+        )
     return value.rstrip("/") or "/"
 
 
@@ -155,7 +179,7 @@ class TaskFields:
         return {f: getattr(self, f) for f in TASK_FIELDS}
 
 
-def validate_task_fields(data: dict[str, Any]) -> TaskFields:
+def validate_task_fields(data: dict[str, Any], cfg: WorkflowConfig) -> TaskFields:
     """Validate the six fields; raises FieldError for the first invalid one (in field order)."""
     for field in TASK_FIELDS:
         if data.get(field) is None:
@@ -163,10 +187,10 @@ def validate_task_fields(data: dict[str, Any]) -> TaskFields:
     return TaskFields(
         name=validate_name(data["name"]),
         experiment_id=validate_experiment_id(data["experiment_id"]),
-        sample_sql=validate_select("sample_sql", data["sample_sql"]),
-        infer_sql=validate_select("infer_sql", data["infer_sql"]),
-        hdfs_path=validate_hdfs_path(data["hdfs_path"]),
-        hive_table=validate_hive_table(data["hive_table"]),
+        sample_sql=validate_select("sample_sql", data["sample_sql"], cfg.hive.sql_dialect),
+        infer_sql=validate_select("infer_sql", data["infer_sql"], cfg.hive.sql_dialect),
+        hdfs_path=validate_hdfs_path(data["hdfs_path"], cfg),
+        hive_table=validate_hive_table(data["hive_table"], cfg),
     )
 
 

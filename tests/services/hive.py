@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,6 +35,15 @@ def hive(hive_server: HiveServer) -> HiveInfo:
     info = hive_server.running()
     assert info is not None
     return info
+
+
+def hive_config(hive: HiveInfo, *databases: str) -> dict[str, Any]:
+    """config.yaml's hive section for this server: Spark dialect, its warehouse, the given databases."""
+    return {
+        "output_databases": list(databases),
+        "warehouse_dir": str(Path(hive.dir) / "warehouse"),
+        "sql_dialect": "spark",
+    }
 
 
 def hive_query(sql: str) -> list[tuple]:

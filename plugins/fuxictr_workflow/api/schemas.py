@@ -1,7 +1,8 @@
 """Request/response models: the seed's TaskCreateRequest and Task, plus additive fields.
 
 Field rules come from validation.py, so the API (422 naming the field), the DAG's trigger
-form and the stages agree.
+form and the stages agree; the path and table allowlists come from the API server's
+config.yaml, the same file the stages read.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fuxictr_workflow import validation as v
+from fuxictr_workflow.config import get_config
 
 
 class TaskCreateRequest(BaseModel):
@@ -41,17 +43,17 @@ class TaskCreateRequest(BaseModel):
     @field_validator("sample_sql", "infer_sql")
     @classmethod
     def _sql(cls, value: str, info: Any) -> str:
-        return _check(lambda x: v.validate_select(info.field_name, x), value)
+        return _check(lambda x: v.validate_select(info.field_name, x, get_config().hive.sql_dialect), value)
 
     @field_validator("hdfs_path")
     @classmethod
     def _hdfs_path(cls, value: str) -> str:
-        return _check(v.validate_hdfs_path, value)
+        return _check(lambda x: v.validate_hdfs_path(x, get_config()), value)
 
     @field_validator("hive_table")
     @classmethod
     def _hive_table(cls, value: str) -> str:
-        return _check(v.validate_hive_table, value)
+        return _check(lambda x: v.validate_hive_table(x, get_config()), value)
 
 
 def _check(fn: Any, value: Any) -> Any:

@@ -38,7 +38,7 @@ def resolve_task_id(context: Any, store: WorkflowStore, cfg: WorkflowConfig) -> 
 
 def validate_run_fields(task: dict[str, Any], cfg: WorkflowConfig) -> None:
     """Re-check the stored fields before any stage touches Hive, a shell or the server."""
-    validate_task_fields(task)
+    validate_task_fields(task, cfg)
     validate_server(task.get("server"), list(cfg.servers))
 
 

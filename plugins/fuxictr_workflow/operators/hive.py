@@ -24,8 +24,10 @@ from airflow.sdk import BaseOperator
 
 from fuxictr_workflow import hdfs, paths
 from fuxictr_workflow.operators.base import WorkflowStageMixin
+from fuxictr_workflow.sql_query import substitution_off
 from fuxictr_workflow.stages import Stage
 from fuxictr_workflow.tracking import StageError, StageRun
+from fuxictr_workflow.validation import FieldError, render_select
 
 
 def sql_dirs() -> tuple[Path, ...]:
@@ -38,6 +40,10 @@ def sql_dirs() -> tuple[Path, ...]:
 
 SQL_DIRS = sql_dirs()
 PARTITION_COLUMN = "task_id"
+# The table property that marks a predictions table as this package's: only such a table
+# is ever loaded into; any other existing table of that name is left alone.
+OWNER_PROPERTY = "fuxictr_workflow.created_by"
+OWNER_VALUE = "fuxictr-workflow"
 ARROW_TO_HIVE = {
     "int8": "TINYINT", "int16": "SMALLINT", "int32": "INT", "int64": "BIGINT",
     "float": "FLOAT", "double": "DOUBLE", "string": "STRING", "large_string": "STRING", "bool": "BOOLEAN",
@@ -130,15 +136,18 @@ class HiveExportOperator(_TrackedHiveOperator):
     closes_step = False
 
     def hql_for(self, run: StageRun) -> str:
-        task = self.workflow_task
-        datasets = [
-            {
-                "directory": paths.hdfs_task_dir(task["hdfs_path"], task["id"], name),
-                "sql": task[f"{name}_sql"],
-            }
-            for name in paths.DATASETS
-        ]
-        return render("export.hql", datasets=datasets)
+        task, dialect = self.workflow_task, self.workflow_config.hive.sql_dialect
+        try:
+            datasets = [
+                {
+                    "directory": paths.hdfs_task_dir(task["hdfs_path"], task["id"], name),
+                    "sql": render_select(f"{name}_sql", task[f"{name}_sql"], dialect),
+                }
+                for name in paths.DATASETS
+            ]
+        except FieldError as err:
+            raise StageError(str(err), retryable=False) from None
+        return render("export.hql", datasets=datasets, substitution_off=substitution_off(dialect))
 
 
 class HdfsDownloadOperator(WorkflowStageMixin, BaseOperator):
@@ -194,7 +203,8 @@ class HiveLoadOperator(_TrackedHiveOperator):
         cfg, task = self.workflow_config, self.workflow_task
         local = paths.staging_predictions(cfg.storage.staging_dir, task["id"])
         columns = predictions_columns(local, cfg.fuxictr.id_columns)
-        database, table = task["hive_table"].split(".")
+        database, table = task["hive_table"].lower().split(".")
+        ensure_ours(database, table, cfg.hive.hiveserver2_conn_id)
         run.result.update(
             {
                 "rows": pq.ParquetFile(local).metadata.num_rows,
@@ -210,6 +220,33 @@ class HiveLoadOperator(_TrackedHiveOperator):
             partition_column=PARTITION_COLUMN,
             directory=paths.hdfs_task_dir(task["hdfs_path"], task["id"], "predictions"),
             task_id=int(task["id"]),
+            owner_property=OWNER_PROPERTY,
+            owner_value=OWNER_VALUE,
+        )
+
+
+def ensure_ours(database: str, table: str, conn_id: str) -> None:
+    """Refuse to load into an existing table that this package did not create.
+
+    The names are validated identifiers (letters, digits, _). SHOW ... LIKE answers on
+    HiveServer2 and the Spark Thrift Server alike (their column layouts differ)."""
+    from airflow.providers.apache.hive.hooks.hive import HiveServer2Hook
+
+    try:
+        hook = HiveServer2Hook(hiveserver2_conn_id=conn_id)
+        if database not in {str(r[0]).lower() for r in hook.get_records(f"SHOW DATABASES LIKE '{database}'")}:
+            return
+        rows = hook.get_records(f"SHOW TABLES IN {hive_ident(database)} LIKE '{table}'")
+        if table not in {str(r[1] if len(r) > 1 else r[0]).lower() for r in rows}:
+            return
+        properties = dict(hook.get_records(f"SHOW TBLPROPERTIES {hive_ident(database)}.{hive_ident(table)}"))
+    except Exception as err:  # connection refused, server restarting: Airflow retries
+        raise StageError(f"Hive: checking {database}.{table} failed: {err}"[:2000]) from None
+    if properties.get(OWNER_PROPERTY) != OWNER_VALUE:
+        raise StageError(
+            f"hive_table: {database}.{table} exists and was not created by fuxictr-workflow; "
+            "it is never overwritten: name a new table",
+            retryable=False,
         )
 
 
