@@ -66,7 +66,8 @@ class Stack:
         assert created["status"] == "pending"
         return int(created["task_id"])
 
-    def wait_final(self, task_id: int, timeout: float = 600) -> dict[str, Any]:
+    def wait_final(self, task_id: int, timeout: float = 1200) -> dict[str, Any]:
+        # a whole pipeline on a 2-CPU machine loaded by other work has taken over 12 minutes
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             task = self.store.get_task(task_id)
