@@ -76,8 +76,26 @@ def load_feature_map(params: dict[str, Any], data_dir: str) -> Any:
 
 
 def build_model(params: dict[str, Any], feature_map: Any, args: argparse.Namespace) -> Any:
+    """model_class(feature_map, **params) as run_expid does; verbose=0 keeps FuXiCTR's progress
+    bars off stdout, which carries only our JSON lines."""
     params.update(model_root=args.work_dir, gpu=device_arg(args.gpu), verbose=0)
-    return model_class(params["model"], args.model_zoo)(feature_map, **params)
+    cls = model_class(params["model"], args.model_zoo)
+    try:
+        return cls(feature_map, **params)
+    except Exception as err:
+        where = _source(cls)
+        raise UserError(
+            f"model {params['model']} ({where}) could not be built: {type(err).__name__}: {err}"
+        ) from err
+
+
+def _source(cls: type) -> str:
+    import inspect
+
+    try:
+        return inspect.getsourcefile(cls) or cls.__module__
+    except TypeError:
+        return cls.__module__
 
 
 def metrics_result(logs: dict[str, Any], labels: list[str]) -> dict[str, Any]:
@@ -140,10 +158,12 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     metrics = list(dict.fromkeys([*params.get("metrics", []), *REPORTED_METRICS]))
     logs = model.evaluate(valid_data, metrics=metrics)
     shutil.rmtree(cache, ignore_errors=True)
+    source = _source(type(model))
     meta = {"expid": args.expid, "dataset_id": params["dataset_id"], "model": params["model"]}
-    Path(args.work_dir, "train_meta.json").write_text(json.dumps(meta))
+    Path(args.work_dir, "train_meta.json").write_text(json.dumps({**meta, "model_source": source}))
     return {
         **metrics_result(logs, feature_map.labels),
+        "model_source": source,
         "rows": rows,
         "train_rows": stores[0].rows,
         "valid_rows": stores[1].rows,
