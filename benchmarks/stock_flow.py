@@ -18,6 +18,12 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
+
+# Run as a script, this dir would come first on sys.path and benchmarks/fuxictr.py would
+# shadow the fuxictr package.
+HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
 
 def main(argv: list[str]) -> int:
