@@ -83,6 +83,7 @@ def experiment_config(home: Path, expid: str, target: Path) -> str | None:
         return None
     dataset = dataset_for({**models.get("Base", {}), **models[expid]})
     models[expid]["dataset_id"] = dataset
+    models[expid]["seed"] = SEED  # the split's seed: both sides then also start from the same init
     target.mkdir(parents=True, exist_ok=True)
     (target / "model_config.yaml").write_text(yaml.safe_dump(models, sort_keys=False))
     datasets = {k: {"data_format": "parquet", "min_categr_count": 1, **v} for k, v in DATASETS.items()}
