@@ -140,3 +140,99 @@ def test_killed_runner_fails_the_stage(cfg: WorkflowConfig, sshd: SshdInfo) -> N
     killer.join()
     failed = step(store, task_id, "train")
     assert failed["status"] == StepStatus.FAILED and "runner" in failed["error_message"]
+
+
+ZOO = Path(__file__).resolve().parent / "fuxictr_zoo"
+
+
+@pytest.fixture
+def zoo_cfg(make_config: Callable[..., WorkflowConfig], sshd: SshdInfo) -> WorkflowConfig:
+    """The server trains the user's experiments: its own config dir and model_zoo checkout."""
+    server = {"fuxictr_config_dir": str(ZOO / "config"), "model_zoo_path": str(ZOO / "model_zoo")}
+    return make_config(sshd, servers={"local": server})
+
+
+def zoo_data(cfg: WorkflowConfig, task_id: int) -> None:
+    stage_data(
+        cfg,
+        task_id,
+        sample=make_ctr_table(SAMPLE_ROWS, seed=1, behaviour=True, conversion=True),
+        infer=make_ctr_table(INFER_ROWS, seed=2, with_label=False, id_start=10**6, behaviour=True),
+    )
+
+
+@pytest.mark.parametrize(
+    ("expid", "source"),
+    [
+        # sized from sum_emb_out_dim() under use_features + feature_specs; <Model>/src with a relative import
+        ("TinyWideDeep_test", "model_zoo/TinyWideDeep/src/TinyWideDeep.py"),
+        # <Model>/<Model>_torch/src: the zoo's DeepFM, not the bundled demo DeepFM
+        ("DeepFM_test", "model_zoo/DeepFM/DeepFM_torch/src/DeepFM.py"),
+        # sequence feature sharing the candidate's embedding, DIN-style target attention
+        ("TinyDIN_test", "model_zoo/TinyDIN/src/TinyDIN.py"),
+    ],
+)
+def test_zoo_model_trains_and_scores(zoo_cfg: WorkflowConfig, expid: str, source: str) -> None:
+    store = get_store(zoo_cfg.store.url)
+    task_id = new_task(store, server="local", experiment_id=expid)
+    zoo_data(zoo_cfg, task_id)
+
+    metrics = TrainOperator(task_id="train").execute(context(task_id))
+    assert metrics["model_source"] == str(ZOO / source)
+    assert metrics["auc"] >= 0.70 and metrics["rows"] == SAMPLE_ROWS
+
+    result = InferOperator(task_id="infer").execute(context(task_id))
+    table = pq.read_table(paths.remote_predictions(zoo_cfg.server("local").remote_root, task_id))
+    assert result["rows"] == INFER_ROWS == table.num_rows
+    assert table.column_names == ["id", "score"]
+    assert all(0 < s < 1 for s in table["score"].to_pylist())
+
+
+def test_multitask_zoo_model_scores_each_task(zoo_cfg: WorkflowConfig) -> None:
+    store = get_store(zoo_cfg.store.url)
+    task_id = new_task(store, server="local", experiment_id="TinyMMoE_test")
+    zoo_data(zoo_cfg, task_id)
+
+    metrics = TrainOperator(task_id="train").execute(context(task_id))
+    assert metrics["model_source"] == str(ZOO / "model_zoo/multitask/TinyMMoE/src/TinyMMoE.py")
+    assert set(metrics["tasks"]) == {"label", "conversion"}
+    assert all(task["auc"] >= 0.70 for task in metrics["tasks"].values()), metrics
+    messages = [e["message"] for e in store.logs_after(task_id)]
+    assert any("label_AUC" in m and "conversion_AUC" in m for m in messages), messages
+
+    InferOperator(task_id="infer").execute(context(task_id))
+    table = pq.read_table(paths.remote_predictions(zoo_cfg.server("local").remote_root, task_id))
+    assert table.column_names == ["id", "score_label", "score_conversion"]
+    assert table.num_rows == INFER_ROWS
+    clicks, conversions = table["score_label"].to_pylist(), table["score_conversion"].to_pylist()
+    assert all(0 < s < 1 for s in clicks + conversions) and clicks != conversions
+
+
+def test_model_missing_from_zoo_is_an_error_naming_the_dirs(zoo_cfg: WorkflowConfig) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    store = get_store(zoo_cfg.store.url)
+    task_id = new_task(store, server="local", experiment_id="NotInZoo_test")
+    zoo_data(zoo_cfg, task_id)
+    with pytest.raises(AirflowFailException, match="NotInZoo"):
+        TrainOperator(task_id="train").execute(context(task_id))
+    message = step(store, task_id, "train")["error_message"]
+    assert "model 'NotInZoo' not found" in message
+    for searched in ("NotInZoo/src", "NotInZoo/NotInZoo_torch/src", "multitask/NotInZoo/src"):
+        assert str(ZOO / "model_zoo" / searched) in message, message
+
+
+def test_demo_sequence_and_multitask_experiments(cfg: WorkflowConfig) -> None:
+    """The bundled demo config's sequence and multi-task experiments on the extended synthetic data."""
+    store = get_store(cfg.store.url)
+    for expid, scores in (
+        ("DeepFM_seq_demo", ["score"]),
+        ("SharedBottom_mtl_demo", ["score_label", "score_conversion"]),
+    ):
+        task_id = new_task(store, server="local", experiment_id=expid)
+        zoo_data(cfg, task_id)
+        metrics = TrainOperator(task_id="train").execute(context(task_id))
+        assert metrics["auc"] >= 0.70, (expid, metrics)
+        InferOperator(task_id="infer").execute(context(task_id))
+        table = pq.read_table(paths.remote_predictions(cfg.server("local").remote_root, task_id))
+        assert table.column_names == ["id", *scores] and table.num_rows == INFER_ROWS

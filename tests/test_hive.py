@@ -164,6 +164,22 @@ def test_load_is_idempotent(cfg: WorkflowConfig, hive: HiveInfo, tmp_path: Path)
     )
 
 
+def test_load_multitask_scores(cfg: WorkflowConfig, hive: HiveInfo, tmp_path: Path) -> None:
+    """A multi-task model's predictions (score_<label> per task) land as one DOUBLE column each."""
+    store = get_store(cfg.store.url)
+    task_id = fetch_task(store, tmp_path, hive_table="t_hive.mtl_predictions")
+    local = paths.staging_predictions(cfg.storage.staging_dir, task_id)
+    local.parent.mkdir(parents=True)
+    table = {"id": pa.array(range(50), pa.int64()), "score_label": [i / 100 for i in range(50)]}
+    pq.write_table(pa.table({**table, "score_conversion": [i / 200 for i in range(50)]}), local)
+    HdfsUploadOperator(task_id="hdfs_upload").execute(context(task_id))
+    assert HiveLoadOperator(task_id="hive_load").execute(context(task_id))["rows"] == 50
+    rows = hive_query(
+        f"SELECT id, score_label, score_conversion FROM t_hive.mtl_predictions WHERE task_id = {task_id} AND id = 10"
+    )
+    assert [tuple(r) for r in rows] == [(10, 0.1, 0.05)]
+
+
 def test_unreachable_hive_is_a_retryable_failure(
     cfg: WorkflowConfig, hive: HiveInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

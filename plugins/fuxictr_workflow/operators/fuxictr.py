@@ -38,7 +38,15 @@ from fuxictr_workflow.tracking import StageError, StageRun
 from fuxictr_workflow.validation import validate_experiment_id
 
 REMOTE_DIR = Path(__file__).resolve().parents[1] / "remote"
-SHIPPED = ["runner.py", "demo_models.py", "demo_config/model_config.yaml", "demo_config/dataset_config.yaml"]
+SHIPPED = [
+    "runner.py",
+    "streaming.py",
+    "model_lookup.py",
+    "errors.py",
+    "demo_models.py",
+    "demo_config/model_config.yaml",
+    "demo_config/dataset_config.yaml",
+]
 
 
 def bundle_files() -> dict[str, bytes]:

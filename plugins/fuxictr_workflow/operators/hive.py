@@ -250,14 +250,21 @@ def ensure_ours(database: str, table: str, conn_id: str) -> None:
         )
 
 
+def score_columns(names: list[str]) -> list[str]:
+    """The runner's score columns: `score` (single task) or `score_<label>` per task."""
+    return [n for n in names if n == "score" or n.startswith("score_")]
+
+
 def predictions_columns(local: Path, id_columns: list[str]) -> list[tuple[str, str]]:
-    """The table schema: the configured id columns (types from the file) + `score DOUBLE`.
+    """The table schema: the configured id columns (types from the file) + the score column(s),
+    `score DOUBLE` for a single-task model, `score_<label> DOUBLE` per task for a multi-task one.
 
     Checked against the file first, so a mismatch is named here rather than as NULLs in Hive."""
     if not local.exists():
         raise StageError(f"no predictions at {local} (did result_download run?)")
     schema = pq.read_schema(local)
-    wanted = [*id_columns, "score"]
+    scores = [n for n in score_columns(schema.names) if n not in id_columns]
+    wanted = [*id_columns, *(scores or ["score"])]
     missing = [c for c in wanted if c not in schema.names]
     if missing:
         raise StageError(
@@ -271,6 +278,6 @@ def predictions_columns(local: Path, id_columns: list[str]) -> list[tuple[str, s
             retryable=False,
         )
     return [
-        (name, "DOUBLE" if name == "score" else ARROW_TO_HIVE.get(str(schema.field(name).type), "STRING"))
+        (name, "DOUBLE" if name in scores else ARROW_TO_HIVE.get(str(schema.field(name).type), "STRING"))
         for name in wanted
     ]

@@ -6,32 +6,38 @@
 Every stdout line is one JSON object with an "event" key: "progress" (epoch, step, loss,
 metric), "metrics" (the final line of train/infer) or "error" (a user-facing reason; the
 exit code is then 2). The experiment is loaded with FuXiCTR's own load_config rules; the
-model class comes from --model-zoo (a directory of modules) or the bundled demo models.
+model class is found by model_lookup.py.
 
-Unlike run_expid, the data never goes through FuXiCTR's Ray-based build_dataset: the
-feature processor is fitted on an in-memory polars frame and batches are sliced from
-tensors, which on small and medium data is several times faster with the same model and
-feature semantics.
+What the model sees is what FuXiCTR's stock flow (run_expid) gives it: a FeatureProcessor
+built from the experiment's params and fitted on the training rows, the FeatureMap loaded
+from its feature_map.json *with* the params (group_id, embedding_dim, use_features,
+feature_specs), batches holding exactly the feature map's features and labels, and
+model.fit/evaluate called with the params. Only the data path differs (streaming.py): the
+parts are streamed in bounded memory instead of going through build_dataset's in-memory
+frames and the row-by-row collating loaders, which is where the stock flow spends its time.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
-import importlib.util
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # the bundle is a flat dir of modules next to this script
+    sys.path.insert(0, str(HERE))
 
+import streaming  # noqa: E402
+from errors import UserError  # noqa: E402
+from model_lookup import model_class  # noqa: E402
 
-class UserError(Exception):
-    """Something the user can fix: reported as one JSON error line, exit code 2."""
+REPORTED_METRICS = ("AUC", "logloss")
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -47,100 +53,6 @@ def load_params(config_dir: str, expid: str) -> dict[str, Any]:
         raise UserError(f"experiment {expid!r} not found in {config_dir} ({err})") from None
 
 
-def model_class(name: str, model_zoo: str | None) -> type:
-    """The model by name: a module/package in the model_zoo dir, else the bundled demo models."""
-    candidates = []
-    if model_zoo:
-        candidates += [Path(model_zoo) / f"{name}.py", Path(model_zoo) / name / "__init__.py"]
-        candidates += [Path(p) for p in glob.glob(os.path.join(model_zoo, "*", "src", f"{name}.py"))]
-    candidates.append(HERE / "demo_models.py")
-    for path in candidates:
-        if path.is_file():
-            spec = importlib.util.spec_from_file_location(f"_zoo_{path.stem}", path)
-            assert spec and spec.loader
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            if hasattr(module, name):
-                return getattr(module, name)
-    raise UserError(f"model {name!r} not found in model_zoo {model_zoo or '(none)'} or the demo models")
-
-
-def read_frame(data_dir: str, required: list[str]) -> Any:
-    import polars as pl
-
-    files = sorted(
-        glob.glob(os.path.join(data_dir, "*.parquet")) + glob.glob(os.path.join(data_dir, "part-*"))
-    )
-    files = [f for f in dict.fromkeys(files) if not os.path.basename(f).startswith(("_", "."))]
-    if not files:
-        raise UserError(f"no Parquet files in {data_dir}")
-    frame = pl.concat([pl.read_parquet(f) for f in files], how="vertical_relaxed")
-    if frame.height == 0:
-        raise UserError(f"the data in {data_dir} has no rows")
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise UserError(f"column(s) {', '.join(missing)} missing from the data in {data_dir}")
-    return frame
-
-
-def feature_names(params: dict[str, Any]) -> list[str]:
-    names: list[str] = []
-    for col in params["feature_cols"]:
-        if col.get("active", True):
-            names += col["name"] if isinstance(col["name"], list) else [col["name"]]
-    return names
-
-
-def label_names(params: dict[str, Any]) -> list[str]:
-    label = params["label_col"]
-    return [c["name"] for c in (label if isinstance(label, list) else [label])]
-
-
-def to_tensors(processor: Any, frame: Any, columns: list[str]) -> dict[str, Any]:
-    """Preprocess + transform with the fitted FuXiCTR processor, as tensors per column."""
-    import numpy as np
-    import torch
-
-    lazy = processor.preprocess(frame.lazy())
-    data = lazy.collect()
-    batch = processor.transform({c: data[c].to_numpy() for c in columns if c in data.columns})
-    out = {}
-    for name, values in batch.items():
-        arr = np.asarray(values)
-        out[name] = torch.from_numpy(
-            arr.astype(np.float32) if arr.dtype.kind == "f" else arr.astype(np.int64)
-        )
-    return out
-
-
-class Batches:
-    """In-memory batches of tensors (what FuXiCTR's data loaders yield), optionally shuffled."""
-
-    def __init__(
-        self, tensors: dict[str, Any], batch_size: int, shuffle: bool = False, seed: int = 0
-    ) -> None:
-        self.tensors, self.batch_size, self.shuffle, self.seed = tensors, batch_size, shuffle, seed
-        self.rows = len(next(iter(tensors.values())))
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return -(-self.rows // self.batch_size)
-
-    def __iter__(self) -> Any:
-        import torch
-
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.rows, generator=generator)
-            self.epoch += 1
-        for start in range(0, self.rows, self.batch_size):
-            if self.shuffle:
-                index = order[start : start + self.batch_size]
-                yield {k: v[index] for k, v in self.tensors.items()}
-            else:
-                yield {k: v[start : start + self.batch_size] for k, v in self.tensors.items()}
-
-
 def device_arg(gpu: int | None) -> int:
     if gpu is None:
         return -1
@@ -151,52 +63,110 @@ def device_arg(gpu: int | None) -> int:
     return gpu
 
 
+def load_feature_map(params: dict[str, Any], data_dir: str) -> Any:
+    """FeatureMap.load(json, params), exactly as run_expid builds the model's feature map."""
+    from fuxictr.features import FeatureMap
+
+    feature_map = FeatureMap(params["dataset_id"], data_dir)
+    try:
+        feature_map.load(os.path.join(data_dir, "feature_map.json"), params)
+    except KeyError as err:
+        raise UserError(f"use_features/feature_specs name {err} which is not a feature") from None
+    return feature_map
+
+
+def build_model(params: dict[str, Any], feature_map: Any, args: argparse.Namespace) -> Any:
+    """model_class(feature_map, **params) as run_expid does; verbose=0 keeps FuXiCTR's progress
+    bars off stdout, which carries only our JSON lines."""
+    params.update(model_root=args.work_dir, gpu=device_arg(args.gpu), verbose=0)
+    cls = model_class(params["model"], args.model_zoo)
+    try:
+        return cls(feature_map, **params)
+    except Exception as err:
+        where = _source(cls)
+        raise UserError(
+            f"model {params['model']} ({where}) could not be built: {type(err).__name__}: {err}"
+        ) from err
+
+
+def _source(cls: type) -> str:
+    import inspect
+
+    try:
+        return inspect.getsourcefile(cls) or cls.__module__
+    except TypeError:
+        return cls.__module__
+
+
+def metrics_result(logs: dict[str, Any], labels: list[str]) -> dict[str, Any]:
+    """Validation metrics: `auc`, `logloss`, ... and, for multi-task models, `tasks` (per label)."""
+    result: dict[str, Any] = {}
+    tasks: dict[str, dict[str, float]] = {}
+    for key, value in logs.items():
+        label = next((lb for lb in labels if len(labels) > 1 and key.startswith(f"{lb}_")), None)
+        if label is None:
+            result[key.lower()] = round(float(value), 6)
+        else:
+            tasks.setdefault(label, {})[key[len(label) + 1 :].lower()] = round(float(value), 6)
+    if tasks:
+        result["tasks"] = tasks
+    return result
+
+
 def train(args: argparse.Namespace) -> dict[str, Any]:
-    import numpy as np
     from fuxictr.preprocess import FeatureProcessor
     from fuxictr.pytorch.torch_utils import seed_everything
 
     started = time.monotonic()
     params = load_params(args.config_dir, args.expid)
-    seed = args.seed if args.seed is not None else params.get("seed", 2024)
+    if args.seed is not None:
+        params["seed"] = args.seed
+    seed = params.setdefault("seed", 2024)
     seed_everything(seed=seed)
-    features, labels = feature_names(params), label_names(params)
-    frame = read_frame(args.data_dir, features + labels)
-    order = np.random.default_rng(seed).permutation(frame.height)
-    n_valid = max(1, int(frame.height * args.valid_fraction))
-    if frame.height - n_valid < 1:
-        raise UserError(f"too few rows ({frame.height}) in {args.data_dir} to split train/valid")
-    valid_frame, train_frame = frame[order[:n_valid]], frame[order[n_valid:]]
-
+    files = streaming.data_files(args.data_dir)
     os.makedirs(args.work_dir, exist_ok=True)
-    processor = FeatureProcessor(
-        feature_cols=params["feature_cols"],
-        label_col=params["label_col"],
-        dataset_id=params["dataset_id"],
-        data_root=args.work_dir,
-    )
-    processor.fit(
-        processor.preprocess(train_frame.lazy()), min_categr_count=params.get("min_categr_count", 1)
-    )
-    columns = features + labels
-    train_data = Batches(
-        to_tensors(processor, train_frame, columns), params["batch_size"], shuffle=True, seed=seed
-    )
-    valid_data = Batches(to_tensors(processor, valid_frame, columns), params["batch_size"])
+    processor = FeatureProcessor(**{**params, "data_root": args.work_dir})
+    streaming.check_columns(files, streaming.required_columns(processor, True), args.data_dir)
 
-    params.update(model_root=args.work_dir, gpu=device_arg(args.gpu), verbose=0)
-    model = model_class(params["model"], args.model_zoo)(processor.feature_map, **params)
+    rows, n_valid = streaming.split_sizes(files, seed, args.valid_fraction)
+    if rows == 0:
+        raise UserError(f"the data in {args.data_dir} has no rows")
+    if n_valid == 0 or n_valid == rows:
+        raise UserError(f"too few rows ({rows}) in {args.data_dir} to split train/valid")
+    streaming.fit_processor(processor, files, seed, args.valid_fraction, params)
+    feature_map = load_feature_map(params, processor.data_dir)
+
+    # pass 2: transform every row once into train/valid blocks
+    columns = [*feature_map.features, *feature_map.labels]
+    cache = Path(args.work_dir, "cache")
+    stores = streaming.BlockStore(cache / "train"), streaming.BlockStore(cache / "valid")
+    for offset, batch in streaming.read_batches(files):
+        is_valid = streaming.valid_mask(offset, batch.num_rows, seed, args.valid_fraction)
+        arrays = streaming.transform(processor, streaming.preprocess(processor, batch), columns)
+        stores[0].append({k: v[~is_valid] for k, v in arrays.items()})
+        stores[1].append({k: v[is_valid] for k, v in arrays.items()})
+    for store in stores:
+        store.close()
+    batch_size = params["batch_size"]
+    train_data = streaming.BlockBatches(stores[0], batch_size, shuffle=params.get("shuffle", True), seed=seed)
+    valid_data = streaming.BlockBatches(stores[1], batch_size)
+
+    model = build_model(params, feature_map, args)
     _report_progress(model)
-    model.fit(train_data, epochs=params["epochs"], validation_data=valid_data)
-    logs = model.evaluate(valid_data, metrics=["AUC", "logloss"])
+    fit_params = {k: v for k, v in params.items() if k not in ("data_generator", "validation_data")}
+    model.fit(train_data, validation_data=valid_data, **fit_params)
+    metrics = list(dict.fromkeys([*params.get("metrics", []), *REPORTED_METRICS]))
+    logs = model.evaluate(valid_data, metrics=metrics)
+    shutil.rmtree(cache, ignore_errors=True)
+    source = _source(type(model))
     meta = {"expid": args.expid, "dataset_id": params["dataset_id"], "model": params["model"]}
-    Path(args.work_dir, "train_meta.json").write_text(json.dumps(meta))
+    Path(args.work_dir, "train_meta.json").write_text(json.dumps({**meta, "model_source": source}))
     return {
-        "auc": round(float(logs["AUC"]), 6),
-        "logloss": round(float(logs["logloss"]), 6),
-        "rows": frame.height,
-        "train_rows": train_frame.height,
-        "valid_rows": valid_frame.height,
+        **metrics_result(logs, feature_map.labels),
+        "model_source": source,
+        "rows": rows,
+        "train_rows": stores[0].rows,
+        "valid_rows": stores[1].rows,
         "seconds": round(time.monotonic() - started, 2),
     }
 
@@ -227,6 +197,11 @@ def _report_progress(model: Any) -> None:
     model.checkpoint_and_earlystop = checkpoint
 
 
+def score_columns(labels: list[str]) -> list[str]:
+    """`score` for a single-task model; `score_<label>` per task for a multi-task one."""
+    return ["score"] if len(labels) <= 1 else [f"score_{label}" for label in labels]
+
+
 def infer(args: argparse.Namespace) -> dict[str, Any]:
     import pickle
 
@@ -235,30 +210,57 @@ def infer(args: argparse.Namespace) -> dict[str, Any]:
 
     started = time.monotonic()
     params = load_params(args.config_dir, args.expid)
-    pickle_file = Path(args.work_dir, params["dataset_id"], "feature_processor.pkl")
-    if not pickle_file.exists():
+    data_dir = Path(args.work_dir, params["dataset_id"])
+    if not (data_dir / "feature_processor.pkl").exists():
         raise UserError(f"no trained model for {args.expid!r} in {args.work_dir}: run train first")
-    with open(pickle_file, "rb") as f:
+    with open(data_dir / "feature_processor.pkl", "rb") as f:
         processor = pickle.load(f)
     processor.label_cols = []  # inference data has no label column; preprocess would select it
-    features = feature_names(params)
-    frame = read_frame(args.data_dir, features + args.id_columns)
-    params.update(model_root=args.work_dir, gpu=device_arg(args.gpu), verbose=0)
-    model = model_class(params["model"], args.model_zoo)(processor.feature_map, **params)
+    feature_map = load_feature_map(params, str(data_dir))
+    files = streaming.data_files(args.data_dir)
+    required = streaming.required_columns(processor, False)
+    streaming.check_columns(files, [*required, *args.id_columns], args.data_dir)
+    model = build_model(params, feature_map, args)
     model.load_weights(model.checkpoint)
+    labels, outputs = feature_map.labels, score_columns(feature_map.labels)
+    columns = list(feature_map.features)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     tmp = f"{args.output}.tmp"
     writer = None
-    for start in range(0, frame.height, args.batch_size):
-        chunk = frame.slice(start, args.batch_size)
-        scores = model.predict(Batches(to_tensors(processor, chunk, features), args.batch_size))
-        table = chunk.select(args.id_columns).to_arrow().append_column("score", pa.array(scores))
+    rows = 0
+    for _offset, batch in streaming.read_batches(files, args.batch_size):
+        arrays = streaming.transform(processor, streaming.preprocess(processor, batch), columns)
+        store = _OneBatch(arrays)
+        scores = model.predict(store)
+        per_task = [scores[label] for label in labels] if isinstance(scores, dict) else [scores]
+        table = pa.Table.from_batches([batch.select(args.id_columns)])
+        for name, values in zip(outputs, per_task, strict=True):
+            table = table.append_column(name, pa.array(values, pa.float64()))
         writer = writer or pq.ParquetWriter(tmp, table.schema)
         writer.write_table(table)
-    assert writer is not None
+        rows += batch.num_rows
+    if writer is None:
+        raise UserError(f"the data in {args.data_dir} has no rows")
     writer.close()
     os.replace(tmp, args.output)  # never a half-written predictions file
-    return {"rows": frame.height, "output": args.output, "seconds": round(time.monotonic() - started, 2)}
+    return {
+        "rows": rows,
+        "output": args.output,
+        "score_columns": outputs,
+        "seconds": round(time.monotonic() - started, 2),
+    }
+
+
+class _OneBatch:
+    """One transformed batch as the single-batch generator model.predict iterates."""
+
+    def __init__(self, arrays: dict[str, Any]) -> None:
+        self.arrays = arrays
+
+    def __iter__(self) -> Any:
+        import torch
+
+        yield {k: torch.from_numpy(v) for k, v in self.arrays.items()}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

@@ -1,0 +1,174 @@
+"""Every model of a FuXiCTR model_zoo dir through our runner and through the stock flow.
+
+    python -m benchmarks.model_zoo --zoo <FuxiCTR checkout>/model_zoo [--rows 5000] [--models DIN,MMoE]
+
+Each model's own `<Model>_test` experiment (from its config/model_config.yaml) is pointed at
+the synthetic data (make_ctr_table with behaviour=True, conversion=True) through a dataset
+config of ours: models with a sequence/target field param get the DIN/BST-style sequence
+dataset (adgroup_id + click_sequence sharing one embedding, no pooling encoder), multi-task
+models (num_tasks > 1) the two-label one, the rest the plain one. (a) ours: remote/runner.py
+train --model-zoo <zoo>; (b) stock: benchmarks/stock_flow.py with the model dir's `src`
+package, as run_expid imports it. Same rows, same split, one at a time.
+
+Progress goes to stderr; the last stdout line is one JSON object: models, stock_ok, ours_ok,
+parity_ok (both trained and AUC within 0.01), ours_vs_stock_wall (median ratio over the models
+both trained) and per_model (with each failure's error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks.harness import RUNNER, SEED, STOCK_FLOW, ChildFailed, run_child, write_stock_split
+from fuxictr_workflow.synthetic import make_ctr_table, write_parquet_parts
+
+PARITY = 0.01
+PLAIN = [
+    {"name": ["c1", "c2", "c3", "c4"], "active": True, "dtype": "str", "type": "categorical"},
+    {
+        "name": ["n1", "n2"],
+        "active": True,
+        "dtype": "float",
+        "type": "numeric",
+        "normalizer": "StandardScaler",
+    },
+]
+SEQUENCE = [
+    {"name": "adgroup_id", "active": True, "dtype": "str", "type": "categorical"},
+    {"name": "click_sequence", "active": True, "dtype": "str", "type": "sequence", "splitter": "^",
+     "max_len": 10, "share_embedding": "adgroup_id", "feature_encoder": None},
+]  # fmt: skip
+CLICK = {"name": "label", "dtype": "float"}
+DATASETS = {
+    "bench_ctr": {"feature_cols": PLAIN, "label_col": CLICK},
+    "bench_seq": {"feature_cols": PLAIN + SEQUENCE, "label_col": CLICK},
+    "bench_mtl": {"feature_cols": PLAIN, "label_col": [CLICK, {"name": "conversion", "dtype": "float"}]},
+}
+
+
+def zoo_models(zoo: Path) -> list[tuple[str, Path]]:
+    """(model name, the dir holding its `src` and `config`) for <M>/, <M>/<M>_torch/, multitask/<M>/."""
+    found = []
+    for parent in (zoo, zoo / "multitask"):
+        for d in sorted(p for p in parent.iterdir() if p.is_dir()) if parent.is_dir() else []:
+            for home in (d, d / f"{d.name}_torch"):
+                if (home / "src").is_dir() and (home / "config" / "model_config.yaml").is_file():
+                    found.append((d.name, home))
+                    break
+    return found
+
+
+def dataset_for(params: dict[str, Any]) -> str:
+    if int(params.get("num_tasks") or 1) > 1 or isinstance(params.get("loss"), list):
+        return "bench_mtl"
+    if any(k.endswith(("target_field", "sequence_field", "item_field")) for k in params):
+        return "bench_seq"
+    return "bench_ctr"
+
+
+def experiment_config(home: Path, expid: str, target: Path) -> str | None:
+    """A config dir with the model's own model_config.yaml (expid pointed at our data) and our
+    dataset_config.yaml; the dataset chosen, or None when the model has no such expid."""
+    models = yaml.safe_load((home / "config" / "model_config.yaml").read_text())
+    if expid not in models:
+        return None
+    dataset = dataset_for({**models.get("Base", {}), **models[expid]})
+    models[expid]["dataset_id"] = dataset
+    models[expid]["seed"] = SEED  # the split's seed: both sides then also start from the same init
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "model_config.yaml").write_text(yaml.safe_dump(models, sort_keys=False))
+    datasets = {k: {"data_format": "parquet", "min_categr_count": 1, **v} for k, v in DATASETS.items()}
+    (target / "dataset_config.yaml").write_text(yaml.safe_dump(datasets, sort_keys=False))
+    return dataset
+
+
+def run_one(
+    name: str, home: Path, zoo: Path, root: Path, data: Path, split: tuple[Path, Path], timeout: float
+) -> dict[str, Any]:
+    expid = f"{name}_test"
+    config = root / "config" / name
+    dataset = experiment_config(home, expid, config)
+    row: dict[str, Any] = {"model": name, "expid": expid, "dataset": dataset}
+    if dataset is None:
+        return {**row, "stock_ok": False, "ours_ok": False, "stock_error": f"no {expid} in its config"}
+    runs = {
+        "stock": [sys.executable, str(STOCK_FLOW), str(config), expid, str(root / "stock" / name),
+                  str(split[0]), str(split[1]), str(home), "src"],
+        "ours": [sys.executable, str(RUNNER), "train", "--expid", expid, "--config-dir", str(config),
+                 "--data-dir", str(data), "--work-dir", str(root / "ours" / name), "--seed", str(SEED),
+                 "--model-zoo", str(zoo)],
+    }  # fmt: skip
+    for side, cmd in runs.items():
+        try:
+            wall, metrics, rss = run_child(cmd, timeout)
+            row.update(
+                {
+                    f"{side}_ok": True,
+                    f"{side}_auc": round(metrics["auc"], 4),
+                    f"{side}_wall_s": round(wall, 1),
+                }
+            )
+            row[f"{side}_peak_rss_mb"] = round(rss, 1)
+        except ChildFailed as err:
+            row.update({f"{side}_ok": False, f"{side}_error": err.reason()})
+    if row["stock_ok"] and row["ours_ok"]:
+        row["parity"] = abs(row["ours_auc"] - row["stock_auc"]) <= PARITY
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--zoo", required=True, type=Path, help="a FuXiCTR model_zoo dir")
+    parser.add_argument("--rows", type=int, default=5000)
+    parser.add_argument("--models", help="comma-separated subset of the zoo's model names")
+    parser.add_argument(
+        "--timeout", type=float, default=900, help="seconds per run before it counts as failed"
+    )
+    args = parser.parse_args(argv)
+    zoo = args.zoo.resolve()
+    models = zoo_models(zoo)
+    if args.models:
+        wanted = set(args.models.split(","))
+        models = [(n, h) for n, h in models if n in wanted]
+    if not models:
+        parser.error(f"no models found in {zoo}")
+    root = Path(tempfile.mkdtemp(prefix="bench_zoo_"))
+    try:
+        table = make_ctr_table(args.rows, seed=1, behaviour=True, conversion=True)
+        write_parquet_parts(table, root / "sample")
+        split = write_stock_split(table, root / "split")
+        rows = []
+        for name, home in models:
+            row = run_one(name, home, zoo, root, root / "sample", split, args.timeout)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+            rows.append(row)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    both = [r for r in rows if r.get("stock_ok") and r.get("ours_ok")]
+    ratios = [r["ours_wall_s"] / r["stock_wall_s"] for r in both]
+    summary = {
+        "models": len(rows),
+        "stock_ok": sum(bool(r.get("stock_ok")) for r in rows),
+        "ours_ok": sum(bool(r.get("ours_ok")) for r in rows),
+        "parity_ok": sum(bool(r.get("parity")) for r in rows),
+        "ours_vs_stock_wall": round(statistics.median(ratios), 3) if ratios else None,
+        "rows": args.rows,
+        "per_model": rows,
+    }
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

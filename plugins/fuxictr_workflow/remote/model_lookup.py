@@ -1,0 +1,99 @@
+"""Find a model class by the experiment's `model` name, the way FuXiCTR's own checkouts lay them out.
+
+With a model_zoo dir the candidates are, in order: `<zoo>/<Model>.py`, `<zoo>/<Model>/__init__.py`,
+`<zoo>/<Model>/src`, `<zoo>/<Model>/<Model>_torch/src` and `<zoo>/multitask/<Model>/src`; a `src`
+dir is imported as a package (the zoo's modules use relative imports), its `__init__` re-exports
+the class. The classes fuxictr itself ships in `fuxictr.pytorch.models` are found too. The bundled
+demo models are used only when no zoo is configured, so a zoo model that is missing is an error,
+never a different model trained under the same name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import traceback
+from pathlib import Path
+from types import ModuleType
+
+from errors import UserError
+
+HERE = Path(__file__).resolve().parent
+
+
+def zoo_candidates(zoo: Path, name: str) -> list[Path]:
+    return [
+        zoo / f"{name}.py",
+        zoo / name / "__init__.py",
+        zoo / name / "src",
+        zoo / name / f"{name}_torch" / "src",
+        zoo / "multitask" / name / "src",
+    ]
+
+
+def _import(path: Path, module_name: str) -> ModuleType:
+    """A .py file as a module, or a dir (with or without __init__.py) as a package."""
+    if path.is_dir():
+        init = path / "__init__.py"
+        spec = importlib.util.spec_from_file_location(
+            module_name, init if init.is_file() else None, submodule_search_locations=[str(path)]
+        )
+    else:
+        spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # relative imports inside the package resolve through it
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    return module
+
+
+def _from_candidate(path: Path, name: str, index: int) -> type | None:
+    module_name = f"_fxw_zoo_{index}_{name}"
+    try:
+        module = _import(path, module_name)
+        if path.is_dir() and not hasattr(module, name) and (path / f"{name}.py").is_file():
+            module = importlib.import_module(f"{module_name}.{name}")
+    except Exception as err:
+        where = "".join(traceback.format_exception_only(type(err), err)).strip()
+        raise UserError(f"model {name!r} at {path} failed to import: {where}") from None
+    found = getattr(module, name, None)
+    return found if isinstance(found, type) else None
+
+
+def _fuxictr_builtin(name: str) -> type | None:
+    import fuxictr.pytorch.models as builtin
+
+    found = getattr(builtin, name, None)
+    return found if isinstance(found, type) else None
+
+
+def model_class(name: str, model_zoo: str | None) -> type:
+    """The model class called `name`; UserError naming every place searched when there is none."""
+    searched: list[str] = []
+    if model_zoo:
+        zoo = Path(model_zoo)
+        if not zoo.is_dir():
+            raise UserError(f"model_zoo {model_zoo} is not a directory on the training server")
+        for index, path in enumerate(zoo_candidates(zoo, name)):
+            searched.append(str(path))
+            if path.exists():
+                package = path.parent if path.name == "__init__.py" else path
+                found = _from_candidate(package, name, index)
+                if found is not None:
+                    return found
+    else:
+        searched.append(str(HERE / "demo_models.py"))
+        found = _from_candidate(HERE / "demo_models.py", name, 0)
+        if found is not None:
+            return found
+    searched.append("fuxictr.pytorch.models")
+    found = _fuxictr_builtin(name)
+    if found is not None:
+        return found
+    raise UserError(f"model {name!r} not found; searched: {', '.join(searched)}")

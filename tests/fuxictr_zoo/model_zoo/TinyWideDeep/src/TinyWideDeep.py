@@ -1,0 +1,39 @@
+"""Wide (LR) + deep (MLP) whose MLP input is sized by feature_map.sum_emb_out_dim(), like most
+zoo models: that needs the feature map loaded with the experiment's params (embedding_dim,
+feature_specs, use_features)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fuxictr.pytorch.layers import FeatureEmbeddingDict, LogisticRegression
+from fuxictr.pytorch.models import BaseModel
+
+from .towers import tower
+
+__all__ = ["TinyWideDeep"]
+
+
+class TinyWideDeep(BaseModel):
+    def __init__(
+        self,
+        feature_map: Any,
+        model_id: str = "TinyWideDeep",
+        gpu: int = -1,
+        learning_rate: float = 1e-3,
+        embedding_dim: int = 10,
+        hidden_units: list[int] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(feature_map, model_id=model_id, gpu=gpu, **kwargs)
+        self.embedding_layer = FeatureEmbeddingDict(feature_map, embedding_dim)
+        self.wide = LogisticRegression(feature_map, use_bias=False)
+        self.deep = tower(feature_map.sum_emb_out_dim(), hidden_units or [16])
+        self.compile(kwargs["optimizer"], kwargs["loss"], learning_rate)
+        self.reset_parameters()
+        self.model_to_device()
+
+    def forward(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        X = self.get_inputs(inputs)
+        emb = self.embedding_layer.dict2tensor(self.embedding_layer(X), flatten_emb=True)
+        return {"y_pred": self.output_activation(self.wide(X) + self.deep(emb))}

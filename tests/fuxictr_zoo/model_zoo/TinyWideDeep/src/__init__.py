@@ -1,0 +1,1 @@
+from .TinyWideDeep import *  # noqa: F403 (the zoo's layout: the package re-exports its model)
