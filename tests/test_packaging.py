@@ -68,7 +68,12 @@ def test_templates_render_from_the_wheel_alone(
     """Without the checkout, the operators render the same HiveQL from the wheel's copies."""
     from fuxictr_workflow.operators import hive
 
-    export = {"datasets": [{"directory": "/tmp/h/task_1/sample", "sql": "SELECT 1"}]}
+    from fuxictr_workflow.sql_query import substitution_off
+
+    export = {
+        "datasets": [{"directory": "/tmp/h/task_1/sample", "sql": "SELECT 1"}],
+        "substitution_off": substitution_off("spark"),
+    }
     load = {
         "database": "demo",
         "table": "predictions",
@@ -76,6 +81,7 @@ def test_templates_render_from_the_wheel_alone(
         "partition_column": "task_id",
         "directory": "/tmp/h/task_1/predictions",
         "task_id": 1,
+        "owner_property": hive.OWNER_PROPERTY,
     }
     from_checkout = [hive.render("export.hql", **export), hive.render("load_predictions.hql", **load)]
     prefix = tmp_path / "prefix"
