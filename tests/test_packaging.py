@@ -82,6 +82,7 @@ def test_templates_render_from_the_wheel_alone(
         "directory": "/tmp/h/task_1/predictions",
         "task_id": 1,
         "owner_property": hive.OWNER_PROPERTY,
+        "owner_value": hive.OWNER_VALUE,
     }
     from_checkout = [hive.render("export.hql", **export), hive.render("load_predictions.hql", **load)]
     prefix = tmp_path / "prefix"
