@@ -157,17 +157,23 @@ def retry_task(task_id: int, user: security.CurrentUser) -> dict[str, Any]:
     and re-queued, so completed stages are not redone and verified chunks are not re-sent.
     Only when that run is gone from Airflow does a new run ``..._retry_<n>`` start."""
     store = get_store()
-    security.require(user, "POST", _existing(store, task_id)["server"])
+    task = _existing(store, task_id)
+    security.require(user, "POST", task["server"])
+    previous = task["dag_run_id"] or ""
+    cfg = get_config()
+    dag_id = dag_id_for(task["server"] or cfg.default_server, cfg.default_server)
+    retryable = task["status"] in (TaskStatus.FAILED, TaskStatus.CANCELLED)
+    if retryable and previous and not trigger.wait_until_settled(dag_id, previous):
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"task {task_id}: its DAG run {previous} is still running in Airflow; retry once it has ended",
+        )
     try:
-        task = store.get_task(task_id, with_steps=False)
         first = store.reset_from_step(task_id)
     except NotFound:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"task {task_id} does not exist") from None
     except IllegalTransition as err:
         raise HTTPException(status.HTTP_409_CONFLICT, str(err)) from None
-    previous = task["dag_run_id"] or ""
-    cfg = get_config()
-    dag_id = dag_id_for(task["server"] or cfg.default_server, cfg.default_server)
     stages = STAGE_NAMES[STAGE_NAMES.index(first) :]
     try:
         cleared = bool(previous) and trigger.clear_from(dag_id, previous, stages) > 0

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection
 from typing import Any
+
+# How long a retry waits for the scheduler to finish a failing run (it marks the run failed in
+# the pass after the failing task, a few scheduler heartbeats later).
+SETTLE_TIMEOUT_S = 60.0
 
 
 class TriggerError(RuntimeError):
@@ -70,6 +75,31 @@ def fail_run(dag_id: str, run_id: str) -> None:
         dag = DBDagBag().get_latest_version_of_dag(dag_id, session=session)
         if dag is not None:
             set_dag_run_state_to_failed(dag=dag, run_id=run_id, commit=True, session=session)
+
+
+def wait_until_settled(dag_id: str, run_id: str, timeout: float = SETTLE_TIMEOUT_S) -> bool:
+    """True once the run is finished (or not in Airflow), False if it still runs after `timeout`.
+
+    The workflow store records a stage's failure as the task fails, before the scheduler has
+    marked the task's downstream stages upstream_failed and the run failed. Clearing in that
+    window loses to the scheduler: it writes upstream_failed over the cleared stages and the
+    resumed run stops after its first stage. So a retry clears only a finished run."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import State
+    from sqlalchemy import select
+
+    deadline = time.monotonic() + timeout
+    while True:
+        with create_session() as session:
+            state = session.scalar(
+                select(DagRun.state).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)
+            )
+        if state is None or state in State.finished_dr_states:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
 
 
 def clear_from(dag_id: str, run_id: str, stages: Collection[str]) -> int:
