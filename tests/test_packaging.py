@@ -67,7 +67,6 @@ def test_templates_render_from_the_wheel_alone(
 ) -> None:
     """Without the checkout, the operators render the same HiveQL from the wheel's copies."""
     from fuxictr_workflow.operators import hive
-
     from fuxictr_workflow.sql_query import substitution_off
 
     export = {
