@@ -24,6 +24,7 @@ def trigger(dag_id: str, run_id: str, conf: dict[str, Any], user_name: str) -> s
     from airflow.api_fastapi.core_api.datamodels.dag_run import TriggerDAGRunPostBody
     from airflow.models.dag import DagModel
     from airflow.models.dagbag import DBDagBag
+    from airflow.utils import timezone
     from airflow.utils.session import create_session
     from airflow.utils.state import DagRunState
     from airflow.utils.types import DagRunTriggeredByType, DagRunType
@@ -43,9 +44,11 @@ def trigger(dag_id: str, run_id: str, conf: dict[str, Any], user_name: str) -> s
         if dag is None:
             raise TriggerError(f"DAG {dag_id} has not been serialized yet; wait for the dag-processor")
         try:
-            params = TriggerDAGRunPostBody(dag_run_id=run_id, conf=conf, logical_date=None).validate_context(
-                dag
-            )
+            # A logical date, as the UI's trigger form gives: `airflow tasks test` (without a run
+            # id) deletes one run of the DAG whose logical date is null to make room for its own.
+            params = TriggerDAGRunPostBody(
+                dag_run_id=run_id, conf=conf, logical_date=timezone.utcnow()
+            ).validate_context(dag)
             dag.create_dagrun(
                 run_id=params["run_id"],
                 logical_date=params["logical_date"],
