@@ -20,7 +20,7 @@ from typing import Any
 from fuxictr_workflow import airflow_runs
 from fuxictr_workflow.config import WorkflowConfig, get_config
 from fuxictr_workflow.dag_params import dag_id_for
-from fuxictr_workflow.stages import Stage, StepStatus
+from fuxictr_workflow.stages import Stage, StepStatus, TaskStatus
 from fuxictr_workflow.store import NotFound, WorkflowStore
 from fuxictr_workflow.tracking import StageError, StageRun, track_stage
 from fuxictr_workflow.validation import TASK_FIELDS, FieldError, validate_server, validate_task_fields
@@ -120,6 +120,11 @@ class WorkflowStageMixin:
         self.workflow_config = cfg
         if alone:
             refuse_if_running_elsewhere(context, self.workflow_task, cfg)
+            if self.workflow_task["status"] == TaskStatus.CANCELLED:
+                raise refuse(
+                    f"task_id: workflow task {task_id} was cancelled; retry it "
+                    f"(POST /api/workflow/tasks/{task_id}/retry) before re-running one of its stages"
+                )
         if (context["dag_run"].conf or {}).get("resume") and self._step_status() == StepStatus.COMPLETED:
             # a retry run (API `retry`) resumes at the first unfinished stage
             logger.info(task_id, self.stage.value, f"{self.stage.value} already completed; not redone")
