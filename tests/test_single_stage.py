@@ -13,6 +13,7 @@ import json
 import subprocess
 import urllib.error
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,6 +58,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         services.stop()
 
 
+def api(stack: Stack, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """The plugin's or Airflow's REST API, patient with a machine busy running stages."""
+    return demo.api(stack.port, stack.token, method, path, body, timeout=180)
+
+
 def fields(stack: Stack, name: str) -> dict[str, str]:
     return {**demo.SEED_BODY, "name": name, "hdfs_path": str(stack.services.work / "hdfs")}
 
@@ -64,26 +70,29 @@ def fields(stack: Stack, name: str) -> dict[str, str]:
 def trigger(stack: Stack, conf: dict[str, Any]) -> dict[str, Any]:
     """POST /api/v2/dags/{dag_id}/dagRuns as the UI's trigger form does (it fills in a logical date)."""
     body = {"logical_date": datetime.now(UTC).isoformat(), "conf": conf}
-    return demo.api(stack.port, stack.token, "POST", f"/api/v2/dags/{DAG}/dagRuns", body)
+    return api(stack, "POST", f"/api/v2/dags/{DAG}/dagRuns", body)
 
 
 def airflow_run(stack: Stack, run_id: str) -> dict[str, Any]:
-    return demo.api(stack.port, stack.token, "GET", f"/api/v2/dags/{DAG}/dagRuns/{run_id}")
+    return api(stack, "GET", f"/api/v2/dags/{DAG}/dagRuns/{run_id}")
 
 
 def run_states(stack: Stack) -> dict[str, str]:
-    runs = demo.api(stack.port, stack.token, "GET", f"/api/v2/dags/{DAG}/dagRuns?limit=100")["dag_runs"]
+    runs = api(stack, "GET", f"/api/v2/dags/{DAG}/dagRuns?limit=100")["dag_runs"]
     return {r["dag_run_id"]: r["state"] for r in runs}
 
 
-def tasks_test(stack: Stack, task: str, params: dict[str, Any], *, fails: bool = False) -> str:
-    """`airflow tasks test fuxictr_workflow TASK -t PARAMS`, as README "One stage alone" shows.
+def tasks_test(
+    stack: Stack, task: str, params: dict[str, Any], *, fails: bool = False, logical_date: str | None = None
+) -> str:
+    """`airflow tasks test fuxictr_workflow TASK [LOGICAL_DATE] -t PARAMS`, as README "One stage
+    alone" shows (a logical date lets several run at once, docs/architecture.md).
 
     The output has no traceback, or (``fails``) only Airflow's report of the stage's own
     failure (AirflowFailException with the reason the step records)."""
     airflow = str(airflow_stack.VENV_BIN / "airflow")
     out = subprocess.run(
-        [airflow, "tasks", "test", DAG, task, "-t", json.dumps(params)],
+        [airflow, "tasks", "test", DAG, task, *([logical_date] if logical_date else []), "-t", json.dumps(params)],
         env=stack.services.env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     text = out.stdout + out.stderr
@@ -113,16 +122,11 @@ def assert_consistent(task: dict[str, Any]) -> None:
         assert (task["status"], task["current_step"]) == ("pending", unfinished), task
 
 
-def wait_task_of_run(stack: Stack, run_id: str, timeout: float = 300) -> int:
-    found: list[int] = []
-
-    def listed() -> bool:
-        rows = demo.api(stack.port, stack.token, "GET", f"/api/workflow/tasks?dag_run_id={run_id}")
-        found.extend(r["id"] for r in rows)
-        return bool(rows)
-
-    stack.wait_until(f"a task for run {run_id}", listed, timeout=timeout, every=1)
-    return found[0]
+def wait_task_of_run(stack: Stack, run_id: str, timeout: float = 600) -> int:
+    stack.wait_until(
+        f"a task for run {run_id}", lambda: stack.store.find_task_by_run(run_id) is not None, timeout, 1
+    )
+    return int(stack.store.find_task_by_run(run_id) or 0)
 
 
 @pytest.fixture(scope="module")
@@ -135,9 +139,9 @@ def triggered(stack: Stack) -> dict[str, Any]:
 
 def test_rest_trigger_runs_to_the_end_as_a_task(stack: Stack, triggered: dict[str, Any]) -> None:
     task_id = triggered["task"]["id"]
-    listed = demo.api(stack.port, stack.token, "GET", f"/api/workflow/tasks?dag_run_id={triggered['run_id']}")
+    listed = api(stack, "GET", f"/api/workflow/tasks?dag_run_id={triggered['run_id']}")
     assert [(t["id"], t["name"], t["status"]) for t in listed] == [(task_id, "rest-trigger", "completed")]
-    detail = demo.api(stack.port, stack.token, "GET", f"/api/workflow/tasks/{task_id}")
+    detail = api(stack, "GET", f"/api/workflow/tasks/{task_id}")
     assert [s["status"] for s in detail["steps"]] == ["completed"] * 6
     assert airflow_run(stack, triggered["run_id"])["state"] == "success"
 
@@ -165,17 +169,15 @@ def test_trigger_naming_a_task_with_an_active_run_is_refused(stack: Stack) -> No
         "the second run to end", lambda: run_states(stack)[second] in ("success", "failed"), every=1
     )
     assert run_states(stack)[second] == "failed"
-    tis = demo.api(stack.port, stack.token, "GET", f"/api/v2/dags/{DAG}/dagRuns/{second}/taskInstances")
+    tis = api(stack, "GET", f"/api/v2/dags/{DAG}/dagRuns/{second}/taskInstances")
     states = {ti["task_id"]: ti["state"] for ti in tis["task_instances"]}
     assert states.pop("claim_task") == "failed" and set(states.values()) == {"upstream_failed"}
-    log = demo.api(
-        stack.port, stack.token, "GET", f"/api/v2/dags/{DAG}/dagRuns/{second}/taskInstances/claim_task/logs/1"
-    )
+    log = api(stack, "GET", f"/api/v2/dags/{DAG}/dagRuns/{second}/taskInstances/claim_task/logs/1")
     assert f"task_id: workflow task {task_id} already has an active DAG run '{owner}'" in json.dumps(log)
     task = stack.store.get_task(task_id)
     assert task["dag_run_id"] == owner and task["status"] in ("pending", "running")
     assert run_states(stack)[owner] in ("queued", "running")
-    demo.api(stack.port, stack.token, "POST", f"/api/workflow/tasks/{task_id}/cancel")
+    api(stack, "POST", f"/api/workflow/tasks/{task_id}/cancel")
 
 
 def test_each_stage_alone_on_an_existing_task(stack: Stack, triggered: dict[str, Any]) -> None:
@@ -204,21 +206,31 @@ def test_each_stage_alone_on_an_existing_task(stack: Stack, triggered: dict[str,
 
 
 def test_each_stage_alone_with_the_six_fields(stack: Stack) -> None:
-    """`airflow tasks test ... -t '{six fields}'` creates a task for the one stage: no
-    traceback; only that stage's step moved; the task's status is what its steps say. The
-    export (data_fetch's first part) works from scratch; a later stage fails naming what is
-    missing, since a new task has no data from earlier stages."""
-    for airflow_task in STAGE_TASKS:
-        name = f"alone-{airflow_task}"
-        stage = airflow_task.split(".")[0]
-        output = tasks_test(stack, airflow_task, fields(stack, name), fails=airflow_task != STAGE_TASKS[0])
-        (row,) = [t for t in stack.store.list_tasks(limit=1000) if t["name"] == name]
+    """`airflow tasks test ... -t '{six fields}'` creates a task for the one stage: only that
+    stage's step moved and the task's status is what its steps say. The export (data_fetch's
+    first part) works from scratch; a later stage fails, its one traceback Airflow's report of
+    the failure, naming what is missing (a new task has no data from earlier stages). Four at
+    a time, each with its own logical date."""
+
+    def one(index_task: tuple[int, str]) -> tuple[str, str]:
+        index, airflow_task = index_task
+        date = datetime(2030, 1, 1 + index, tzinfo=UTC).isoformat()
+        fails = airflow_task != STAGE_TASKS[0]
+        return airflow_task, tasks_test(
+            stack, airflow_task, fields(stack, f"alone-{airflow_task}"), fails=fails, logical_date=date
+        )
+
+    with ThreadPoolExecutor(4) as pool:
+        outputs = dict(pool.map(one, enumerate(STAGE_TASKS)))
+    for airflow_task, output in outputs.items():
+        (row,) = [t for t in stack.store.list_tasks(limit=1000) if t["name"] == f"alone-{airflow_task}"]
         task = stack.store.get_task(row["id"])
         assert_consistent(task)
+        stage = airflow_task.split(".")[0]
         others = [s for s in task["steps"] if s["step_name"] != stage]
         assert all(s["status"] == "pending" and s["started_at"] is None for s in others), task["steps"]
         step = task["steps"][STAGE_NAMES.index(stage)]
-        if airflow_task == "data_fetch.hive_export":
+        if airflow_task == STAGE_TASKS[0]:
             assert step["status"] == "pending" and step["started_at"] is not None
         else:
             assert step["status"] == "failed" and step["error_message"], step

@@ -137,7 +137,7 @@ class WorkflowStageMixin:
         except StageError as err:
             if err.retryable and not alone:
                 raise
-            raise refuse(str(err)) from err
+            raise refuse(str(err)) from None  # the reason is the whole message; no traceback chain
 
     def _tracked(self, context: Any, run_args: tuple[int, WorkflowLogger, WorkflowConfig, bool, bool]) -> Any:
         task_id, logger, cfg, will_retry, alone = run_args
