@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG, Param, TaskGroup, chain
 
 from fuxictr_workflow.config import WorkflowConfig, get_config
-from fuxictr_workflow.dag_params import dag_id_for, param_schemas, pool_for
+from fuxictr_workflow.dag_params import CLAIM_TASK_ID, dag_id_for, param_schemas, pool_for
 from fuxictr_workflow.stages import Stage
 
 DOC = """
@@ -28,7 +28,7 @@ result_download, hive_upload. Trigger with the six fields below (or through
 
 
 def build_dag(server: str, cfg: WorkflowConfig) -> DAG:
-    from fuxictr_workflow.operators.claim import CLAIM_TASK_ID, ClaimTaskOperator
+    from fuxictr_workflow.operators.claim import ClaimTaskOperator
     from fuxictr_workflow.operators.fuxictr import InferOperator, TrainOperator
     from fuxictr_workflow.operators.hive import (
         HdfsDownloadOperator,

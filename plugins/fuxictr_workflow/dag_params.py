@@ -12,6 +12,8 @@ from fuxictr_workflow import validation as v
 from fuxictr_workflow.validation import TASK_FIELDS
 
 DAG_ID = "fuxictr_workflow"
+# The DAG's first task (not a stage): makes the run its workflow task's one active run.
+CLAIM_TASK_ID = "claim_task"
 
 
 def dag_id_for(server: str, default_server: str) -> str:

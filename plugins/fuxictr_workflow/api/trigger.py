@@ -6,6 +6,8 @@ import time
 from collections.abc import Collection
 from typing import Any
 
+from fuxictr_workflow.dag_params import CLAIM_TASK_ID
+
 # How long a retry waits for the scheduler to finish a failing run (it marks the run failed in
 # the pass after the failing task, a few scheduler heartbeats later).
 SETTLE_TIMEOUT_S = 60.0
@@ -108,9 +110,9 @@ def wait_until_settled(dag_id: str, run_id: str, timeout: float = SETTLE_TIMEOUT
 def clear_from(dag_id: str, run_id: str, stages: Collection[str]) -> int:
     """Re-queue an existing run at the given stages with Airflow's own clear.
 
-    The task instances of ``stages`` (a stage is one Airflow task or a task group of them) and
-    any earlier one that did not succeed are cleared; the run goes back to queued and the
-    scheduler resumes it, so successful earlier stages are not redone. ``resume`` is set in
+    The task instances of ``stages`` (a stage is one Airflow task or a task group of them),
+    claim_task and any earlier one that did not succeed are cleared; the run goes back to
+    queued and the scheduler resumes it, so successful earlier stages are not redone. ``resume`` is set in
     the run's conf so a re-run stage the store already has as completed is skipped. Returns
     the number of task instances cleared: 0 when the run or its tasks are not in Airflow
     (the caller then starts a new run).
@@ -133,7 +135,11 @@ def clear_from(dag_id: str, run_id: str, stages: Collection[str]) -> int:
             for ti in dag_run.get_task_instances(session=session)
             if ti.state not in (TaskInstanceState.SUCCESS, TaskInstanceState.SKIPPED)
         }
-        task_ids = [t for t in dag.task_ids if t.split(".", 1)[0] in stages or t in unfinished]
+        # claim_task too: the re-queued run claims its task again (and a claim_task a cancel
+        # skipped would otherwise skip every stage after it)
+        task_ids = [
+            t for t in dag.task_ids if t == CLAIM_TASK_ID or t.split(".", 1)[0] in stages or t in unfinished
+        ]
         if not task_ids:
             return 0
         dag_run.conf = {**(dag_run.conf or {}), "resume": True}

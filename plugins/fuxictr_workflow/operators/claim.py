@@ -8,6 +8,7 @@ from airflow.sdk import BaseOperator
 
 from fuxictr_workflow import airflow_runs
 from fuxictr_workflow.config import get_config
+from fuxictr_workflow.dag_params import CLAIM_TASK_ID
 from fuxictr_workflow.operators.base import (
     park_unless_under_test,
     refuse,
@@ -16,7 +17,7 @@ from fuxictr_workflow.operators.base import (
 )
 from fuxictr_workflow.workflow_log import get_logger
 
-CLAIM_TASK_ID = "claim_task"
+__all__ = ["CLAIM_TASK_ID", "ClaimTaskOperator"]
 
 
 class ClaimTaskOperator(BaseOperator):
