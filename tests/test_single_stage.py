@@ -123,6 +123,7 @@ def assert_consistent(task: dict[str, Any]) -> None:
 
 
 def wait_task_of_run(stack: Stack, run_id: str, timeout: float = 600) -> int:
+    stack.store.init()  # a REST-triggered run is the first to use the store: no tables yet
     stack.wait_until(
         f"a task for run {run_id}", lambda: stack.store.find_task_by_run(run_id) is not None, timeout, 1
     )
