@@ -144,6 +144,11 @@ def test_rest_trigger_runs_to_the_end_as_a_task(stack: Stack, triggered: dict[st
     assert [(t["id"], t["name"], t["status"]) for t in listed] == [(task_id, "rest-trigger", "completed")]
     detail = api(stack, "GET", f"/api/workflow/tasks/{task_id}")
     assert [s["status"] for s in detail["steps"]] == ["completed"] * 6
+    # the run itself ends a moment after its last stage has recorded the task completed
+    ended = ("success", "failed")
+    stack.wait_until(
+        "the run to end", lambda: airflow_run(stack, triggered["run_id"])["state"] in ended, 300, 1
+    )
     assert airflow_run(stack, triggered["run_id"])["state"] == "success"
 
 
