@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import urllib.error
+import urllib.parse
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -142,7 +143,8 @@ def triggered(stack: Stack) -> dict[str, Any]:
 
 def test_rest_trigger_runs_to_the_end_as_a_task(stack: Stack, triggered: dict[str, Any]) -> None:
     task_id = triggered["task"]["id"]
-    listed = api(stack, "GET", f"/api/workflow/tasks?dag_run_id={triggered['run_id']}")
+    query = urllib.parse.urlencode({"dag_run_id": triggered["run_id"]})  # run ids hold '+' and ':'
+    listed = api(stack, "GET", f"/api/workflow/tasks?{query}")
     assert [(t["id"], t["name"], t["status"]) for t in listed] == [(task_id, "rest-trigger", "completed")]
     detail = api(stack, "GET", f"/api/workflow/tasks/{task_id}")
     assert [s["status"] for s in detail["steps"]] == ["completed"] * 6
