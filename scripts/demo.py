@@ -224,13 +224,20 @@ def get_token(port: int, home: Path) -> str:
     return api(port, None, "POST", "/auth/token", body)["access_token"]
 
 
-def api(port: int, token: str | None, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+def api(
+    port: int,
+    token: str | None,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    timeout: float = 30,
+) -> Any:
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data, headers, method=method)
-    with urllib.request.urlopen(req, timeout=30) as resp:
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
         return json.loads(resp.read() or b"null")
 
 

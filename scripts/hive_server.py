@@ -132,7 +132,9 @@ class HiveServer:
             "--conf",
             f"spark.sql.warehouse.dir={self.dir / 'warehouse'}",
             "--conf",
-            f"spark.driver.extraJavaOptions=-Dderby.system.home={self.dir}",
+            # C1 only: the server's queries are small, and without the C2 compiler a start
+            # needs half the CPU time, which is what a busy machine lacks
+            f"spark.driver.extraJavaOptions=-Dderby.system.home={self.dir} -XX:TieredStopAtLevel=1",
             "--hiveconf",
             f"hive.server2.thrift.port={port}",
             "--hiveconf",

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import socket
 import subprocess
 import threading
@@ -21,20 +23,11 @@ from typing import Any
 import pytest
 import yaml
 
+from fuxictr_workflow import paths
 from fuxictr_workflow.stages import STAGE_NAMES
 from fuxictr_workflow.store import WorkflowStore
-
-# The pipeline needs every stage; until all have landed this module reports what is missing.
-for _module, _issue in (
-    ("scripts.hive_server", "issue 4"),
-    ("fuxictr_workflow.operators.hive", "issue 4"),
-    ("fuxictr_workflow.operators.fuxictr", "issue 5"),
-    ("fuxictr_workflow.synthetic", "issue 5"),
-    ("fuxictr_workflow.api.app", "issue 6"),
-):
-    pytest.importorskip(_module, reason=f"{_module} ({_issue}) is not in this tree yet")
-
-from scripts import airflow_stack, demo  # noqa: E402
+from scripts import airflow_stack, demo
+from scripts.processes import ProcessRef
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -258,6 +251,46 @@ def test_scheduler_killed_mid_train_continues(stack: Stack) -> None:
     time.sleep(3)
     airflow_stack.start_one(home, "scheduler", stack.services.env)
     stack.assert_completed(task_id)
+
+
+def runner_processes(task_id: int, command: str) -> list[ProcessRef]:
+    """The runner processes working on `command` for the task on the training server (this machine)."""
+    marker = f"/{paths.task_dirname(task_id)}/"
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            found_one = entry.name.isdigit() and any(a.endswith(b"runner.py") for a in argv)
+        except OSError:
+            continue
+        words = [a.decode(errors="replace") for a in argv]
+        if found_one and command in words and any(marker in w for w in words):
+            try:
+                found.append(ProcessRef.of(int(entry.name)))
+            except OSError:
+                continue
+    return found
+
+
+def test_cancel_stops_the_runner_on_the_training_server(stack: Stack) -> None:
+    """Cancel during train ends the runner on the training server, not just the Airflow task.
+    The runner is frozen (SIGSTOP) once seen, so it cannot finish by itself before the cancel
+    lands: only the stage's on_kill (TERM, then CONT) can end it."""
+    task_id = stack.submit("cancel-train")
+    stack.wait_until("the train runner", lambda: bool(runner_processes(task_id, "train")), 600, 0.1)
+    (runner,) = runner_processes(task_id, "train")
+    group = os.getpgid(runner.pid)
+    os.killpg(group, signal.SIGSTOP)
+    try:
+        demo.api(stack.port, stack.token, "POST", f"/api/workflow/tasks/{task_id}/cancel")
+        stack.wait_until("the runner to end", lambda: not runner.running(), timeout=180, every=0.5)
+        task = stack.wait_final(task_id)
+        assert task["status"] == "cancelled"
+        assert stack.step_status(task_id, "train") != "completed"
+        assert not runner_processes(task_id, "infer")
+    finally:
+        if runner.running():
+            os.killpg(group, signal.SIGKILL)
 
 
 def test_api_server_restart_while_following(stack: Stack) -> None:

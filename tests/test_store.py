@@ -54,6 +54,68 @@ def test_full_lifecycle_completes_task(db: WorkflowStore) -> None:
     assert db.step_result(task_id, "train") == {"index": 2}
 
 
+def status(db: WorkflowStore, task_id: int) -> tuple[str, int, str | None]:
+    task = db.get_task(task_id, with_steps=False)
+    return task["status"], task["current_step"], task["error_message"]
+
+
+def test_a_stage_alone_leaves_the_status_its_steps_say(db: WorkflowStore) -> None:
+    """One stage of a task re-run by itself (`airflow tasks test`): the task ends completed,
+    failed naming the stage, or pending, never running; no other step moves."""
+    task_id = new_task(db)
+    for step in STAGE_NAMES:
+        db.start_step(task_id, step)
+        db.complete_step(task_id, step)
+    steps_before = db.get_task(task_id)["steps"]
+    db.start_step(task_id, "train")
+    assert status(db, task_id) == ("running", 2, None)
+    db.complete_step(task_id, "train", {"auc": 0.8}, alone=True)
+    assert status(db, task_id) == ("completed", 5, None)
+    assert db.get_task(task_id)["completed_at"] is not None
+    db.start_step(task_id, "infer")
+    db.fail_step(task_id, "infer", "model file missing")
+    assert status(db, task_id) == ("failed", 3, "infer failed: model file missing")
+    db.start_step(task_id, "infer")
+    db.complete_step(task_id, "infer", alone=True)
+    assert status(db, task_id) == ("completed", 5, None)
+    # the first part of a two-part stage alone: the stage waits, pending, for its second part
+    db.start_step(task_id, "data_fetch")
+    db.pause_step(task_id, "data_fetch")
+    task = db.get_task(task_id)
+    assert (task["status"], task["current_step"], task["completed_at"]) == ("pending", 0, None)
+    assert task["steps"][0]["status"] == "pending" and task["steps"][0]["started_at"] is not None
+    db.start_step(task_id, "data_fetch")
+    db.complete_step(task_id, "data_fetch", alone=True)
+    assert status(db, task_id) == ("completed", 5, None)
+    steps_after = db.get_task(task_id)["steps"]
+    untouched = [b["step_name"] for b, a in zip(steps_before, steps_after, strict=True) if a == b]
+    assert untouched == ["data_upload", "result_download", "hive_upload"]
+
+
+def test_a_stage_alone_on_a_new_task(db: WorkflowStore) -> None:
+    task_id = new_task(db)
+    db.start_step(task_id, "train")
+    db.complete_step(task_id, "train", alone=True)
+    assert status(db, task_id) == ("pending", 0, None)
+    db.start_step(task_id, "infer")
+    db.fail_step(task_id, "infer", "no model")
+    assert status(db, task_id) == ("failed", 3, "infer failed: no model")
+    # a pipeline stage completing in between keeps the task running; the last one completes it
+    other = new_task(db)
+    db.start_step(other, "data_fetch")
+    db.complete_step(other, "data_fetch")
+    assert status(db, other) == ("running", 0, None)
+
+
+def test_claim_task_is_compare_and_set(db: WorkflowStore) -> None:
+    task_id = new_task(db)
+    assert db.claim_task(task_id, "run_a", previous=None)
+    assert not db.claim_task(task_id, "run_b", previous=None)  # run_a claimed it first
+    assert db.claim_task(task_id, "run_a", previous=None)  # already the owner
+    assert db.claim_task(task_id, "run_b", previous="run_a")
+    assert db.get_task(task_id, with_steps=False)["dag_run_id"] == "run_b"
+
+
 def test_illegal_transitions_are_refused(db: WorkflowStore) -> None:
     task_id = new_task(db)
     with pytest.raises(IllegalTransition, match="pending to completed"):

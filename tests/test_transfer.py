@@ -145,6 +145,28 @@ def test_round_trip_directory_of_five_files(env: Env) -> None:
     assert all(i.startswith("task_1/data/sample/") for i in ids)
 
 
+def test_a_directory_sent_again_holds_only_what_was_sent(env: Env) -> None:
+    """A re-run stage sends a re-exported directory (new part names): the destination then
+    holds exactly the new files, not the earlier send's too, and an unrelated file outside
+    the destination directory is untouched."""
+    src = env.staging / "sample"
+    write_random(src / "part-00000-aaaa.parquet", 3 * CHUNK, seed=1)
+    write_random(src / "nested" / "part-00001-aaaa.parquet", 100, seed=2)
+    remote = env.remote / "task_1" / "data" / "sample"
+    beside = write_random(env.remote / "task_1" / "data" / "keep.bin", 10, seed=3)
+    env.up(src, remote)
+    for old in src.rglob("*.parquet"):
+        old.unlink()
+    write_random(src / "part-00000-bbbb.parquet", CHUNK + 1, seed=4)
+    Path(f"{remote}/stale.parquet.part").write_bytes(b"left by a broken attempt")
+
+    env.up(src, remote)
+
+    assert tree_hashes(remote) == tree_hashes(src)
+    assert beside.exists()
+    assert any("removed 3 files" in m for _level, m in env.log.lines)
+
+
 def test_paramiko_transport_round_trip(env: Env) -> None:
     src = write_random(env.staging / "p.bin", CHUNK * 5 // 2)
     remote, back = env.remote / "p.bin", env.staging / "p_back.bin"

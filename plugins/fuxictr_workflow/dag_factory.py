@@ -1,5 +1,8 @@
 """Builds the pipeline DAG: the six stages in order, one DAG per configured training server.
 
+The stages follow a `claim_task` task (operators/claim.py), which makes the run its workflow
+task's one active run; it is the DAG's only root.
+
 Each server gets its own DAG (the default server's is ``fuxictr_workflow``) so that its
 train and infer tasks can sit in that server's pool (``fuxictr_train_<server>``, slots =
 ``max_concurrent_trainings``): Airflow fixes a task's pool when the DAG is parsed.
@@ -12,7 +15,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG, Param, TaskGroup, chain
 
 from fuxictr_workflow.config import WorkflowConfig, get_config
-from fuxictr_workflow.dag_params import dag_id_for, param_schemas, pool_for
+from fuxictr_workflow.dag_params import CLAIM_TASK_ID, dag_id_for, param_schemas, pool_for
 from fuxictr_workflow.stages import Stage
 
 DOC = """
@@ -25,6 +28,7 @@ result_download, hive_upload. Trigger with the six fields below (or through
 
 
 def build_dag(server: str, cfg: WorkflowConfig) -> DAG:
+    from fuxictr_workflow.operators.claim import ClaimTaskOperator
     from fuxictr_workflow.operators.fuxictr import InferOperator, TrainOperator
     from fuxictr_workflow.operators.hive import (
         HdfsDownloadOperator,
@@ -53,6 +57,7 @@ def build_dag(server: str, cfg: WorkflowConfig) -> DAG:
         tags=["fuxictr", f"server:{server}"],
         doc_md=DOC,
     ) as dag:
+        claim = ClaimTaskOperator(task_id=CLAIM_TASK_ID)
         with TaskGroup(Stage.DATA_FETCH.value) as data_fetch:
             chain(HiveExportOperator(task_id="hive_export"), HdfsDownloadOperator(task_id="hdfs_download"))
         upload = ChunkedUploadOperator(task_id=Stage.DATA_UPLOAD.value)
@@ -61,7 +66,7 @@ def build_dag(server: str, cfg: WorkflowConfig) -> DAG:
         download = ChunkedDownloadOperator(task_id=Stage.RESULT_DOWNLOAD.value)
         with TaskGroup(Stage.HIVE_UPLOAD.value) as hive_upload:
             chain(HdfsUploadOperator(task_id="hdfs_upload"), HiveLoadOperator(task_id="hive_load"))
-        chain(data_fetch, upload, train, infer, download, hive_upload)
+        chain(claim, data_fetch, upload, train, infer, download, hive_upload)
     return dag
 
 

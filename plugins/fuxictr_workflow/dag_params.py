@@ -12,6 +12,8 @@ from fuxictr_workflow import validation as v
 from fuxictr_workflow.validation import TASK_FIELDS
 
 DAG_ID = "fuxictr_workflow"
+# The DAG's first task (not a stage): makes the run its workflow task's one active run.
+CLAIM_TASK_ID = "claim_task"
 
 
 def dag_id_for(server: str, default_server: str) -> str:
@@ -30,14 +32,22 @@ def param_schemas(server: str) -> dict[str, dict[str, Any]]:
     The six fields default to null so that `airflow tasks test ... -t '{"task_id": N}'` (which
     validates every Param) can re-run one stage of an existing task; a run triggered without
     them fails its first stage with the missing field named. Given values must match the
-    schema (length, pattern) in the trigger form.
+    schema (length, pattern): the trigger form and Airflow's REST API (400 naming the param)
+    refuse them at trigger time; the stages re-check what a schema cannot (one SQL statement).
     """
-    sql = {"type": ["null", "string"], "minLength": 1, "maxLength": v.SQL_MAX, "format": "multiline"}
+    sql = {
+        "type": ["null", "string"],
+        "minLength": 1,
+        "maxLength": v.SQL_MAX,
+        "pattern": v.NOT_BLANK_PATTERN,
+        "format": "multiline",
+    }
     schemas: dict[str, dict[str, Any]] = {
         "name": {
             "type": "string",
             "minLength": 1,
             "maxLength": v.NAME_MAX,
+            "pattern": v.NAME_PATTERN,
             "title": "Task name",
             "description": "A name for this pipeline run.",
         },
@@ -88,6 +98,7 @@ def param_schemas(server: str) -> dict[str, dict[str, Any]]:
         schemas[field].update(type=["null", "string"], default=None)
     schemas["task_id"] = {
         "type": ["null", "integer"],
+        "minimum": 1,
         "default": None,
         "title": "Workflow task id",
         "description": "Set by the API; leave empty when triggering by hand (a new task is created).",

@@ -151,11 +151,12 @@ class IllegalTransition(StoreError):
 
 # step status -> statuses it may move to. Restarting a running step is how a worker that
 # died mid-stage is recovered (Airflow retries it); resetting to pending is `retry`.
-# Completing or failing needs a running step; a step never goes back to pending by itself.
+# Completing, failing or pausing needs a running step.
 _STEP_TRANSITIONS: dict[str, frozenset[str]] = {
     StepStatus.PENDING: frozenset({StepStatus.RUNNING, StepStatus.SKIPPED}),
+    # running -> pending: the first part of a two-part stage run alone (`pause_step`)
     StepStatus.RUNNING: frozenset(
-        {StepStatus.RUNNING, StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED}
+        {StepStatus.RUNNING, StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.PENDING}
     ),
     StepStatus.FAILED: frozenset({StepStatus.RUNNING, StepStatus.PENDING}),
     # completed -> running: an explicit re-run of one stage (`airflow tasks test ... -t '{"task_id": N}'`)
@@ -355,6 +356,21 @@ class WorkflowStore:
     def set_dag_run(self, task_id: int, dag_run_id: str) -> None:
         self._update_task(task_id, dag_run_id=dag_run_id)
 
+    def claim_task(self, task_id: int, dag_run_id: str, previous: str | None) -> bool:
+        """Make ``dag_run_id`` the task's run if its run is still ``previous`` (compare and set:
+        of two runs claiming one task at once, one wins). Returns whether this run now owns it."""
+
+        def run(conn: Connection) -> bool:
+            owner = self._task_row(conn, task_id).dag_run_id
+            if owner == dag_run_id:
+                return True
+            if owner != previous:
+                return False
+            self._update_task(task_id, conn, dag_run_id=dag_run_id)
+            return True
+
+        return self._write(run)
+
     def _update_task(self, task_id: int, conn: Connection | None = None, **values: Any) -> None:
         values.setdefault("updated_at", utcnow())
 
@@ -503,8 +519,12 @@ class WorkflowStore:
 
         return self._write(run)
 
-    def complete_step(self, task_id: int, step_name: str, result: dict[str, Any] | None = None) -> None:
-        """Mark a running step completed; completing the last stage completes the task."""
+    def complete_step(
+        self, task_id: int, step_name: str, result: dict[str, Any] | None = None, *, alone: bool = False
+    ) -> None:
+        """Mark a running step completed. In a pipeline run the task stays running until its last
+        stage completes; a step run ``alone`` (one stage re-run by itself) leaves the task in the
+        status its steps say (see :meth:`_settle_task`)."""
         now = utcnow()
 
         def run(conn: Connection) -> None:
@@ -512,15 +532,15 @@ class WorkflowStore:
             if result is not None:
                 values["result"] = json.dumps(result, default=str)
             self._transition(conn, task_id, step_name, StepStatus.COMPLETED, **values)
-            task_values: dict[str, Any] = {"current_step": stage(step_name).index}
-            if step_name == STAGE_NAMES[-1]:
-                task_values.update(status=TaskStatus.COMPLETED, completed_at=now)
-            self._update_task(task_id, conn, **task_values)
+            self._settle_task(
+                conn, task_id, step_name, run_goes_on=not alone and step_name != STAGE_NAMES[-1]
+            )
 
         self._write(run)
 
     def fail_step(self, task_id: int, step_name: str, error_message: str, *, final: bool = True) -> None:
-        """Mark a running step failed. final=False (Airflow will retry) leaves the task running."""
+        """Mark a running step failed. final=False (Airflow will retry) leaves the task running;
+        a final failure fails the task, its error naming the stage."""
         now = utcnow()
 
         def run(conn: Connection) -> None:
@@ -528,18 +548,62 @@ class WorkflowStore:
                 conn, task_id, step_name, StepStatus.FAILED, error_message=error_message, completed_at=now
             )
             if final:
-                self._update_task(
-                    task_id,
-                    conn,
-                    status=TaskStatus.FAILED,
-                    current_step=stage(step_name).index,
-                    completed_at=now,
-                    error_message=error_message,
-                )
+                self._settle_task(conn, task_id, step_name, run_goes_on=False)
             else:
                 self._update_task(task_id, conn)
 
         self._write(run)
+
+    def pause_step(self, task_id: int, step_name: str) -> None:
+        """A running step goes back to pending with its work part-done: the first part of a
+        two-part stage run alone, whose second part has yet to run. The task settles as for
+        :meth:`complete_step` ``alone``."""
+
+        def run(conn: Connection) -> None:
+            self._transition(conn, task_id, step_name, StepStatus.PENDING, completed_at=None)
+            self._settle_task(conn, task_id, step_name, run_goes_on=False)
+
+        self._write(run)
+
+    def _settle_task(self, conn: Connection, task_id: int, step_name: str, *, run_goes_on: bool) -> None:
+        """The task's status, current_step and error after ``step_name`` stopped: the one rule,
+        derived from the steps.
+
+        A cancelled task stays cancelled. The step that just failed fails the task, its error
+        naming the stage; else a running step (another run's) keeps it running, an earlier
+        failed step keeps it failed, and all steps completed (or skipped) complete it.
+        Otherwise the task is running while its pipeline run goes on to the next stage, and
+        pending (current_step = its first unfinished stage) when nothing will: a stage re-run
+        alone on a task with unfinished stages.
+        """
+        if self._task_row(conn, task_id).status == TaskStatus.CANCELLED:
+            self._update_task(task_id, conn)
+            return
+        now = utcnow()
+        steps = self._steps(conn, task_id)
+        this = next(s for s in steps if s["step_name"] == step_name)
+        running = [s for s in steps if s["status"] == StepStatus.RUNNING]
+        failed = [s for s in steps if s["status"] == StepStatus.FAILED]
+        done = {StepStatus.COMPLETED, StepStatus.SKIPPED}
+        values: dict[str, Any] = {"completed_at": None, "error_message": None}
+        if this["status"] == StepStatus.FAILED or (failed and not running):
+            first = this if this["status"] == StepStatus.FAILED else failed[0]
+            values = {
+                "status": TaskStatus.FAILED,
+                "current_step": STAGE_NAMES.index(first["step_name"]),
+                "completed_at": now,
+                "error_message": f"{first['step_name']} failed: {first['error_message']}",
+            }
+        elif running:
+            values.update(status=TaskStatus.RUNNING, current_step=STAGE_NAMES.index(running[0]["step_name"]))
+        elif all(s["status"] in done for s in steps):
+            values.update(status=TaskStatus.COMPLETED, current_step=len(STAGE_NAMES) - 1, completed_at=now)
+        elif run_goes_on:
+            values.update(status=TaskStatus.RUNNING, current_step=stage(step_name).index)
+        else:
+            unfinished = next(s for s in steps if s["status"] not in done)
+            values.update(status=TaskStatus.PENDING, current_step=STAGE_NAMES.index(unfinished["step_name"]))
+        self._update_task(task_id, conn, **values)
 
     def skip_step(self, task_id: int, step_name: str, reason: str | None = None) -> None:
         def run(conn: Connection) -> None:

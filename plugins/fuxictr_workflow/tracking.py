@@ -2,7 +2,9 @@
 
 Plain Python (no Airflow): the operators wrap their work in :func:`track_stage`. A stage
 that spans several Airflow tasks opens the step in its first task and closes it in its
-last (``closes_step=False`` for the earlier ones).
+last (``closes_step=False`` for the earlier ones). A stage run ``alone`` (one stage of an
+existing task re-run by itself) is not retried and leaves the task in the status its steps
+say; its first part alone leaves the step pending for the second.
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ def track_stage(
     will_retry: bool = False,
     opens_step: bool = True,
     closes_step: bool = True,
+    alone: bool = False,
 ) -> Iterator[StageRun]:
     """Run one stage (or one part of it) with its lifecycle recorded in the store."""
     stage(step)
@@ -111,7 +114,7 @@ def track_stage(
         yield run
     except BaseException as exc:
         reason = error_message(exc)
-        will_retry = will_retry and getattr(exc, "retryable", True)
+        will_retry = will_retry and not alone and getattr(exc, "retryable", True)
         # the event goes first: a WebSocket closes once the task is final, after its last event
         run.error(f"{step} failed: {reason}" + ("; it will be retried" if will_retry else ""))
         store.fail_step(task_id, step, reason, final=not will_retry)
@@ -121,7 +124,10 @@ def track_stage(
             seconds = (utcnow() - started).total_seconds()
             run.result.setdefault("seconds", round(seconds, 3))
             run.info(f"{step} finished in {seconds:.1f}s")
-            store.complete_step(task_id, step, run.result)
+            store.complete_step(task_id, step, run.result, alone=alone)
+        elif alone:
+            run.info(f"{step}: first part done; the stage completes when its second part runs")
+            store.pause_step(task_id, step)
     finally:
         stop.set()
         beat.join(timeout=5)

@@ -25,7 +25,10 @@ EXPERIMENT_ID_MAX = 100
 HDFS_PATH_MAX = 500
 HIVE_TABLE_MAX = 255
 
-EXPERIMENT_ID_PATTERN = r"^[A-Za-z0-9_.-]+$"
+# JSON-schema patterns for the Params too (Python `re` and the browser's RegExp read them alike)
+NAME_PATTERN = r"^(?=.*\S)[^\x00-\x1f]*$"  # something besides spaces, no control characters
+NOT_BLANK_PATTERN = r"\S"
+EXPERIMENT_ID_PATTERN = r"^(?!\.\.?$)[A-Za-z0-9_.-]+$"  # not "." or ".."
 IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 HIVE_TABLE_PATTERN = rf"^{IDENTIFIER}\.{IDENTIFIER}$"
 HDFS_SCHEMES = ("file", "hdfs", "webhdfs")
@@ -76,7 +79,7 @@ def validate_experiment_id(value: Any) -> str:
         raise FieldError("experiment_id", "must be a non-empty string")
     if len(value) > EXPERIMENT_ID_MAX:
         raise FieldError("experiment_id", f"must be at most {EXPERIMENT_ID_MAX} characters")
-    if not re.match(EXPERIMENT_ID_PATTERN, value) or value in (".", ".."):
+    if not re.match(EXPERIMENT_ID_PATTERN, value):
         raise FieldError("experiment_id", "may only contain letters, digits, '_', '.' and '-'")
     return value
 

@@ -93,6 +93,23 @@ def refusal(scope: Scope) -> tuple[int, str] | None:
     return None
 
 
+# A refused request's body is read and dropped up to this many bytes before the answer: a
+# client that writes its whole body before reading (urllib, requests, urllib3) would otherwise
+# hit a closed socket and never see the 413. A larger body gets the answer at once.
+DRAIN_MAX_BYTES = 16 << 20
+
+
+async def _drain(receive: Receive) -> None:
+    budget = DRAIN_MAX_BYTES
+    while budget > 0:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        budget -= len(message.get("body", b""))
+        if not message.get("more_body"):
+            return
+
+
 async def _reply(send: Send, status: int, detail: str) -> None:
     body = json.dumps({"detail": detail}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
@@ -112,6 +129,7 @@ class RequestGuard:
             return
         refused = refusal(scope)
         if refused is not None:
+            await _drain(receive)
             await _reply(send, *refused)
             return
         limit = get_config().api.max_body_bytes

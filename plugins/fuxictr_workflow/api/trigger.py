@@ -6,6 +6,8 @@ import time
 from collections.abc import Collection
 from typing import Any
 
+from fuxictr_workflow.dag_params import CLAIM_TASK_ID
+
 # How long a retry waits for the scheduler to finish a failing run (it marks the run failed in
 # the pass after the failing task, a few scheduler heartbeats later).
 SETTLE_TIMEOUT_S = 60.0
@@ -24,6 +26,7 @@ def trigger(dag_id: str, run_id: str, conf: dict[str, Any], user_name: str) -> s
     from airflow.api_fastapi.core_api.datamodels.dag_run import TriggerDAGRunPostBody
     from airflow.models.dag import DagModel
     from airflow.models.dagbag import DBDagBag
+    from airflow.utils import timezone
     from airflow.utils.session import create_session
     from airflow.utils.state import DagRunState
     from airflow.utils.types import DagRunTriggeredByType, DagRunType
@@ -43,9 +46,11 @@ def trigger(dag_id: str, run_id: str, conf: dict[str, Any], user_name: str) -> s
         if dag is None:
             raise TriggerError(f"DAG {dag_id} has not been serialized yet; wait for the dag-processor")
         try:
-            params = TriggerDAGRunPostBody(dag_run_id=run_id, conf=conf, logical_date=None).validate_context(
-                dag
-            )
+            # A logical date, as the UI's trigger form gives: `airflow tasks test` (without a run
+            # id) deletes one run of the DAG whose logical date is null to make room for its own.
+            params = TriggerDAGRunPostBody(
+                dag_run_id=run_id, conf=conf, logical_date=timezone.utcnow()
+            ).validate_context(dag)
             dag.create_dagrun(
                 run_id=params["run_id"],
                 logical_date=params["logical_date"],
@@ -105,9 +110,9 @@ def wait_until_settled(dag_id: str, run_id: str, timeout: float = SETTLE_TIMEOUT
 def clear_from(dag_id: str, run_id: str, stages: Collection[str]) -> int:
     """Re-queue an existing run at the given stages with Airflow's own clear.
 
-    The task instances of ``stages`` (a stage is one Airflow task or a task group of them) and
-    any earlier one that did not succeed are cleared; the run goes back to queued and the
-    scheduler resumes it, so successful earlier stages are not redone. ``resume`` is set in
+    The task instances of ``stages`` (a stage is one Airflow task or a task group of them),
+    claim_task and any earlier one that did not succeed are cleared; the run goes back to
+    queued and the scheduler resumes it, so successful earlier stages are not redone. ``resume`` is set in
     the run's conf so a re-run stage the store already has as completed is skipped. Returns
     the number of task instances cleared: 0 when the run or its tasks are not in Airflow
     (the caller then starts a new run).
@@ -130,7 +135,11 @@ def clear_from(dag_id: str, run_id: str, stages: Collection[str]) -> int:
             for ti in dag_run.get_task_instances(session=session)
             if ti.state not in (TaskInstanceState.SUCCESS, TaskInstanceState.SKIPPED)
         }
-        task_ids = [t for t in dag.task_ids if t.split(".", 1)[0] in stages or t in unfinished]
+        # claim_task too: the re-queued run claims its task again (and a claim_task a cancel
+        # skipped would otherwise skip every stage after it)
+        task_ids = [
+            t for t in dag.task_ids if t == CLAIM_TASK_ID or t.split(".", 1)[0] in stages or t in unfinished
+        ]
         if not task_ids:
             return 0
         dag_run.conf = {**(dag_run.conf or {}), "resume": True}

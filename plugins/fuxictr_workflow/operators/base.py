@@ -1,18 +1,27 @@
-"""What every stage operator shares: which workflow task it works for, and tracking.
+"""What every task of the pipeline DAG shares: which workflow task it works for, which DAG
+run owns that task, and tracking.
 
 A stage operator mixes :class:`WorkflowStageMixin` in front of its Airflow base class
 (BaseOperator, HiveOperator, SSHOperator ...) and implements ``execute_stage``; the mixin's
 ``execute`` resolves the workflow task, records the stage lifecycle in the store and
-heartbeats while the stage runs.
+heartbeats while the stage runs. The DAG's first task (claim.py) makes its run the
+workflow task's one active run.
+
+In a run `airflow tasks test` made (see airflow_runs.py) only the task under test acts, as a
+stage run alone; every other task the scheduler starts there parks itself.
 """
 
 from __future__ import annotations
 
+import logging
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from fuxictr_workflow import airflow_runs
 from fuxictr_workflow.config import WorkflowConfig, get_config
-from fuxictr_workflow.stages import Stage, StepStatus
-from fuxictr_workflow.store import WorkflowStore
+from fuxictr_workflow.dag_params import dag_id_for
+from fuxictr_workflow.stages import Stage, StepStatus, TaskStatus
+from fuxictr_workflow.store import NotFound, WorkflowStore
 from fuxictr_workflow.tracking import StageError, StageRun, track_stage
 from fuxictr_workflow.validation import TASK_FIELDS, FieldError, validate_server, validate_task_fields
 from fuxictr_workflow.workflow_log import WorkflowLogger, get_logger
@@ -36,6 +45,56 @@ def resolve_task_id(context: Any, store: WorkflowStore, cfg: WorkflowConfig) -> 
     return store.task_for_run(dag_run.run_id, fields, server=params.get("server") or cfg.default_server)
 
 
+def refuse(message: str) -> Exception:
+    """A failure Airflow must not retry, recorded nowhere in the store (the task is not ours)."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    return AirflowFailException(message)
+
+
+def workflow_task(context: Any, store: WorkflowStore, cfg: WorkflowConfig) -> dict[str, Any]:
+    """The workflow task row of this run, or a refusal naming ``task_id`` when it does not exist."""
+    try:
+        return store.get_task(resolve_task_id(context, store, cfg))
+    except (NotFound, ValueError, TypeError) as err:
+        raise refuse(f"task_id: {err}") from None
+
+
+def park_unless_under_test(context: Any, log: logging.Logger) -> None:
+    """In a run `airflow tasks test` made, a task the scheduler started waits (a day, or until the
+    command deletes the run) instead of acting or finishing: finishing either way would move the
+    scheduler on to the task under test and mark it skipped or upstream_failed mid-test."""
+    run_id = context["dag_run"].run_id
+    if airflow_runs.is_tasks_test_run(run_id) and not airflow_runs.in_tasks_test_command():
+        from airflow.sdk.exceptions import AirflowRescheduleException
+
+        log.info("%s was made by `airflow tasks test` for another task; this one does not act in it", run_id)
+        raise AirflowRescheduleException(reschedule_date=datetime.now(UTC) + timedelta(days=1))
+
+
+def active_run_elsewhere(context: Any, task: dict[str, Any], cfg: WorkflowConfig) -> str | None:
+    """The task's owning DAG run if it is another run and still queued or running."""
+    owner = task["dag_run_id"]
+    if not owner or owner == context["dag_run"].run_id:
+        return None
+    dag_id = dag_id_for(task["server"] or cfg.default_server, cfg.default_server)
+    active = context["ti"].get_dr_count(
+        dag_id=dag_id, run_ids=[owner], states=list(airflow_runs.ACTIVE_RUN_STATES)
+    )
+    return owner if active else None
+
+
+def refuse_if_running_elsewhere(context: Any, task: dict[str, Any], cfg: WorkflowConfig) -> None:
+    """One workflow task runs in one DAG run at a time."""
+    owner = active_run_elsewhere(context, task, cfg)
+    if owner is not None:
+        raise refuse(
+            f"task_id: workflow task {task['id']} already has an active DAG run {owner!r}; "
+            f"wait for it to finish or cancel the task (POST /api/workflow/tasks/{task['id']}/cancel), "
+            "then trigger it again"
+        )
+
+
 def validate_run_fields(task: dict[str, Any], cfg: WorkflowConfig) -> None:
     """Re-check the stored fields before any stage touches Hive, a shell or the server."""
     validate_task_fields(task, cfg)
@@ -50,11 +109,22 @@ class WorkflowStageMixin:
     closes_step: bool = True
 
     def execute(self, context: Any) -> Any:
+        park_unless_under_test(context, self.log)
+        # a stage run by itself (`airflow tasks test`): not retried, and it ends with the task in
+        # the status its steps say
+        alone = airflow_runs.is_tasks_test_run(context["dag_run"].run_id)
         cfg = get_config()
         logger = get_logger()
-        task_id = resolve_task_id(context, logger.store, cfg)
-        self.workflow_task = logger.store.get_task(task_id)
+        self.workflow_task = workflow_task(context, logger.store, cfg)
+        task_id = int(self.workflow_task["id"])
         self.workflow_config = cfg
+        if alone:
+            refuse_if_running_elsewhere(context, self.workflow_task, cfg)
+            if self.workflow_task["status"] == TaskStatus.CANCELLED:
+                raise refuse(
+                    f"task_id: workflow task {task_id} was cancelled; retry it "
+                    f"(POST /api/workflow/tasks/{task_id}/retry) before re-running one of its stages"
+                )
         if (context["dag_run"].conf or {}).get("resume") and self._step_status() == StepStatus.COMPLETED:
             # a retry run (API `retry`) resumes at the first unfinished stage
             logger.info(task_id, self.stage.value, f"{self.stage.value} already completed; not redone")
@@ -63,16 +133,14 @@ class WorkflowStageMixin:
         # max_tries, not retries: a cleared task (API retry) keeps counting try_number upwards
         will_retry = ti.try_number <= (getattr(ti, "max_tries", None) or getattr(self, "retries", 0) or 0)
         try:
-            return self._tracked(context, run_args=(task_id, logger, cfg, will_retry))
+            return self._tracked(context, run_args=(task_id, logger, cfg, will_retry and not alone, alone))
         except StageError as err:
-            if err.retryable:
+            if err.retryable and not alone:
                 raise
-            from airflow.sdk.exceptions import AirflowFailException
+            raise refuse(str(err)) from None  # the reason is the whole message; no traceback chain
 
-            raise AirflowFailException(str(err)) from err
-
-    def _tracked(self, context: Any, run_args: tuple[int, WorkflowLogger, WorkflowConfig, bool]) -> Any:
-        task_id, logger, cfg, will_retry = run_args
+    def _tracked(self, context: Any, run_args: tuple[int, WorkflowLogger, WorkflowConfig, bool, bool]) -> Any:
+        task_id, logger, cfg, will_retry, alone = run_args
         with track_stage(
             task_id,
             self.stage.value,
@@ -81,6 +149,7 @@ class WorkflowStageMixin:
             will_retry=will_retry,
             opens_step=self.opens_step,
             closes_step=self.closes_step,
+            alone=alone,
         ) as run:
             try:
                 validate_run_fields(self.workflow_task, cfg)

@@ -178,8 +178,16 @@ class FuxiCTRStageOperator(WorkflowStageMixin, BaseOperator):
             client.close()
 
     def _stream(self, client: Any, command: str, run: StageRun) -> dict[str, Any]:
-        """Log each runner line as it arrives; the metrics line is the result."""
-        _stdin, stdout, _stderr = client.exec_command(f"exec {command} 2>&1", get_pty=False)
+        """Log each runner line as it arrives; the metrics line is the result.
+
+        sshd starts the command in a session of its own, so the shell's pid, which the runner
+        inherits through ``exec``, is also its process group: the first line reports it for
+        :meth:`on_kill`."""
+        _stdin, stdout, _stderr = client.exec_command(f"echo $$; exec {command} 2>&1", get_pty=False)
+        first = stdout.readline().strip()
+        if first.isdigit() and int(first) > 1:
+            self._runner = (client, int(first))
+            run.info(f"{self.command} runner started on the training server as process group {first}")
         metrics: dict[str, Any] | None = None
         error: str | None = None
         last_line = ""
@@ -211,6 +219,21 @@ class FuxiCTRStageOperator(WorkflowStageMixin, BaseOperator):
             raise StageError(f"{self.command} runner {reason}; last output: {last_line[-500:] or '(none)'}")
         run.result.update(metrics)
         return metrics
+
+    def on_kill(self) -> None:
+        """Airflow is stopping this task (a cancelled task, a timeout): stop the runner's whole
+        process group on the training server, which would otherwise train on unattended. CONT
+        after TERM, as a shell does for its jobs, so a stopped runner ends too."""
+        runner = getattr(self, "_runner", None)
+        if runner is None:
+            return
+        client, pgid = runner
+        try:
+            status = _exec(client, f"kill -TERM -- -{pgid}; kill -CONT -- -{pgid}")
+        except Exception as err:  # the link itself may be what failed; the log says so
+            self.log.warning("could not stop runner process group %s on the training server: %s", pgid, err)
+            return
+        self.log.info("sent TERM to runner process group %s on the training server (exit %s)", pgid, status)
 
 
 class TrainOperator(FuxiCTRStageOperator):

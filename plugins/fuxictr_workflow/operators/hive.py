@@ -119,7 +119,7 @@ class _TrackedHiveOperator(WorkflowStageMixin, HiveOperator):
         self.hql = self.hql_for(run)
         ensure_beeline()
         self.hive_cli_conn_id = self.workflow_config.hive.cli_conn_id
-        # our runs have no logical_date (API-triggered), which HiveOperator needs only to name the job
+        # a run may have no logical_date (a REST trigger without one), which HiveOperator needs only to name the job
         self.mapred_job_name = f"fuxictr_workflow task_{self.workflow_task['id']} {self.task_id}"
         run.info(f"running HiveQL through beeline ({self.hive_cli_conn_id}):\n{self.hql.strip()}")
         try:

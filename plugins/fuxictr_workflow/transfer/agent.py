@@ -20,6 +20,9 @@ Requests (``{"op": ...}``) and replies (``{"ok": 1, ...}`` or ``{"ok": 0, "error
   order (:class:`Turns`)
 - ``read path off size`` → reply, ``size`` raw bytes, then ``{"ok": 1, "sha256": ...}``
 - ``commit pairs`` → fsync each part, rename it to its final name, fsync the directory
+- ``prune path keep`` → delete the regular files under directory ``path`` (and part files a
+  broken attempt left) whose relative name is not in ``keep``: a directory sent again holds
+  exactly what was sent, not also the files of an earlier, different send
 
 Symlinks are never followed: files are opened with ``O_NOFOLLOW``, listings refuse symlinked
 entries, and with a root the directories between it and a path are checked too. Whoever can
@@ -315,6 +318,34 @@ def commit_parts(pairs: list[list[str]], root: str | None = None) -> None:
             _fsync_path(d)  # the rename itself stands either way
 
 
+def prune_files(path: str, keep: list[str], root: str | None = None) -> list[str]:
+    """Delete what a directory holds beyond ``keep`` (names relative to it), part files
+    included; returns the names deleted. A path that is not a directory is left alone, and
+    the listing refuses symlinks before anything is deleted."""
+    check_dirs(path, root)
+    try:
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            return []
+    except FileNotFoundError:
+        return []
+    list_files(path, root)
+    wanted = set(keep) | {rel + ".part" for rel in keep}
+    extra = []
+    for top, _dirs, files in os.walk(path):
+        for name in files:
+            rel = os.path.relpath(os.path.join(top, name), path)
+            if rel not in wanted:
+                extra.append(rel)
+    for rel in extra:
+        try:
+            os.unlink(os.path.join(path, rel))
+        except FileNotFoundError:
+            continue
+        except OSError as err:
+            raise _oserror("delete", os.path.join(path, rel), err) from None
+    return sorted(extra)
+
+
 class FdCache:
     """Open file descriptors by path, so chunk after chunk of one file costs no open(), and
     the page-cache advice for the regions written through them."""
@@ -397,6 +428,11 @@ class Agent:
 
     def op_stat(self, req: dict, ticket: int) -> None:
         self.answer(ticket, req, lambda: {"ok": 1, "sizes": stat_sizes(req["paths"], self.root)})
+
+    def op_prune(self, req: dict, ticket: int) -> None:
+        self.answer(
+            ticket, req, lambda: {"ok": 1, "deleted": prune_files(req["path"], req["keep"], self.root)}
+        )
 
     def op_create(self, req: dict, ticket: int) -> None:
         def work() -> dict:  # in its turn: no hash of an earlier request still reads these files

@@ -133,6 +133,9 @@ class _LocalFiles:
     def commit(self, pairs: list[list[str]]) -> None:
         self._do(agent.commit_parts, pairs)
 
+    def prune(self, path: str, keep: list[str]) -> list[str]:
+        return self._do(agent.prune_files, path, keep)
+
 
 class _RemoteFiles:
     """Control requests on one session, reconnecting (with the retry schedule) when it drops."""
@@ -166,6 +169,9 @@ class _RemoteFiles:
 
     def commit(self, pairs: list[list[str]]) -> None:
         self._call({"op": "commit", "pairs": pairs})
+
+    def prune(self, path: str, keep: list[str]) -> list[str]:
+        return self._call({"op": "prune", "path": path, "keep": keep})["deleted"]
 
     def close(self) -> None:
         if self.client is not None:
@@ -672,6 +678,7 @@ class _Transfer:
             if commit:
                 self.check_sources(src_side, pairs, commit)
                 dst_side.commit([[f.part, f.dest] for f in commit])
+            self.prune(dst_side, pairs, files)
         finally:
             remote.close()
             for t in self.prefetching:
@@ -720,6 +727,20 @@ class _Transfer:
             t.join()
         if self.returned:
             remote.client = self.returned.pop()
+
+    def prune(self, dst_side: Any, pairs: list[tuple[str, str]], files: list[FilePlan]) -> None:
+        """Each destination directory ends up holding exactly what was sent to it: files an
+        earlier send of the same directory left (a re-run stage whose source was exported
+        again under new names) would otherwise be read as data too."""
+        for _src, dst in pairs:
+            prefix = dst.rstrip("/") + "/"
+            keep = [f.dest[len(prefix) :] for f in files if f.dest.startswith(prefix)]
+            if keep or not any(f.dest == dst for f in files):
+                deleted = dst_side.prune(dst, keep)
+                if deleted:
+                    self.log.info(
+                        f"{self.direction}: removed {len(deleted)} files under {dst} not in this send"
+                    )
 
     def check_sources(self, src_side: Any, pairs: list[tuple[str, str]], files: list[FilePlan]) -> None:
         """Refuse to commit a file whose source changed while it was being sent."""

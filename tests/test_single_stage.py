@@ -1,0 +1,248 @@
+"""The ways in besides the plugin's API, on the e2e stack with its scheduler running:
+Airflow's own REST trigger with conf (what the UI's trigger form sends), and `airflow tasks
+test` of one stage, for each of the DAG's eight stage tasks, naming an existing task or
+giving the six fields.
+
+One stack serves the module; the tests run in file order (the REST-triggered task is the
+existing task the single-stage re-runs work on).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.error
+import urllib.parse
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from fuxictr_workflow.airflow_runs import TASKS_TEST_RUN_PREFIX
+from fuxictr_workflow.stages import STAGE_NAMES
+from scripts import airflow_stack, demo
+from tests.test_e2e import INFER_ROWS, SAMPLE_ROWS, Stack, free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
+
+DAG = "fuxictr_workflow"
+STAGE_TASKS = (
+    "data_fetch.hive_export",
+    "data_fetch.hdfs_download",
+    "data_upload",
+    "train",
+    "infer",
+    "result_download",
+    "hive_upload.hdfs_upload",
+    "hive_upload.hive_load",
+)
+TRACEBACK = "Traceback (most recent call last)"
+# what `airflow tasks test` printed when the scheduler moved the stage under test's state
+# the first part of a two-part stage: alone, it leaves its stage pending for the second part
+FIRST_PARTS = ("data_fetch.hive_export", "hive_upload.hdfs_upload")
+CRASH_MARKERS = ("ServerResponseError", "TI may be stuck", "[DAG TEST] Error running task")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    services = demo.Services(
+        tmp_path_factory.mktemp("single_stage"),
+        free_port(),
+        sample_rows=SAMPLE_ROWS,
+        infer_rows=INFER_ROWS,
+        config={"task": {"heartbeat_interval": 2, "retry_delay_s": 5}},
+    )
+    try:
+        services.start()
+        yield Stack(services)
+    finally:
+        services.stop()
+
+
+def api(stack: Stack, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """The plugin's or Airflow's REST API, patient with a machine busy running stages."""
+    return demo.api(stack.port, stack.token, method, path, body, timeout=180)
+
+
+def fields(stack: Stack, name: str) -> dict[str, str]:
+    return {**demo.SEED_BODY, "name": name, "hdfs_path": str(stack.services.work / "hdfs")}
+
+
+def trigger(stack: Stack, conf: dict[str, Any]) -> dict[str, Any]:
+    """POST /api/v2/dags/{dag_id}/dagRuns as the UI's trigger form does (it fills in a logical date)."""
+    body = {"logical_date": datetime.now(UTC).isoformat(), "conf": conf}
+    return api(stack, "POST", f"/api/v2/dags/{DAG}/dagRuns", body)
+
+
+def airflow_run(stack: Stack, run_id: str) -> dict[str, Any]:
+    return api(stack, "GET", f"/api/v2/dags/{DAG}/dagRuns/{run_id}")
+
+
+def run_states(stack: Stack) -> dict[str, str]:
+    runs = api(stack, "GET", f"/api/v2/dags/{DAG}/dagRuns?limit=100")["dag_runs"]
+    return {r["dag_run_id"]: r["state"] for r in runs}
+
+
+def tasks_test(
+    stack: Stack, task: str, params: dict[str, Any], *, fails: bool = False, logical_date: str | None = None
+) -> str:
+    """`airflow tasks test fuxictr_workflow TASK [LOGICAL_DATE] -t PARAMS`, as README "One stage
+    alone" shows (a logical date lets several run at once, docs/architecture.md).
+
+    The output has no traceback, or (``fails``) only Airflow's report of the stage's own
+    failure (AirflowFailException with the reason the step records)."""
+    airflow = str(airflow_stack.VENV_BIN / "airflow")
+    out = subprocess.run(
+        [airflow, "tasks", "test", DAG, task, *([logical_date] if logical_date else []), "-t", json.dumps(params)],
+        env=stack.services.env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, f"{task}: exit {out.returncode}\n{text[-4000:]}"
+    crashes = [m for m in CRASH_MARKERS if m in text]
+    assert not crashes, f"{task}: {crashes} in the output\n{text[-6000:]}"
+    if fails:
+        assert text.count(TRACEBACK) == 1 and "AirflowFailException: " in text, text[-6000:]
+    else:
+        assert TRACEBACK not in text, f"{task}: a traceback in the output\n{text[-6000:]}"
+    return text
+
+
+def assert_consistent(task: dict[str, Any]) -> None:
+    """The task's status is what its steps say: nothing left running once a run has ended."""
+    steps = {s["step_name"]: s for s in task["steps"]}
+    failed = [s for s in task["steps"] if s["status"] == "failed"]
+    assert all(s["status"] != "running" for s in task["steps"]), steps
+    if failed:
+        first = STAGE_NAMES.index(failed[0]["step_name"])
+        assert (task["status"], task["current_step"]) == ("failed", first), task
+        assert task["error_message"].startswith(f"{failed[0]['step_name']} failed: ")
+    elif all(s["status"] == "completed" for s in task["steps"]):
+        assert (task["status"], task["current_step"]) == ("completed", 5), task
+    else:
+        unfinished = next(i for i, s in enumerate(task["steps"]) if s["status"] != "completed")
+        assert (task["status"], task["current_step"]) == ("pending", unfinished), task
+
+
+def wait_task_of_run(stack: Stack, run_id: str, timeout: float = 600) -> int:
+    stack.store.init()  # a REST-triggered run is the first to use the store: no tables yet
+    stack.wait_until(
+        f"a task for run {run_id}", lambda: stack.store.find_task_by_run(run_id) is not None, timeout, 1
+    )
+    return int(stack.store.find_task_by_run(run_id) or 0)
+
+
+@pytest.fixture(scope="module")
+def triggered(stack: Stack) -> dict[str, Any]:
+    """A whole pipeline run triggered through Airflow's REST API, and its task once completed."""
+    run = trigger(stack, fields(stack, "rest-trigger"))
+    task_id = wait_task_of_run(stack, run["dag_run_id"])
+    return {"run_id": run["dag_run_id"], "task": stack.assert_completed(task_id)}
+
+
+def test_rest_trigger_runs_to_the_end_as_a_task(stack: Stack, triggered: dict[str, Any]) -> None:
+    task_id = triggered["task"]["id"]
+    query = urllib.parse.urlencode({"dag_run_id": triggered["run_id"]})  # run ids hold '+' and ':'
+    listed = api(stack, "GET", f"/api/workflow/tasks?{query}")
+    assert [(t["id"], t["name"], t["status"]) for t in listed] == [(task_id, "rest-trigger", "completed")]
+    detail = api(stack, "GET", f"/api/workflow/tasks/{task_id}")
+    assert [s["status"] for s in detail["steps"]] == ["completed"] * 6
+    # the run itself ends a moment after its last stage has recorded the task completed
+    ended = ("success", "failed")
+    stack.wait_until(
+        "the run to end", lambda: airflow_run(stack, triggered["run_id"])["state"] in ended, 300, 1
+    )
+    assert airflow_run(stack, triggered["run_id"])["state"] == "success"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("hive_table", "not a table"), ("experiment_id", "../etc"), ("name", "   "), ("task_id", 0)],
+)
+def test_rest_trigger_refuses_an_invalid_field(stack: Stack, field: str, value: Any) -> None:
+    before = set(run_states(stack))
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        trigger(stack, {**fields(stack, "invalid"), field: value})
+    assert refused.value.code == 400
+    assert f"param {field}" in refused.value.read().decode()
+    assert set(run_states(stack)) == before
+
+
+def test_trigger_naming_a_task_with_an_active_run_is_refused(stack: Stack) -> None:
+    """Issue 13 part 6: a plain trigger whose conf names a task_id that already has an active
+    run fails at its first task, naming task_id, and leaves the task and its run alone."""
+    task_id = stack.submit("active")
+    owner = f"workflow_task_{task_id}"
+    second = trigger(stack, {"task_id": task_id})["dag_run_id"]
+    stack.wait_until(
+        "the second run to end", lambda: run_states(stack)[second] in ("success", "failed"), every=1
+    )
+    assert run_states(stack)[second] == "failed"
+    tis = api(stack, "GET", f"/api/v2/dags/{DAG}/dagRuns/{second}/taskInstances")
+    states = {ti["task_id"]: ti["state"] for ti in tis["task_instances"]}
+    assert states.pop("claim_task") == "failed" and set(states.values()) == {"upstream_failed"}
+    log = api(stack, "GET", f"/api/v2/dags/{DAG}/dagRuns/{second}/taskInstances/claim_task/logs/1")
+    assert f"task_id: workflow task {task_id} already has an active DAG run '{owner}'" in json.dumps(log)
+    task = stack.store.get_task(task_id)
+    assert task["dag_run_id"] == owner and task["status"] in ("pending", "running")
+    assert run_states(stack)[owner] in ("queued", "running")
+    api(stack, "POST", f"/api/workflow/tasks/{task_id}/cancel")
+
+
+def test_each_stage_alone_on_an_existing_task(stack: Stack, triggered: dict[str, Any]) -> None:
+    """`airflow tasks test ... -t '{"task_id": N}'` for each stage task of a completed task,
+    with the scheduler running: no traceback; the stage re-runs, no other stage is touched,
+    and the task ends completed again (pending between the two parts of a two-part stage)."""
+    task_id = triggered["task"]["id"]
+    for airflow_task in STAGE_TASKS:
+        stage = airflow_task.split(".")[0]
+        before = stack.store.get_task(task_id)
+        tasks_test(stack, airflow_task, {"task_id": task_id})
+        after = stack.store.get_task(task_id)
+        assert_consistent(after)
+        changed = {b["step_name"] for b, a in zip(before["steps"], after["steps"], strict=True) if a != b}
+        assert changed == {stage}, f"{airflow_task} changed steps {changed}"
+        step = after["steps"][STAGE_NAMES.index(stage)]
+        if airflow_task in FIRST_PARTS:
+            assert step["status"] == "pending" and after["status"] == "pending"
+        else:
+            assert step["status"] == "completed" and after["status"] == "completed", after
+            assert step["started_at"] > before["steps"][STAGE_NAMES.index(stage)]["started_at"]
+    assert stack.hive_rows(task_id) == INFER_ROWS
+    states = run_states(stack)
+    assert states[triggered["run_id"]] == "success", "the task's own DAG run was changed"
+    assert not [r for r in states if r.startswith(TASKS_TEST_RUN_PREFIX)], states
+
+
+def test_each_stage_alone_with_the_six_fields(stack: Stack) -> None:
+    """`airflow tasks test ... -t '{six fields}'` creates a task for the one stage: only that
+    stage's step moved and the task's status is what its steps say. The export (data_fetch's
+    first part) works from scratch; a later stage fails, its one traceback Airflow's report of
+    the failure, naming what is missing (a new task has no data from earlier stages). Four at
+    a time, each with its own logical date."""
+
+    def one(index_task: tuple[int, str]) -> tuple[str, str]:
+        index, airflow_task = index_task
+        date = datetime(2030, 1, 1 + index, tzinfo=UTC).isoformat()
+        fails = airflow_task != STAGE_TASKS[0]
+        return airflow_task, tasks_test(
+            stack, airflow_task, fields(stack, f"alone-{airflow_task}"), fails=fails, logical_date=date
+        )
+
+    with ThreadPoolExecutor(4) as pool:
+        outputs = dict(pool.map(one, enumerate(STAGE_TASKS)))
+    for airflow_task, output in outputs.items():
+        (row,) = [t for t in stack.store.list_tasks(limit=1000) if t["name"] == f"alone-{airflow_task}"]
+        task = stack.store.get_task(row["id"])
+        assert_consistent(task)
+        stage = airflow_task.split(".")[0]
+        others = [s for s in task["steps"] if s["step_name"] != stage]
+        assert all(s["status"] == "pending" and s["started_at"] is None for s in others), task["steps"]
+        step = task["steps"][STAGE_NAMES.index(stage)]
+        if airflow_task == STAGE_TASKS[0]:
+            assert step["status"] == "pending" and step["started_at"] is not None
+        else:
+            assert step["status"] == "failed" and step["error_message"], step
+            assert f"AirflowFailException: {step['error_message']}" in output
+    assert not [r for r in run_states(stack) if r.startswith(TASKS_TEST_RUN_PREFIX)]
