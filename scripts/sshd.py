@@ -69,14 +69,19 @@ class SshdInfo:
     def process(self) -> processes.ProcessRef:
         return processes.ProcessRef(self.pid, self.start_ticks)
 
+    def host_key(self) -> str:
+        """The server's host key as the SSH provider's ``host_key`` extra takes it."""
+        return " ".join((Path(self.dir) / "host_ed25519.pub").read_text().split()[:2])
+
+    def connection_extra(self) -> dict[str, str]:
+        """The extras of an Airflow SSH connection to this server, as the provider documents them."""
+        return {"key_file": self.key_path, "host_key": self.host_key()}
+
     def conn_uri(self) -> str:
         """An Airflow connection URI (AIRFLOW_CONN_*) for this server."""
-        from urllib.parse import quote
+        from urllib.parse import urlencode
 
-        extra = (
-            f"key_file={quote(self.key_path, safe='')}&known_hosts_file={quote(self.known_hosts, safe='')}"
-        )
-        return f"ssh://{self.username}@{self.host}:{self.port}?{extra}"
+        return f"ssh://{self.username}@{self.host}:{self.port}?{urlencode(self.connection_extra())}"
 
 
 class LocalSshd:

@@ -30,6 +30,7 @@ from fuxictr_workflow.servers import (
     HOST_KEY_WARNING,
     Endpoint,
     RemoteRootError,
+    SSHAccessError,
     endpoint,
     prepare_remote_root,
 )
@@ -150,7 +151,10 @@ class FuxiCTRStageOperator(WorkflowStageMixin, BaseOperator):
         task_id = int(self.workflow_task["id"])
         expid = validate_experiment_id(self.workflow_task["experiment_id"])
         server_name = self.workflow_task.get("server") or cfg.default_server
-        ep = endpoint(cfg, server_name)
+        try:
+            ep = endpoint(cfg, server_name)
+        except SSHAccessError as err:
+            raise StageError(str(err), retryable=False) from None
         server = cfg.server(server_name)
         if not ep.strict_host_key_checking:
             run.warning(HOST_KEY_WARNING.format(host=ep.host, port=ep.port))

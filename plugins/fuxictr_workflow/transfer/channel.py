@@ -37,11 +37,16 @@ def agent_command(python: str) -> str:
     return f"exec {shlex.quote(python)} -S -c {shlex.quote(AGENT_SOURCE)}"
 
 
-def pick_transport(transport: str = "auto") -> str:
+def pick_transport(transport: str = "auto", endpoint: Endpoint | None = None) -> str:
+    """OpenSSH's ssh when installed and the connection suits it (no password, no passphrase:
+    it runs without prompts), else paramiko."""
     if transport not in TRANSPORTS:
         raise TransferError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
+    unusable = endpoint.ssh.openssh_unusable() if endpoint is not None else None
     if transport == "auto":
-        return "openssh" if shutil.which("ssh") else "paramiko"
+        return "openssh" if shutil.which("ssh") and unusable is None else "paramiko"
+    if transport == "openssh" and unusable is not None:
+        raise TransferError(f"transport openssh cannot be used: {unusable}", retryable=False)
     return transport
 
 
@@ -259,7 +264,7 @@ class ParamikoChannel:
 
 def open_connection(endpoint: Endpoint, transport: str) -> Connection:
     """A new connection (ConnectionLost naming user@host:port when it cannot be made)."""
-    if pick_transport(transport) == "openssh":
+    if pick_transport(transport, endpoint) == "openssh":
         return OpenSshConnection(endpoint)
     return ParamikoConnection(endpoint)
 

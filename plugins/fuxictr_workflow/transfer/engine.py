@@ -266,7 +266,7 @@ class _Transfer:
         self.log = log
         self.progress_cb = progress
         self.hooks = hooks
-        self.transport = pick_transport(transport)
+        self.transport = pick_transport(transport, endpoint)
         self.cancelled = cancelled or (lambda: False)
         self.streams = streams or stream_count(cfg.parallel_workers, endpoint.host)
         self.done_status = (
