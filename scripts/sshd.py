@@ -69,9 +69,10 @@ class SshdInfo:
     def process(self) -> processes.ProcessRef:
         return processes.ProcessRef(self.pid, self.start_ticks)
 
-    def host_key(self) -> str:
-        """The server's host key as the SSH provider's ``host_key`` extra takes it."""
-        return " ".join((Path(self.dir) / "host_ed25519.pub").read_text().split()[:2])
+    def host_key(self, kind: str = "ed25519") -> str:
+        """The server's host key of that kind ("ed25519" or "rsa") as ``<type> <base64>``,
+        the form the SSH provider's ``host_key`` extra takes."""
+        return " ".join((Path(self.dir) / f"host_{kind}.pub").read_text().split()[:2])
 
     def connection_extra(self) -> dict[str, str]:
         """The extras of an Airflow SSH connection to this server, as the provider documents them."""
@@ -95,11 +96,12 @@ class LocalSshd:
     def _keys(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)
-        for name in ("host_ed25519", "client_ed25519"):
+        # an RSA host key beside the ed25519 one: clients that pin either kind can connect
+        for name, kind in (("host_ed25519", "ed25519"), ("host_rsa", "rsa"), ("client_ed25519", "ed25519")):
             key = self.dir / name
             if not key.exists():
                 subprocess.run(
-                    ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key), "-C", name], check=True
+                    ["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(key), "-C", name], check=True
                 )
         shutil.copy(self.dir / "client_ed25519.pub", self.dir / "authorized_keys")
         os.chmod(self.dir / "authorized_keys", 0o600)
@@ -111,6 +113,7 @@ class LocalSshd:
                 [
                     f"ListenAddress 127.0.0.1:{port}",
                     f"HostKey {self.dir / 'host_ed25519'}",
+                    f"HostKey {self.dir / 'host_rsa'}",
                     f"AuthorizedKeysFile {self.dir / 'authorized_keys'}",
                     f"PidFile {self.dir / 'sshd.pid'}",
                     "PasswordAuthentication no",

@@ -114,6 +114,16 @@ def _hook_class() -> type:
         def __init__(self, connection: Any, **kwargs: Any) -> None:
             self.given_connection = connection
             super().__init__(ssh_conn_id=connection.conn_id, **kwargs)
+            if self.ciphers:
+                # SSHHook sets `ciphers` on the transport after the handshake, where it only
+                # governs a later re-key; disabling every other cipher makes the handshake
+                # itself keep to the list (in paramiko's order of preference)
+                import paramiko
+
+                others = [c for c in paramiko.Transport._preferred_ciphers if c not in self.ciphers]
+                disabled = dict(self.disabled_algorithms or {})
+                disabled["ciphers"] = sorted({*disabled.get("ciphers", []), *others})
+                self.disabled_algorithms = disabled
 
         def get_connection(self, conn_id: str) -> Any:  # type: ignore[override]
             return self.given_connection
