@@ -209,3 +209,31 @@ def test_base64_of_an_unrelated_blob_is_a_clear_error(sshd: SshdInfo) -> None:
     junk = base64.b64encode(b"not a key").decode()
     with pytest.raises(SSHAccessError, match="server gpu"):
         SSHAccess("gpu", connection(sshd, host_key=f"ssh-ed25519 {junk}"))
+
+
+@pytest.mark.parametrize("transport", ["openssh", "paramiko"])
+def test_a_wrong_host_key_fails_a_transfer_at_once(
+    sshd: SshdInfo, tmp_path: Path, store: Any, transport: str
+) -> None:
+    """Not trusted is final: no retry (a retry cannot change the key), nothing written."""
+    from fuxictr_workflow.transfer import TransferError, TransferItem, upload
+    from tests.conftest import new_task
+    from tests.transfer_helpers import ListLog, transfer_config, write_random
+
+    other = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    wrong = " ".join(Path(f"{other}.pub").read_text().split()[:2])
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    ep = Endpoint(name="gpu", ssh=SSHAccess("gpu", connection(sshd, host_key=wrong)), remote_root=str(remote),
+                  python=sys.executable)  # fmt: skip
+    src = write_random(tmp_path / "staging" / "data.bin", 1000)
+    log = ListLog()
+    with pytest.raises(TransferError) as refused:
+        upload(
+            ep, [TransferItem(str(src), str(remote / "data.bin"))],
+            cfg=transfer_config(max_retries=3, retry_backoff_s=5), store=store, task_id=new_task(store),
+            step="data_upload", local_root=str(tmp_path / "staging"), log=log, transport=transport,
+        )  # fmt: skip
+    assert not refused.value.retryable and "host key" in str(refused.value).lower()
+    assert not log.warnings() and not list(remote.iterdir())

@@ -52,6 +52,24 @@ class SSHAccessError(ValueError):
     """A server's SSH settings cannot be used; the message names the server and the reason."""
 
 
+# What ssh and paramiko say when the server was reached but not trusted, or did not accept us
+_REFUSALS = (
+    "host key verification failed",
+    "remote host identification has changed",
+    "not found in known_hosts",
+    "host key for server",
+    "permission denied (",
+    "authentication failed",
+)
+
+
+def is_refusal(message: str) -> bool:
+    """The server was reached but the host key is not trusted or authentication failed:
+    unlike a refused or dropped connection, trying again cannot help."""
+    text = message.lower()
+    return any(marker in text for marker in _REFUSALS)
+
+
 def config_conn_id(server_name: str) -> str:
     return f"fuxictr_workflow_server_{server_name}"
 

@@ -34,6 +34,7 @@ from fuxictr_workflow.servers import (
     endpoint,
     prepare_remote_root,
 )
+from fuxictr_workflow.ssh_access import is_refusal
 from fuxictr_workflow.stages import Stage
 from fuxictr_workflow.tracking import StageError, StageRun
 from fuxictr_workflow.validation import validate_experiment_id
@@ -161,7 +162,8 @@ class FuxiCTRStageOperator(WorkflowStageMixin, BaseOperator):
         try:
             client = ep.paramiko_client()
         except Exception as err:
-            raise StageError(f"cannot connect to training server {ep.host}:{ep.port}: {err}") from err
+            message = f"cannot connect to training server {ep.address}: {type(err).__name__}: {err}"
+            raise StageError(message, retryable=not is_refusal(message)) from None
         try:
             try:
                 ep = prepare_remote_root(ep, client)

@@ -19,6 +19,7 @@ from fuxictr_workflow import paths
 from fuxictr_workflow.config import WorkflowConfig
 from fuxictr_workflow.operators.base import WorkflowStageMixin
 from fuxictr_workflow.servers import Endpoint, RemoteRootError, SSHAccessError, endpoint, with_prepared_root
+from fuxictr_workflow.ssh_access import is_refusal
 from fuxictr_workflow.stages import Stage
 from fuxictr_workflow.tracking import StageError, StageRun
 from fuxictr_workflow.transfer import TransferError, TransferItem, transfer
@@ -109,7 +110,8 @@ class ChunkedTransferOperator(WorkflowStageMixin, BaseOperator):
             raise StageError(str(err), retryable=False) from None
         except Exception as err:
             run.check_cancelled()
-            raise StageError(f"cannot prepare remote_root on {ep.address}: {err}") from err
+            message = f"cannot prepare remote_root on {ep.address}: {type(err).__name__}: {err}"
+            raise StageError(message, retryable=not is_refusal(message)) from None
         items = self.transfer_items(cfg, task_id, ep)
         try:
             result = transfer(

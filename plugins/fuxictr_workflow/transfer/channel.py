@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fuxictr_workflow.servers import Endpoint
+from fuxictr_workflow.ssh_access import is_refusal
 from fuxictr_workflow.transfer import agent
 from fuxictr_workflow.transfer.errors import ConnectionLost, TransferError
 
@@ -63,6 +64,11 @@ class Connection(Protocol):
     def open_session(self, command: str) -> Channel: ...
     def alive(self) -> bool: ...
     def close(self) -> None: ...
+
+
+def _connect_error(message: str) -> TransferError:
+    """A host key or authentication refusal is final; anything else is retried."""
+    return TransferError(message, retryable=False) if is_refusal(message) else ConnectionLost(message)
 
 
 def _stderr_tail(f: Any) -> str:
@@ -132,7 +138,7 @@ class OpenSshConnection:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 reason = _stderr_tail(self.stderr) or f"ssh gave up after {timeout:.0f}s"
                 self.close()
-                raise ConnectionLost(f"cannot connect to {self.where}: {reason}")
+                raise _connect_error(f"cannot connect to {self.where}: {reason}")
             time.sleep(0.005)
 
     def alive(self) -> bool:
@@ -221,7 +227,7 @@ class ParamikoConnection:
         try:
             self.client = endpoint.paramiko_client()
         except Exception as err:
-            raise ConnectionLost(f"cannot connect to {self.where}: {type(err).__name__}: {err}") from None
+            raise _connect_error(f"cannot connect to {self.where}: {type(err).__name__}: {err}") from None
         self.transport = self.client.get_transport()
 
     def alive(self) -> bool:
