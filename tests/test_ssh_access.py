@@ -237,3 +237,27 @@ def test_a_wrong_host_key_fails_a_transfer_at_once(
         )  # fmt: skip
     assert not refused.value.retryable and "host key" in str(refused.value).lower()
     assert not log.warnings() and not list(remote.iterdir())
+
+
+def test_a_server_naming_an_airflow_connection_uri(
+    sshd: SshdInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ssh_conn_id` resolved the way Airflow finds connections (here AIRFLOW_CONN_<ID> with
+    the URI form the provider documents), through the same code path as the config form."""
+    from fuxictr_workflow.config import parse_config
+    from fuxictr_workflow.servers import endpoint
+
+    monkeypatch.setenv("AIRFLOW_CONN_GPU_SSH", sshd.conn_uri())
+    cfg = parse_config(
+        {"servers": {"gpu": {"ssh_conn_id": "gpu_ssh", "remote_root": str(tmp_path)}}}, tmp_path
+    )
+    ep = endpoint(cfg, "gpu")
+    assert (ep.host, ep.port, ep.username) == (sshd.host, sshd.port, sshd.username)
+    assert ep.strict_host_key_checking
+    assert_both_transports_connect(ep.ssh)
+    # config may turn checking off only where the connection pins nothing
+    cfg = parse_config(
+        {"servers": {"gpu": {"ssh_conn_id": "gpu_ssh", "strict_host_key_checking": False}}}, tmp_path
+    )
+    with pytest.raises(SSHAccessError, match="server gpu"):
+        endpoint(cfg, "gpu")
