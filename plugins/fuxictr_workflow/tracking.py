@@ -54,6 +54,7 @@ class StageRun:
     logger: WorkflowLogger
     result: dict[str, Any] = field(default_factory=dict)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    suspended: bool = False
 
     def log(self, level: str, message: str) -> None:
         self.logger.log(self.task_id, self.step, level, message)
@@ -70,6 +71,19 @@ class StageRun:
     def check_cancelled(self) -> None:
         if self.cancelled.is_set():
             raise TaskCancelled(f"task {self.task_id} was cancelled")
+
+    def suspend(self, waiting_for: Any) -> Suspended:
+        """End this part of the stage with the step still running: the caller hands
+        ``waiting_for`` (a trigger) to Airflow and the stage resumes when it fires."""
+        self.suspended = True
+        return Suspended(waiting_for)
+
+
+@dataclass(frozen=True)
+class Suspended:
+    """A stage body's return value: the step stays running until ``waiting_for`` fires."""
+
+    waiting_for: Any
 
 
 def _heartbeat(run: StageRun, interval: float, stop: threading.Event) -> None:
@@ -120,7 +134,9 @@ def track_stage(
         store.fail_step(task_id, step, reason, final=not will_retry)
         raise
     else:
-        if closes_step:
+        if run.suspended:
+            run.info(f"{step} goes on on the training server; followed without holding a worker")
+        elif closes_step:
             seconds = (utcnow() - started).total_seconds()
             run.result.setdefault("seconds", round(seconds, 3))
             run.info(f"{step} finished in {seconds:.1f}s")

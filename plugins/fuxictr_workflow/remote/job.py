@@ -6,6 +6,7 @@ its own directory (the task's work dir has one per stage):
     job.json     pid, process group and kernel start time of the job, its argv
     log          the job's stdout and stderr
     exit_code    written when the job has ended (143 when it was stopped)
+    acked        how far into the log a follower has read (see ``status``)
 
     job.py start JOB_DIR -- ARGV...   start ARGV detached, unless a job runs there already
     job.py status JOB_DIR [OFFSET]    state, exit code, and the log from OFFSET (at most 1 MiB)
@@ -83,7 +84,15 @@ def _claim_age(job_dir: str) -> float | None:
 
 
 def state(job_dir: str) -> dict:
-    """none | starting | running | finished, with the job's details."""
+    """none | starting | running | finished, with the job's details and how much of its log a
+    follower has acknowledged."""
+    found = _state(job_dir)
+    if found["state"] in ("running", "finished"):
+        found["acked"] = int(_read(_path(job_dir, "acked")) or 0)
+    return found
+
+
+def _state(job_dir: str) -> dict:
     info_text = _read(_path(job_dir, "job.json"))
     exit_text = _read(_path(job_dir, "exit_code"))
     if info_text is None:
@@ -100,7 +109,7 @@ def state(job_dir: str) -> dict:
 
 def _archive(job_dir: str) -> None:
     """Keep the previous run's files as <name>.prev, so a new run starts from empty files."""
-    for name in ("job.json", "log", "exit_code"):
+    for name in ("job.json", "log", "exit_code", "acked"):
         if os.path.exists(_path(job_dir, name)):
             os.replace(_path(job_dir, name), _path(job_dir, name + ".prev"))
 
@@ -175,7 +184,11 @@ def start(job_dir: str, argv: list[str], again: bool = False) -> dict:
 
 
 def status(job_dir: str, offset: int = 0) -> dict:
+    """The job's state and its log from ``offset``. Asking from an offset acknowledges what came
+    before it (``acked``): a follower that takes over later resumes there."""
     current = state(job_dir)
+    if current["state"] != "none" and offset > int(_read(_path(job_dir, "acked")) or 0):
+        _write_atomic(_path(job_dir, "acked"), str(offset))
     data = b""
     try:
         with open(_path(job_dir, "log"), "rb") as f:
@@ -185,7 +198,8 @@ def status(job_dir: str, offset: int = 0) -> dict:
         pass
     # whole lines only, so a line is never split between two reads
     end = data.rfind(b"\n") + 1 if len(data) == READ_MAX or current["state"] != "finished" else len(data)
-    return {**current, "offset": offset + end, "log": data[:end].decode("utf-8", "replace")}
+    more = len(data) == READ_MAX
+    return {**current, "offset": offset + end, "log": data[:end].decode("utf-8", "replace"), "more": more}
 
 
 def stop(job_dir: str) -> dict:
