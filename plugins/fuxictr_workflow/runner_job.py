@@ -93,7 +93,12 @@ class RunnerOutput:
 @dataclass
 class JobFollower:
     """Reads a running job's new log lines into the workflow log, heartbeats the task, and stops
-    the job when the task has been cancelled. One :meth:`poll` per call; the caller loops."""
+    the job when the task has been cancelled. One :meth:`poll` per call; the caller loops.
+
+    Each poll acknowledges, on the server, the lines the previous poll logged; a follower
+    that takes over resumes at the acknowledged offset. A follower that dies between logging
+    a poll's lines and its next poll leaves those lines unacknowledged, so at most one poll's
+    lines appear twice in the workflow log; none is ever skipped."""
 
     job: RemoteJob
     task_id: int
@@ -106,6 +111,11 @@ class JobFollower:
     def poll(self) -> bool:
         """Read what is new; True once the job has ended (``final`` then says how)."""
         status = self.job.status(self.offset)
+        if int(status.get("acked", 0)) > self.offset:
+            # an earlier follower read further (this one was made from an older offset, as a
+            # trigger is after a triggerer restart): go on from there
+            self.offset = int(status["acked"])
+            status = self.job.status(self.offset)
         for line in status.get("log", "").splitlines():
             self.output.take(line, self.task_id, self.step, self.logger)
         self.offset = int(status.get("offset", self.offset))
