@@ -144,3 +144,40 @@ def test_cancelling_the_task_stops_the_job(remote: Any, tmp_path: Path, wlogger:
     follower = follow(job, wlogger, task_id)
     assert follower.final == {"state": "cancelled", "exit_code": None}
     assert not runner.running()
+
+
+def test_the_trigger_follows_the_job_into_the_workflow_log(
+    sshd: SshdInfo, tmp_path: Path, make_config: Any, remote: Any
+) -> None:
+    """RunnerJobTrigger's own loop (as the triggerer runs it) against the real sshd: every line
+    reaches the workflow log, the task's heartbeat moves, and the final event says how the
+    job ended and names the job for the resumed task."""
+    import asyncio
+
+    from fuxictr_workflow.triggers.runner_job import RunnerJobTrigger
+    from fuxictr_workflow.workflow_log import get_logger
+
+    make_config(sshd)
+    store = get_logger().store
+    store.init()
+    task_id = new_task(store)
+    job = job_for(remote, tmp_path)
+    job.start(argv(tmp_path, 6, 0.3))
+    trigger = RunnerJobTrigger(
+        task_id=task_id, step="train", command="train", server="local", python=sys.executable,
+        job_py=JOB_PY, job_dir=job.job_dir, poll_interval=0.5,
+    )  # fmt: skip
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "fuxictr_workflow.triggers.runner_job.RunnerJobTrigger"
+
+    async def first_event() -> Any:
+        async for event in RunnerJobTrigger(**kwargs).run():
+            return event.payload
+
+    before = store.get_task(task_id, with_steps=False)["heartbeat_at"]
+    payload = asyncio.run(asyncio.wait_for(first_event(), 120))
+    assert payload["state"] == "finished" and payload["exit_code"] == 0
+    assert payload["job"]["job_dir"] == job.job_dir
+    epochs = [m for m in messages(get_logger(), task_id) if m.startswith("epoch")]
+    assert len(epochs) == 6
+    assert store.get_task(task_id, with_steps=False)["heartbeat_at"] != before
