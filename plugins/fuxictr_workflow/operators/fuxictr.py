@@ -302,7 +302,7 @@ class FuxiCTRStageOperator(WorkflowStageMixin, SSHOperator):
         """Airflow is stopping this task while it runs on a worker (before it deferred, or
         following in the foreground): stop the job's whole process group on the server."""
         if not hasattr(self, "job_args"):
-            return
+            return  # killed before a job was started
         try:
             ep = endpoint(get_config(), self.job_args["server"])
             with ep.paramiko_client() as client:

@@ -17,6 +17,8 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 # consecutive failed polls (the link or the server is down) before the stage fails; they are
 # spaced by a growing delay, so this covers several minutes of outage
 MAX_FAILED_POLLS = 12
+# task instance states after which nothing will follow the job again
+ENDED_TI_STATES = ("failed", "success", "skipped", "upstream_failed", "removed")
 
 
 class RunnerJobTrigger(BaseTrigger):
@@ -103,7 +105,14 @@ class RunnerJobTrigger(BaseTrigger):
             await asyncio.sleep(self.kwargs["poll_interval"])
 
     async def on_kill(self) -> None:
-        """A user marked the deferred task failed (or cleared it): stop the job on the server."""
+        """A user acted on the deferred task. Marked failed or succeeded (or the workflow task
+        cancelled): stop the job on the server. Cleared: leave it, the task's next try finds
+        the job running and follows it instead of training again."""
+        state = await asyncio.to_thread(self._task_state)
+        cancelled = await asyncio.to_thread(self._workflow_task_cancelled)
+        if state not in ENDED_TI_STATES and not cancelled:
+            self.log.info("task instance is %s: the runner job is left for its next try to follow", state)
+            return
 
         def stop() -> None:
             client, run = self._connect()
@@ -113,3 +122,19 @@ class RunnerJobTrigger(BaseTrigger):
                 client.close()
 
         await asyncio.to_thread(stop)
+
+    def _task_state(self) -> str | None:
+        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+        ti = self.task_instance
+        if ti is None:
+            return None
+        states = RuntimeTaskInstance.get_task_states(
+            dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id]
+        )
+        return (states.get(ti.run_id) or {}).get(ti.task_id)
+
+    def _workflow_task_cancelled(self) -> bool:
+        from fuxictr_workflow.workflow_log import get_logger
+
+        return get_logger().store.get_task(self.kwargs["task_id"], with_steps=False)["status"] == "cancelled"
