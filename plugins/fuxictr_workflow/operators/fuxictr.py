@@ -41,7 +41,7 @@ from fuxictr_workflow.servers import (
 from fuxictr_workflow.ssh_access import is_refusal
 from fuxictr_workflow.stages import Stage, StepStatus
 from fuxictr_workflow.tracking import StageError, StageRun, TaskCancelled
-from fuxictr_workflow.triggers.runner_job import RunnerJobTrigger
+from fuxictr_workflow.triggers.runner_job import RunnerJobTrigger, job_should_stop
 from fuxictr_workflow.triggers.ssh_commands import run_command
 from fuxictr_workflow.validation import validate_experiment_id
 
@@ -184,6 +184,8 @@ class FuxiCTRStageOperator(WorkflowStageMixin, SSHOperator):
     def execute_stage(self, context: Any, run: StageRun) -> Any:
         cfg = self.workflow_config
         task_id = int(self.workflow_task["id"])
+        ti = context["ti"]
+        self.ti_ref = (ti.dag_id, ti.run_id, ti.task_id)
         expid = validate_experiment_id(self.workflow_task["experiment_id"])
         server_name = self.workflow_task.get("server") or cfg.default_server
         try:
@@ -304,6 +306,11 @@ class FuxiCTRStageOperator(WorkflowStageMixin, SSHOperator):
         if not hasattr(self, "job_args"):
             return  # killed before a job was started
         try:
+            if not job_should_stop(self.ti_ref, self.job_args["task_id"]):
+                self.log.info(
+                    "task instance was cleared: the %s job is left for its next try", self.command_name
+                )
+                return
             ep = endpoint(get_config(), self.job_args["server"])
             with ep.paramiko_client() as client:
                 stopped = self._job(run_command(client)).stop()

@@ -105,13 +105,11 @@ class RunnerJobTrigger(BaseTrigger):
             await asyncio.sleep(self.kwargs["poll_interval"])
 
     async def on_kill(self) -> None:
-        """A user acted on the deferred task. Marked failed or succeeded (or the workflow task
-        cancelled): stop the job on the server. Cleared: leave it, the task's next try finds
-        the job running and follows it instead of training again."""
-        state = await asyncio.to_thread(self._task_state)
-        cancelled = await asyncio.to_thread(self._workflow_task_cancelled)
-        if state not in ENDED_TI_STATES and not cancelled:
-            self.log.info("task instance is %s: the runner job is left for its next try to follow", state)
+        """A user acted on the deferred task: stop the job unless the task was only cleared."""
+        ti = self.task_instance
+        ref = (ti.dag_id, ti.run_id, ti.task_id) if ti is not None else None
+        if not await asyncio.to_thread(job_should_stop, ref, self.kwargs["task_id"]):
+            self.log.info("task instance was cleared: the runner job is left for its next try to follow")
             return
 
         def stop() -> None:
@@ -123,18 +121,19 @@ class RunnerJobTrigger(BaseTrigger):
 
         await asyncio.to_thread(stop)
 
-    def _task_state(self) -> str | None:
-        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
-        ti = self.task_instance
-        if ti is None:
-            return None
-        states = RuntimeTaskInstance.get_task_states(
-            dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id]
-        )
-        return (states.get(ti.run_id) or {}).get(ti.task_id)
+def job_should_stop(ti_ref: tuple[str, str, str] | None, workflow_task_id: int) -> bool:
+    """Whether Airflow stopping a train/infer task instance means stopping its job: yes when
+    the workflow task was cancelled or the task instance was marked failed or succeeded; no
+    when it was cleared (its next try finds the job running and follows it)."""
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
-    def _workflow_task_cancelled(self) -> bool:
-        from fuxictr_workflow.workflow_log import get_logger
+    from fuxictr_workflow.workflow_log import get_logger
 
-        return get_logger().store.get_task(self.kwargs["task_id"], with_steps=False)["status"] == "cancelled"
+    if get_logger().store.get_task(workflow_task_id, with_steps=False)["status"] == "cancelled":
+        return True
+    if ti_ref is None:
+        return True
+    dag_id, run_id, task_id = ti_ref
+    states = RuntimeTaskInstance.get_task_states(dag_id=dag_id, task_ids=[task_id], run_ids=[run_id])
+    return (states.get(run_id) or {}).get(task_id) in ENDED_TI_STATES
