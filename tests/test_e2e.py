@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from fuxictr_workflow import paths
+from fuxictr_workflow import paths, runner_job
 from fuxictr_workflow.stages import STAGE_NAMES
 from fuxictr_workflow.store import WorkflowStore
 from scripts import airflow_stack, demo
@@ -260,7 +260,9 @@ def runner_processes(task_id: int, command: str) -> list[ProcessRef]:
     for entry in Path("/proc").iterdir():
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
-            found_one = entry.name.isdigit() and any(a.endswith(b"runner.py") for a in argv)
+            # the runner's own process: `python .../runner.py <command> ...` (job.py's supervisor
+            # names runner.py further along its argv)
+            found_one = entry.name.isdigit() and len(argv) > 1 and argv[1].endswith(b"runner.py")
         except OSError:
             continue
         words = [a.decode(errors="replace") for a in argv]
@@ -270,6 +272,52 @@ def runner_processes(task_id: int, command: str) -> list[ProcessRef]:
             except OSError:
                 continue
     return found
+
+
+def train_job(stack: Stack, task_id: int) -> Path:
+    return Path(
+        runner_job.job_dir(paths.remote_task_dir(str(stack.services.work / "server"), task_id), "train")
+    )
+
+
+def assert_trained_once(stack: Stack, task_id: int, runner: ProcessRef) -> None:
+    """The train job that ran to the end is the one first seen: same pid, same kernel start
+    time, never restarted (a restart would have kept the first run as job.json.prev)."""
+    job = json.loads((train_job(stack, task_id) / "job.json").read_text())
+    assert job["pid"] == runner.pid
+    assert not (train_job(stack, task_id) / "job.json.prev").exists()
+    ticks = [
+        e["message"]
+        for e in stack.store.logs_after(task_id, limit=100_000)
+        if "train job started" in e["message"]
+    ]
+    assert len(ticks) == 1, ticks
+
+
+def test_triggerer_killed_mid_train_follows_the_same_job(stack: Stack) -> None:
+    """While train runs the task is deferred: the triggerer follows the job. SIGKILL it and
+    start it again: the training is not restarted, and the task completes."""
+    task_id = stack.submit("fault-triggerer")
+    stack.wait_until("the train runner", lambda: bool(runner_processes(task_id, "train")), 600, 0.1)
+    (runner,) = runner_processes(task_id, "train")
+    home = stack.services.airflow_home
+    airflow_stack.stop_one(home, "triggerer", sig=9)
+    time.sleep(3)
+    airflow_stack.start_one(home, "triggerer", stack.services.env)
+    stack.assert_completed(task_id)
+    assert_trained_once(stack, task_id, runner)
+
+
+def test_ssh_sessions_cut_mid_train_are_reattached(stack: Stack) -> None:
+    """Every SSH session to the training server is cut while train runs (the listener stays):
+    the job does not depend on them, the follower reconnects, and the task completes."""
+    task_id = stack.submit("fault-ssh-sessions")
+    stack.wait_until("the train runner", lambda: bool(runner_processes(task_id, "train")), 600, 0.1)
+    (runner,) = runner_processes(task_id, "train")
+    assert stack.services.sshd.kill_sessions() >= 1
+    assert runner.running(), "cutting the SSH sessions ended the training"
+    stack.assert_completed(task_id)
+    assert_trained_once(stack, task_id, runner)
 
 
 def test_cancel_stops_the_runner_on_the_training_server(stack: Stack) -> None:
