@@ -261,3 +261,31 @@ def test_a_server_naming_an_airflow_connection_uri(
     )
     with pytest.raises(SSHAccessError, match="server gpu"):
         endpoint(cfg, "gpu")
+
+
+def test_train_with_a_wrong_host_key_fails_at_once_and_starts_nothing(
+    sshd: SshdInfo, tmp_path: Path, make_config: Any
+) -> None:
+    """Stage train against a server whose pinned key does not match: the step fails with the
+    reason, not retried, and nothing was created on the server."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from fuxictr_workflow.operators.fuxictr import TrainOperator
+    from fuxictr_workflow.store import get_store
+    from tests.conftest import new_task
+    from tests.stage_runs import run_stage, stage_context
+
+    other = tmp_path / "other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    wrong = tmp_path / "known_hosts"
+    wrong.write_text(
+        f"[{sshd.host}]:{sshd.port} " + " ".join(Path(f"{other}.pub").read_text().split()[:2]) + "\n"
+    )
+    cfg = make_config(sshd, servers={"local": {"known_hosts": str(wrong)}})
+    store = get_store(cfg.store.url)
+    task_id = new_task(store, server="local", experiment_id="DeepFM_demo")
+    with pytest.raises(AirflowFailException, match="(?i)host key"):
+        run_stage(TrainOperator(task_id="train"), stage_context(task_id))
+    train = next(s for s in store.get_task(task_id)["steps"] if s["step_name"] == "train")
+    assert train["status"] == "failed" and "host key" in train["error_message"].lower()
+    assert not Path(cfg.server("local").remote_root).exists()
