@@ -192,7 +192,8 @@ def test_workflow_view_in_airflow_ui(browser: Any, ui_stack: UiStack, ui_artifac
     assert len(done_row.find_elements(By.CSS_SELECTOR, ".progress span.completed")) == 6
     assert failed_row.find_element(By.CSS_SELECTOR, ".badge").text == "failed"
     error = failed_row.find_element(By.CSS_SELECTOR, ".row-error")
-    assert error.is_displayed() and error.text == FAILED_ERROR
+    # the task's error names the stage that failed it
+    assert error.is_displayed() and error.text == f"data_upload failed: {FAILED_ERROR}"
     assert error.value_of_css_property("color") == "rgba(198, 40, 40, 1)"
     assert "2/6 data_upload" in failed_row.text
     shot(driver, ui_artifacts_dir, "list.png")
