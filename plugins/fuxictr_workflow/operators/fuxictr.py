@@ -147,6 +147,7 @@ def _exec(client: Any, command: str) -> int:
 
 # how often `airflow tasks test` reads the job's new lines (the trigger has its own interval)
 FOREGROUND_POLL_S = 1.0
+JOB_COMMAND_TIMEOUT_S = 120
 
 
 def describe_job(found: dict[str, Any], command: str, address: str, argv: str) -> str:
@@ -196,6 +197,9 @@ class FuxiCTRStageOperator(WorkflowStageMixin, SSHOperator):
         if not ep.strict_host_key_checking:
             run.warning(HOST_KEY_WARNING.format(host=ep.host, port=ep.port))
         self.ssh_hook = ep.ssh.new_hook()
+        # job.py start waits for the job to be recorded: more than SSHHook's 10 s default on a
+        # busy server
+        self.cmd_timeout = JOB_COMMAND_TIMEOUT_S
         try:
             client = self.get_ssh_client()
         except Exception as err:
@@ -229,15 +233,8 @@ class FuxiCTRStageOperator(WorkflowStageMixin, SSHOperator):
             found = job.start(argv, again=self._step_status() == StepStatus.COMPLETED)
         offset = 0 if found.get("started") else int(found.get("acked", 0))
         run.info(describe_job(found, self.command_name, ep.address, " ".join(shlex.quote(a) for a in argv)))
-        if found["state"] == "finished":
-            event = {
-                "state": "finished",
-                "exit_code": found.get("exit_code"),
-                "offset": offset,
-                "job": self.job_args,
-            }
-            return self.finish_stage(context, run, event)
-        if airflow_runs.in_tasks_test_command():
+        if found["state"] == "finished" or airflow_runs.in_tasks_test_command():
+            # an ended job: one poll logs what no follower logged yet, then the result is taken
             return self._follow_here(context, run, ep, offset)
         return run.suspend(RunnerJobTrigger(**self.job_args, offset=offset))
 
@@ -246,7 +243,8 @@ class FuxiCTRStageOperator(WorkflowStageMixin, SSHOperator):
         return RemoteJob(run_command, a["python"], a["job_py"], a["job_dir"])
 
     def _follow_here(self, context: Any, run: StageRun, ep: Endpoint, offset: int) -> Any:
-        """`airflow tasks test`: the command itself follows the job to its end."""
+        """Follow the job from this process to its end (`airflow tasks test`, or a job that has
+        already ended)."""
         with ep.paramiko_client() as client:
             follower = JobFollower(
                 self._job(run_command(client)),
