@@ -142,6 +142,10 @@ class TaskConfig(_Section):
     # Airflow retries a failed stage transfer.max_retries times; the first retry waits this
     # long, later ones back off exponentially.
     retry_delay_s: Annotated[float, Field(ge=0)] = 10.0
+    # Who follows a training or inference job while it runs: the triggerer (the task defers
+    # and frees its worker slot) or the worker (the task holds its slot until the job ends;
+    # for deployments without a triggerer).
+    follow_jobs_from: Literal["triggerer", "worker"] = "triggerer"
 
 
 IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

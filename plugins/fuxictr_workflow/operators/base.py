@@ -135,6 +135,7 @@ class WorkflowStageMixin:
         task_id = self._resolve(context)
         if self.workflow_task["status"] == TaskStatus.CANCELLED:
             raise refuse(f"task_id: workflow task {task_id} was cancelled")
+        get_logger().info(task_id, self.stage.value, f"{self.stage.value} resumed on a worker to finish")
         return self._run_stage(context, alone, False, lambda ctx, run: self.finish_stage(ctx, run, event))
 
     def _resolve(self, context: Any) -> int:

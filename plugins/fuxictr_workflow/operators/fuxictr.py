@@ -233,7 +233,8 @@ class FuxiCTRStageOperator(WorkflowStageMixin, SSHOperator):
             found = job.start(argv, again=self._step_status() == StepStatus.COMPLETED)
         offset = 0 if found.get("started") else int(found.get("acked", 0))
         run.info(describe_job(found, self.command_name, ep.address, " ".join(shlex.quote(a) for a in argv)))
-        if found["state"] == "finished" or airflow_runs.in_tasks_test_command():
+        in_worker = airflow_runs.in_tasks_test_command() or cfg.task.follow_jobs_from == "worker"
+        if found["state"] == "finished" or in_worker:
             # an ended job: one poll logs what no follower logged yet, then the result is taken
             return self._follow_here(context, run, ep, offset)
         return run.suspend(RunnerJobTrigger(**self.job_args, offset=offset))
