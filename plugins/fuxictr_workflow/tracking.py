@@ -126,6 +126,10 @@ def track_stage(
     beat.start()
     try:
         yield run
+    except TaskCancelled:
+        # cancel_task has already closed the step ("cancelled by user"); nothing to record twice
+        run.info(f"{step} stopped: the task was cancelled")
+        raise
     except BaseException as exc:
         reason = error_message(exc)
         will_retry = will_retry and not alone and getattr(exc, "retryable", True)
