@@ -3,7 +3,8 @@ scheduler + dag-processor (LocalExecutor), FuXiCTR training — the `make demo` 
 smaller data — plus pipeline-level fault tests: each kills a real process mid-stage and
 checks that nothing is lost and the task still completes.
 
-One stack serves the module; each test submits its own task through the REST API.
+The package's stack (tests/e2e/conftest.py) serves the module; each test submits its own
+task through the REST API.
 """
 
 from __future__ import annotations
@@ -12,11 +13,9 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,112 +27,9 @@ from fuxictr_workflow.stages import STAGE_NAMES
 from fuxictr_workflow.store import WorkflowStore
 from scripts import airflow_stack, demo
 from scripts.processes import ProcessRef
+from tests.e2e.stack import INFER_ROWS, SAMPLE_ROWS, Stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
-
-SAMPLE_ROWS, INFER_ROWS = 6000, 1500
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Stack:
-    def __init__(self, services: demo.Services) -> None:
-        self.services = services
-        self.port = services.port
-        self.store = WorkflowStore(f"sqlite:///{services.work / 'workflow.db'}")
-        self._token: str | None = None
-
-    @property
-    def token(self) -> str:
-        if self._token is None:
-            self._token = demo.get_token(self.port, self.services.airflow_home)
-        return self._token
-
-    def submit(self, name: str) -> int:
-        body = {**demo.SEED_BODY, "name": name, "hdfs_path": str(self.services.work / "hdfs")}
-        created = demo.api(self.port, self.token, "POST", "/api/workflow/tasks", body)
-        assert created["status"] == "pending"
-        return int(created["task_id"])
-
-    def wait_final(self, task_id: int, timeout: float = 1200) -> dict[str, Any]:
-        # a whole pipeline on a 2-CPU machine loaded by other work has taken over 12 minutes
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            task = self.store.get_task(task_id)
-            if task["status"] in ("completed", "failed", "cancelled"):
-                return task
-            time.sleep(1)
-        raise AssertionError(f"task {task_id} not final after {timeout}s: {self.store.get_task(task_id)}")
-
-    def wait_until(
-        self, what: str, check: Callable[[], bool], timeout: float = 300, every: float = 0.05
-    ) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if check():
-                return
-            time.sleep(every)
-        raise AssertionError(f"timed out waiting for {what}")
-
-    def step_status(self, task_id: int, step: str) -> str:
-        return next(s["status"] for s in self.store.get_task(task_id)["steps"] if s["step_name"] == step)
-
-    def hive_rows(self, task_id: int) -> int:
-        env = {k: v for k, v in self.services.env.items() if k.startswith("AIRFLOW_CONN_")}
-        (rows,) = demo.hive_run(
-            [f"SELECT count(*) FROM {demo.SEED_BODY['hive_table']} WHERE task_id = {int(task_id)}"], env
-        )
-        return int(rows[0][0])
-
-    def assert_completed(self, task_id: int) -> dict[str, Any]:
-        task = self.wait_final(task_id)
-        failed = [(s["step_name"], s["error_message"]) for s in task["steps"] if s["status"] != "completed"]
-        assert task["status"] == "completed", f"task {task_id} {task['status']}: {failed}"
-        assert task["current_step"] == 5 and task["completed_at"] is not None
-        assert all(s["started_at"] and s["completed_at"] for s in task["steps"])
-        assert self.hive_rows(task_id) == INFER_ROWS
-        return task
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    work = tmp_path_factory.mktemp("e2e")
-    services = demo.Services(
-        work,
-        free_port(),
-        sample_rows=SAMPLE_ROWS,
-        infer_rows=INFER_ROWS,
-        config={
-            # small chunks: a transfer spans enough time and chunks for a fault to land mid-way
-            "transfer": {"chunk_size": 4 * 1024, "parallel_workers": 1, "max_retries": 4},
-            "task": {"heartbeat_interval": 2, "retry_delay_s": 5},
-        },
-        airflow_env={
-            # a task whose process died is noticed within 30 s instead of Airflow's 5 minutes
-            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "15",
-            # a task left running by a killed scheduler is reset within 10 s, not 5 minutes
-            "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",
-        },
-    )
-    try:
-        services.start()
-        yield Stack(services)
-    finally:
-        services.stop()
-
-
-@pytest.fixture(autouse=True)
-def healed(stack: Stack) -> None:
-    """Every service a test needs is up before it starts, whatever the test before it stopped
-    or broke, so one failing fault test cannot fail the tests after it."""
-    restarted = stack.services.heal()
-    if restarted:
-        print(f"restarted before this test: {', '.join(restarted)}")
 
 
 class LogFollower(threading.Thread):

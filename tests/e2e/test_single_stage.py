@@ -3,8 +3,8 @@ Airflow's own REST trigger with conf (what the UI's trigger form sends), and `ai
 test` of one stage, for each of the DAG's eight stage tasks, naming an existing task or
 giving the six fields.
 
-One stack serves the module; the tests run in file order (the REST-triggered task is the
-existing task the single-stage re-runs work on).
+The package's stack (tests/e2e/conftest.py) serves the module; the tests run in file order
+(the REST-triggered task is the existing task the single-stage re-runs work on).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import json
 import subprocess
 import urllib.error
 import urllib.parse
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +22,7 @@ import pytest
 from fuxictr_workflow.airflow_runs import TASKS_TEST_RUN_PREFIX
 from fuxictr_workflow.stages import STAGE_NAMES
 from scripts import airflow_stack, demo
-from tests.test_e2e import INFER_ROWS, SAMPLE_ROWS, Stack, free_port
+from tests.e2e.stack import INFER_ROWS, Stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
@@ -43,22 +42,6 @@ TRACEBACK = "Traceback (most recent call last)"
 # the first part of a two-part stage: alone, it leaves its stage pending for the second part
 FIRST_PARTS = ("data_fetch.hive_export", "hive_upload.hdfs_upload")
 CRASH_MARKERS = ("ServerResponseError", "TI may be stuck", "[DAG TEST] Error running task")
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    services = demo.Services(
-        tmp_path_factory.mktemp("single_stage"),
-        free_port(),
-        sample_rows=SAMPLE_ROWS,
-        infer_rows=INFER_ROWS,
-        config={"task": {"heartbeat_interval": 2, "retry_delay_s": 5}},
-    )
-    try:
-        services.start()
-        yield Stack(services)
-    finally:
-        services.stop()
 
 
 def api(stack: Stack, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
