@@ -5,7 +5,9 @@ the triggerer (the task defers), on the demo data and the embedded stack, in one
     python benchmarks/slot_occupancy.py [--sample-rows N] [--infer-rows N]
 
 Prints JSON: slot_s_before / slot_s_after (seconds train and infer held a worker slot, summed),
-train_s (the train step's duration), each mode's pipeline seconds, and the ratio. A stage's
+train_s (the train step's duration), each mode's pipeline seconds, and the ratio; and, for the
+deferred run, how long the runner's lines took from the job's log file on the training server
+to the workflow log and to a WebSocket viewer (benchmarks/follow_latency.py says how). A stage's
 slot time is read from its workflow log: from "<stage> started" to the suspension line, plus
 from "resumed on a worker" to "<stage> finished" (the whole span when it never suspended).
 """
@@ -21,8 +23,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "plugins"))
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.follow_latency import JobLogWatcher, WebSocketRecorder, latencies  # noqa: E402
+from fuxictr_workflow import paths  # noqa: E402
 from scripts import demo  # noqa: E402
 from scripts.sshd import free_port  # noqa: E402
 
@@ -56,6 +61,12 @@ def run_pipeline(services: demo.Services, token: str, follow_from: str) -> dict[
     body = {**demo.SEED_BODY, "name": f"slots-{follow_from}", "hdfs_path": str(services.work / "hdfs")}
     started = time.monotonic()
     task_id = demo.api(services.port, token, "POST", "/api/workflow/tasks", body)["task_id"]
+    watcher = JobLogWatcher(services.work / "server", f"{paths.task_dirname(task_id)}/jobs/train/log")
+    viewer = WebSocketRecorder(
+        f"ws://127.0.0.1:{services.port}/api/workflow/tasks/{task_id}/logs?token={token}"
+    )
+    watcher.start()
+    viewer.start()
     while (task := demo.api(services.port, token, "GET", f"/api/workflow/tasks/{task_id}"))["status"] not in (
         "completed",
         "failed",
@@ -63,6 +74,9 @@ def run_pipeline(services: demo.Services, token: str, follow_from: str) -> dict[
     ):
         time.sleep(1)
     pipeline_s = time.monotonic() - started
+    watcher.done.set()
+    watcher.join(30)
+    viewer.join(60)
     if task["status"] != "completed":
         raise RuntimeError(f"pipeline ({follow_from}) ended {task['status']}: {task.get('error_message')}")
     from fuxictr_workflow.store import get_store
@@ -75,6 +89,7 @@ def run_pipeline(services: demo.Services, token: str, follow_from: str) -> dict[
         "pipeline_s": round(pipeline_s, 1),
         "slot_s": round(sum(slot_seconds(events, s) for s in FOLLOWED_STAGES), 1),
         "train_s": round(train_s, 1),
+        "follow": latencies("train", "train", watcher.lines, events, viewer.messages),
     }
 
 
@@ -106,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
                 "slot_ratio_after_to_before": round(after["slot_s"] / before["slot_s"], 3)
                 if before["slot_s"]
                 else None,
+                "train_line_latency": after["follow"],
+                "train_line_latency_before": before["follow"],
                 "sample_rows": args.sample_rows,
                 "infer_rows": args.infer_rows,
             },
