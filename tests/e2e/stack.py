@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import yaml
+
+from fuxictr_workflow.config import WorkflowConfig, load_config
 from fuxictr_workflow.store import WorkflowStore
 from scripts import demo
 
@@ -32,6 +37,27 @@ class Stack:
         if self._token is None:
             self._token = demo.get_token(self.port, self.services.airflow_home)
         return self._token
+
+    @property
+    def config_path(self) -> Path:
+        return Path(self.services.env["FUXICTR_WORKFLOW_CONFIG"])
+
+    def config(self) -> WorkflowConfig:
+        return load_config(self.config_path)
+
+    @contextmanager
+    def config_changed(self, sections: dict[str, dict[str, Any]]) -> Iterator[None]:
+        """The stack's config.yaml with these keys changed, restored afterwards (every process
+        reads the file again once it changed)."""
+        original = self.config_path.read_text()
+        data = yaml.safe_load(original)
+        for section, values in sections.items():
+            data.setdefault(section, {}).update(values)
+        self.config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+        try:
+            yield
+        finally:
+            self.config_path.write_text(original)
 
     def submit(self, name: str) -> int:
         body = {**demo.SEED_BODY, "name": name, "hdfs_path": str(self.services.work / "hdfs")}

@@ -18,11 +18,13 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import yaml
 
 from fuxictr_workflow import paths, runner_job
+from fuxictr_workflow.dag_params import dag_id_for
 from fuxictr_workflow.stages import STAGE_NAMES
 from fuxictr_workflow.store import WorkflowStore
 from scripts import airflow_stack, demo
@@ -202,6 +204,51 @@ def test_triggerer_killed_mid_train_follows_the_same_job(stack: Stack) -> None:
     airflow_stack.start_one(home, "triggerer", stack.services.env)
     stack.assert_completed(task_id)
     assert_trained_once(stack, task_id, runner)
+
+
+def airflow_task_process(stack: Stack, task_id: int, stage: str) -> ProcessRef | None:
+    """The Airflow task process running `stage` of the workflow task (LocalExecutor titles it
+    ``airflow worker -- <task instance id>``), if one runs."""
+    cfg = stack.config()
+    dag_id = dag_id_for(
+        stack.store.get_task(task_id, with_steps=False)["server"] or cfg.default_server, cfg.default_server
+    )
+    run_id = stack.store.get_task(task_id, with_steps=False)["dag_run_id"]
+    path = f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{stage}"
+    ti_id = demo.api(stack.port, stack.token, "GET", path)["id"]
+    for entry in Path("/proc").iterdir():
+        try:
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            if entry.name.isdigit() and title == f"airflow worker -- {ti_id}":
+                return ProcessRef.of(int(entry.name))
+        except OSError:
+            continue
+    return None
+
+
+def test_worker_killed_mid_train_follows_the_same_job(stack: Stack) -> None:
+    """With train followed from its worker slot (`task.follow_jobs_from: worker`), SIGKILL the
+    Airflow task process mid-train: its next try finds the job running and follows it; the
+    training is not restarted and the task completes."""
+    with stack.config_changed({"task": {"follow_jobs_from": "worker"}}):
+        task_id = stack.submit("fault-worker")
+        stack.wait_until("the train runner", lambda: bool(runner_processes(task_id, "train")), 600, 0.1)
+        (runner,) = runner_processes(task_id, "train")
+        stack.wait_until(
+            "train's Airflow task process",
+            lambda: airflow_task_process(stack, task_id, "train") is not None,
+            120,
+            0.2,
+        )
+        worker = airflow_task_process(stack, task_id, "train")
+        assert worker is not None
+        os.kill(worker.pid, signal.SIGKILL)
+        stack.wait_until("the task process to die", lambda: not worker.running(), 30, 0.1)
+        assert runner.running(), "killing the Airflow task process ended the training"
+        stack.assert_completed(task_id)
+    assert_trained_once(stack, task_id, runner)
+    resumed = [e["message"] for e in stack.store.logs_after(task_id, limit=100_000) if e["step"] == "train"]
+    assert any("following it instead of starting another" in m for m in resumed), resumed
 
 
 def test_ssh_sessions_cut_mid_train_are_reattached(stack: Stack) -> None:
