@@ -199,16 +199,21 @@ class LocalSshd:
         self.kill_sessions()  # sessions run in their own sessions (setsid), not our group
         info.process.stop(timeout=timeout)
 
-    def kill_sessions(self) -> int:
-        """Kill the per-connection sshd children (cut every live SSH session), keep the listener."""
+    def sessions(self) -> list[int]:
+        """The per-connection sshd children of the listener: one per live SSH connection."""
         info = self.running()
         if info is None:
-            return 0
-        out = subprocess.run(["pgrep", "-P", str(info.pid)], capture_output=True, text=True).stdout.split()
-        for pid in out:
+            return []
+        out = subprocess.run(["pgrep", "-P", str(info.pid)], capture_output=True, text=True).stdout
+        return [int(pid) for pid in out.split()]
+
+    def kill_sessions(self) -> int:
+        """Kill every live SSH connection's sshd process (cut the sessions), keep the listener."""
+        pids = self.sessions()
+        for pid in pids:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGKILL)
-        return len(out)
+                os.kill(pid, signal.SIGKILL)
+        return len(pids)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -192,6 +192,17 @@ def assert_trained_once(stack: Stack, task_id: int, runner: ProcessRef) -> None:
     assert len(ticks) == 1, ticks
 
 
+def runner_lines(stack: Stack, task_id: int) -> int:
+    """How many of the train runner's own lines the follower has logged: its plain output
+    (DEBUG) and its epoch lines."""
+    events = stack.store.logs_after(task_id, limit=100_000)
+    return sum(
+        1
+        for e in events
+        if e["step"] == "train" and (e["level"] == "DEBUG" or e["message"].startswith("epoch "))
+    )
+
+
 def test_triggerer_killed_mid_train_follows_the_same_job(stack: Stack) -> None:
     """While train runs the task is deferred: the triggerer follows the job. SIGKILL it and
     start it again: the training is not restarted, and the task completes."""
@@ -257,6 +268,10 @@ def test_ssh_sessions_cut_mid_train_are_reattached(stack: Stack) -> None:
     task_id = stack.submit("fault-ssh-sessions")
     stack.wait_until("the train runner", lambda: bool(runner_processes(task_id, "train")), 600, 0.1)
     (runner,) = runner_processes(task_id, "train")
+    # the follower (the trigger, once the task deferred) has logged the runner's first lines
+    # and keeps its connection open between polls
+    stack.wait_until("the runner's lines in the log", lambda: runner_lines(stack, task_id) > 0, 600, 0.2)
+    stack.wait_until("the follower's SSH connection", lambda: bool(stack.services.sshd.sessions()), 60, 0.1)
     assert stack.services.sshd.kill_sessions() >= 1
     assert runner.running(), "cutting the SSH sessions ended the training"
     stack.assert_completed(task_id)
