@@ -7,12 +7,18 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fuxictr_workflow.runner_job import JobFollower, RemoteJob, RunnerOutput
+from fuxictr_workflow import paths
+from fuxictr_workflow.cancel_jobs import stop_task_jobs
+from fuxictr_workflow.config import WorkflowConfig
+from fuxictr_workflow.runner_bundle import job_py, ship_runner
+from fuxictr_workflow.runner_job import JobFollower, RemoteJob, RunnerOutput, job_dir
+from fuxictr_workflow.servers import endpoint, prepare_remote_root
 from fuxictr_workflow.triggers.ssh_commands import run_command
 from fuxictr_workflow.workflow_log import WorkflowLogger
 from scripts.processes import ProcessRef
@@ -181,3 +187,26 @@ def test_the_trigger_follows_the_job_into_the_workflow_log(
     epochs = [m for m in messages(get_logger(), task_id) if m.startswith("epoch")]
     assert len(epochs) == 6
     assert store.get_task(task_id, with_steps=False)["heartbeat_at"] != before
+
+
+def test_cancel_stops_the_tasks_jobs_from_outside_any_stage(
+    make_config: Callable[..., WorkflowConfig], sshd: SshdInfo, tmp_path: Path
+) -> None:
+    """What the cancel route does before failing the Airflow run: the task's running train job
+    is stopped over the server's connection, with no operator or trigger following it."""
+    cfg = make_config(sshd)
+    ep = endpoint(cfg, "local")
+    with ep.paramiko_client() as client:
+        root = prepare_remote_root(ep, client).remote_root
+        ship_runner(client, root)
+        job = RemoteJob(
+            run_command(client),
+            sys.executable,
+            job_py(root),
+            job_dir(paths.remote_task_dir(root, 7), "train"),
+        )
+        started = job.start(argv(tmp_path, 1000, 0.2))
+    runner = ProcessRef.of(int(started["pid"]))
+    assert stop_task_jobs(cfg, 7, "local") == {"train": "finished"}
+    assert not runner.running()
+    assert stop_task_jobs(cfg, 8, "local") == {}  # a task that never started a job

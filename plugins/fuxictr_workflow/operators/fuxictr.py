@@ -1,10 +1,6 @@
 """Stages train and infer: remote/runner.py on the training server over SSH.
 
-The runner (and, when the server has no FuXiCTR config dir of its own, the demo config and
-model) is shipped to ``<remote_root>/.runner/<sha256>/`` — content-addressed, so a stale copy
-is never used and concurrent tasks share one copy safely. Before each run every file there is
-read back and compared with the shipped bytes; a copy that differs is replaced, never run.
-The runner runs as a detached job under remote/job.py (one per task and stage), followed from
+The runner bundle is shipped and verified before each run (runner_bundle.py). The runner runs as a detached job under remote/job.py (one per task and stage), followed from
 the triggerer while the Airflow task is deferred; its JSON lines reach the workflow log within
 a poll interval, and its final metrics become the step result and the XCom.
 
@@ -14,14 +10,10 @@ a poll interval, and its final metrics become the step result and the XCom.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import posixpath
 import shlex
-import stat
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from airflow.providers.ssh.operators.ssh import SSHOperator
@@ -29,6 +21,7 @@ from airflow.providers.ssh.operators.ssh import SSHOperator
 from fuxictr_workflow import airflow_runs, paths
 from fuxictr_workflow.config import get_config
 from fuxictr_workflow.operators.base import WorkflowStageMixin
+from fuxictr_workflow.runner_bundle import ship_runner
 from fuxictr_workflow.runner_job import JobFollower, RemoteJob, RunnerOutput, job_dir
 from fuxictr_workflow.servers import (
     HOST_KEY_WARNING,
@@ -39,111 +32,11 @@ from fuxictr_workflow.servers import (
     prepare_remote_root,
 )
 from fuxictr_workflow.ssh_access import is_refusal
-from fuxictr_workflow.stages import Stage, StepStatus
+from fuxictr_workflow.stages import Stage, StepStatus, TaskStatus
 from fuxictr_workflow.tracking import StageError, StageRun, TaskCancelled
 from fuxictr_workflow.triggers.runner_job import RunnerJobTrigger, job_should_stop
 from fuxictr_workflow.triggers.ssh_commands import run_command
 from fuxictr_workflow.validation import validate_experiment_id
-
-REMOTE_DIR = Path(__file__).resolve().parents[1] / "remote"
-SHIPPED = [
-    "runner.py",
-    "job.py",
-    "streaming.py",
-    "model_lookup.py",
-    "errors.py",
-    "demo_models.py",
-    "demo_config/model_config.yaml",
-    "demo_config/dataset_config.yaml",
-]
-
-
-def bundle_files() -> dict[str, bytes]:
-    return {name: (REMOTE_DIR / name).read_bytes() for name in SHIPPED}
-
-
-def bundle_digest() -> str:
-    h = hashlib.sha256()
-    for name, data in bundle_files().items():
-        h.update(name.encode() + b"\0" + data)
-    return h.hexdigest()[:16]
-
-
-def bundle_problem(sftp: Any, target: str, files: dict[str, bytes]) -> str | None:
-    """Why the bundle at `target` is not exactly `files` (None: it is).
-
-    Each file is read back and hashed: a marker file would only say a copy was once
-    finished, not that nobody changed it since. Symlinks are refused, not followed."""
-    for rel in sorted({posixpath.dirname(n) for n in files} | {""}):
-        where = posixpath.join(target, rel) if rel else target
-        try:
-            mode = sftp.lstat(where).st_mode
-        except FileNotFoundError:
-            return "missing"
-        if not stat.S_ISDIR(mode):
-            return f"{where} is not a directory"
-    for name, data in files.items():
-        path = posixpath.join(target, name)
-        try:
-            mode = sftp.lstat(path).st_mode
-        except FileNotFoundError:
-            return f"{name} is missing"
-        if not stat.S_ISREG(mode):
-            return f"{name} is not a regular file"
-        with sftp.open(path, "rb") as f:
-            there = f.read()
-        if hashlib.sha256(there).digest() != hashlib.sha256(data).digest():
-            return f"{name} differs from the shipped version"
-    return None
-
-
-def ship_runner(client: Any, remote_root: str, warn: Callable[[str], None] = lambda _: None) -> str:
-    """Copy the runner bundle to the server unless that exact version is there; returns its dir.
-
-    What is there is verified file by file before every run; a changed copy is replaced."""
-    files = bundle_files()
-    target = posixpath.join(remote_root, ".runner", bundle_digest())
-    sftp = client.open_sftp()
-    try:
-        problem = bundle_problem(sftp, target, files)
-        if problem is None:
-            return target
-        if problem != "missing":
-            warn(f"runner bundle {target} on the server is not the shipped one ({problem}); replacing it")
-            _exec(client, f"rm -rf {shlex.quote(target)}")
-        staging = f"{target}.tmp.{os.getpid()}.{id(client)}"
-        for name, data in files.items():
-            _mkdirs(sftp, posixpath.dirname(posixpath.join(staging, name)))
-            with sftp.open(posixpath.join(staging, name), "wb") as f:
-                f.write(data)
-        try:
-            sftp.posix_rename(staging, target)
-        except OSError:  # another task shipped the same version first
-            _exec(client, f"rm -rf {shlex.quote(staging)}")
-        problem = bundle_problem(sftp, target, files)
-        if problem is not None:
-            raise StageError(
-                f"runner bundle {target} on the server cannot be verified after shipping: {problem}"
-            )
-        return target
-    finally:
-        sftp.close()
-
-
-def _mkdirs(sftp: Any, path: str) -> None:
-    parts = path.strip("/").split("/")
-    for i in range(1, len(parts) + 1):
-        sub = "/" + "/".join(parts[:i])
-        try:
-            sftp.stat(sub)
-        except FileNotFoundError:
-            sftp.mkdir(sub)
-
-
-def _exec(client: Any, command: str) -> int:
-    _stdin, stdout, _stderr = client.exec_command(command)
-    return stdout.channel.recv_exit_status()
-
 
 # how often `airflow tasks test` reads the job's new lines (the trigger has its own interval)
 FOREGROUND_POLL_S = 1.0
@@ -158,6 +51,10 @@ def describe_job(found: dict[str, Any], command: str, address: str, argv: str) -
     if found["state"] == "finished":
         return f"{command} job {where} has already ended (exit {found.get('exit_code')}); taking its result"
     return f"{command} job already running {where}; following it instead of starting another"
+
+
+def _cancelled(run: StageRun) -> bool:
+    return run.logger.store.get_task(run.task_id, with_steps=False)["status"] == TaskStatus.CANCELLED
 
 
 class FuxiCTRStageOperator(WorkflowStageMixin, SSHOperator):
@@ -231,6 +128,10 @@ class FuxiCTRStageOperator(WorkflowStageMixin, SSHOperator):
             # a completed stage run again on purpose (`airflow tasks test`, a cleared task) trains
             # anew; otherwise a job that ended well is this stage's result
             found = job.start(argv, again=self._step_status() == StepStatus.COMPLETED)
+            if found["state"] != "finished" and _cancelled(run):
+                # a cancel recorded before this job started could not stop it (cancel_jobs.py)
+                job.stop()
+                raise TaskCancelled(f"task {task_id} was cancelled; its {self.command_name} job was stopped")
         offset = 0 if found.get("started") else int(found.get("acked", 0))
         run.info(describe_job(found, self.command_name, ep.address, " ".join(shlex.quote(a) for a in argv)))
         in_worker = airflow_runs.in_tasks_test_command() or cfg.task.follow_jobs_from == "worker"

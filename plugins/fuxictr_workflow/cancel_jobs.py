@@ -1,0 +1,44 @@
+"""Stopping a cancelled task's train and infer jobs on its training server.
+
+Cancel does this itself, after recording the cancel and before failing the Airflow run, so it
+does not depend on Airflow reaching the stage: a task that is between starting its job and
+deferring has neither a running operator nor a trigger whose on_kill could stop the job. A
+stage that starts a job after the cancel was recorded finds the task cancelled and stops its
+job itself (FuxiCTRStageOperator), so every job of a cancelled task is stopped by one side or
+the other.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+
+from fuxictr_workflow import paths
+from fuxictr_workflow.config import WorkflowConfig
+from fuxictr_workflow.runner_bundle import job_py
+from fuxictr_workflow.runner_job import RemoteJob, job_dir
+from fuxictr_workflow.servers import endpoint, prepare_remote_root
+from fuxictr_workflow.stages import Stage
+from fuxictr_workflow.triggers.ssh_commands import run_command
+
+JOB_STAGES = (Stage.TRAIN, Stage.INFER)
+
+
+def stop_task_jobs(cfg: WorkflowConfig, task_id: int, server: str) -> dict[str, str]:
+    """Stop the task's jobs on `server`; returns each job's state afterwards, by stage (stages
+    that never started a job are left out)."""
+    ep = endpoint(cfg, server)
+    stopped: dict[str, str] = {}
+    with ep.paramiko_client() as client:
+        ep = prepare_remote_root(ep, client)
+        run = run_command(client)
+        task_dir = paths.remote_task_dir(ep.remote_root, task_id)
+        for stage in JOB_STAGES:
+            where = job_dir(task_dir, stage.value)
+            marker = posixpath.join(where, "job.json")
+            if run(f"test -e {shlex.quote(marker)} && echo yes || true").strip() != "yes":
+                continue
+            stopped[stage.value] = str(
+                RemoteJob(run, ep.python, job_py(ep.remote_root), where).stop()["state"]
+            )
+    return stopped
