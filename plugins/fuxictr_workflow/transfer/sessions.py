@@ -28,7 +28,7 @@ def stream_count(configured: int, host: str) -> int:
 
     Between two hosts a stream is bounded by one channel's window / RTT, so parallel
     sessions add throughput. On loopback every stream's ssh, sshd, agent and worker share
-    this machine's CPUs (one stream keeps about two busy), and more streams only add
+    the one host's CPUs (one stream keeps about two busy), and more streams only add
     context switches, shell start-ups and lock contention on the destination file.
     """
     try:
