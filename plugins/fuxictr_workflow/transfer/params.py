@@ -98,17 +98,3 @@ class TransferParams:
     def backoff(self, attempt: int) -> float:
         """Seconds to wait before retry `attempt + 1` (of a connection or a chunk)."""
         return self.cfg.retry_backoff_s * (2**attempt)
-
-    def mark_chunk(
-        self,
-        chunk_id: str,
-        status: ChunkStatus,
-        *,
-        checksum: str | None = None,
-        sent: bool = False,
-        retried: bool = False,
-    ) -> None:
-        """Record a chunk's status in this transfer's (task, step) ledger."""
-        self.store.mark_chunk(
-            self.task_id, self.step, chunk_id, status, checksum=checksum, sent=sent, retried=retried
-        )

@@ -95,7 +95,7 @@ def resume(params: TransferParams, files: list[FilePlan], dst_side: Files) -> Re
                     f"{f.part} is missing at the destination; re-sending its {len(done)} verified chunks"
                 )
                 for c in done:
-                    params.mark_chunk(c.chunk_id, ChunkStatus.PENDING)
+                    store.mark_chunk(task_id, step, c.chunk_id, ChunkStatus.PENDING)
                 done = []
             pending = list(f.chunks)
             work.create.append(f)

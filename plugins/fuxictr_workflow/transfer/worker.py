@@ -125,7 +125,9 @@ class ChunkMover:
                 except TransferError:
                     failed = job if job is not None else window[0][0] if window else None
                     if failed is not None:
-                        p.mark_chunk(failed.chunk.chunk_id, ChunkStatus.FAILED, sent=True)
+                        p.store.mark_chunk(
+                            p.task_id, p.step, failed.chunk.chunk_id, ChunkStatus.FAILED, sent=True
+                        )
                     raise
                 # the newest chunk's read-back hash may run on while the next one arrives
                 if not self.judge(moved, retry, wait=len(moved) > 1 or not window):
@@ -173,7 +175,9 @@ class ChunkMover:
 
     def chunk_done(self, job: Job, checksum: str | None) -> None:
         p, chunk = self.params, job.chunk
-        p.mark_chunk(
+        p.store.mark_chunk(
+            p.task_id,
+            p.step,
             chunk.chunk_id,
             ChunkStatus.VERIFIED if p.cfg.verify_checksum else ChunkStatus.SENT,
             checksum=checksum,
@@ -193,7 +197,9 @@ class ChunkMover:
         p = self.params
         chunk, retries = job.chunk, p.cfg.max_retries
         last = job.attempt == retries
-        p.mark_chunk(
+        p.store.mark_chunk(
+            p.task_id,
+            p.step,
             chunk.chunk_id,
             ChunkStatus.FAILED,
             sent=sent,
