@@ -51,6 +51,9 @@ tasks = sa.Table(
     sa.Column("dag_run_id", sa.String(250)),
     sa.Column("heartbeat_at", sa.TIMESTAMP),
     sa.Column("error_message", sa.Text),
+    # n of the task's current run `workflow_task_<id>_retry_<n>` (0: `workflow_task_<id>`), so a
+    # retry that needs a new run knows its number whatever run (the UI's, `dags test`'s) owns it now
+    sa.Column("run_attempt", sa.Integer, nullable=False, server_default=sa.text("0")),
     sqlite_autoincrement=True,
 )
 
@@ -117,12 +120,27 @@ schema_version = sa.Table(
 
 
 def _migrate_v1(conn: Connection) -> None:
-    """Version 1: the contract's three tables plus task_logs."""
+    """Version 1: the contract's three tables plus task_logs (a new store: in their current form)."""
     metadata.create_all(conn, tables=[tasks, task_steps, transfer_chunks, task_logs])
 
 
+def _migrate_v2(conn: Connection) -> None:
+    """Version 2: tasks.run_attempt, filled from the retry number of the tasks' current run ids."""
+    if "run_attempt" in {c["name"] for c in sa.inspect(conn).get_columns(tasks.name)}:
+        return
+    ddl = sa.schema.CreateColumn(tasks.c.run_attempt).compile(dialect=conn.dialect)
+    conn.exec_driver_sql(f"ALTER TABLE {tasks.name} ADD COLUMN {ddl}")
+    retried = sa.select(tasks.c.id, tasks.c.dag_run_id).where(
+        tasks.c.dag_run_id.contains("_retry_", autoescape=True)
+    )
+    for task_id, run_id in conn.execute(retried).all():
+        number = run_id.rsplit("_retry_", 1)[1]
+        if number.isdigit():
+            conn.execute(tasks.update().where(tasks.c.id == task_id).values(run_attempt=int(number)))
+
+
 # Append a function for each schema change; `init` applies the ones not yet applied, in order.
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_migrate_v1,)
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_migrate_v1, _migrate_v2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

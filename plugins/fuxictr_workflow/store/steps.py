@@ -34,7 +34,7 @@ _STEP_TRANSITIONS: dict[str, frozenset[str]] = {
 
 
 class Steps:
-    """A task's six steps: start, complete, fail, pause, skip, and reset for a retry."""
+    """A task's six steps: start, complete, fail, pause, and reset for a retry."""
 
     def __init__(self, db: Database, tasks: Tasks) -> None:
         self.db = db
@@ -191,15 +191,6 @@ class Steps:
             unfinished = next(s for s in steps if s["status"] not in done)
             values.update(status=TaskStatus.PENDING, current_step=STAGE_NAMES.index(unfinished["step_name"]))
         self.tasks.update(task_id, conn, **values)
-
-    def skip_step(self, task_id: int, step_name: str, reason: str | None = None) -> None:
-        def run(conn: Connection) -> None:
-            self._transition(
-                conn, task_id, step_name, StepStatus.SKIPPED, error_message=reason, completed_at=utcnow()
-            )
-            self.tasks.update(task_id, conn)
-
-        self.db.write(run)
 
     def reset_from_step(self, task_id: int, step_name: str | None = None) -> str:
         """Prepare a retry: the given step (default: the first not completed) and all later

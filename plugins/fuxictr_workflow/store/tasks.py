@@ -85,8 +85,9 @@ class Tasks:
             found = conn.execute(sa.select(tasks.c.id).where(tasks.c.dag_run_id == dag_run_id)).scalar()
         return None if found is None else int(found)
 
-    def set_dag_run(self, task_id: int, dag_run_id: str) -> None:
-        self.update(task_id, dag_run_id=dag_run_id)
+    def set_dag_run(self, task_id: int, dag_run_id: str, run_attempt: int = 0) -> None:
+        """Record the run the API started for the task, and its attempt number (0: the first)."""
+        self.update(task_id, dag_run_id=dag_run_id, run_attempt=run_attempt)
 
     def claim_task(self, task_id: int, dag_run_id: str, previous: str | None) -> bool:
         """Make ``dag_run_id`` the task's run if its run is still ``previous`` (compare and set:
@@ -191,10 +192,3 @@ class Tasks:
         query = sa.select(tasks.c.server).distinct().where(tasks.c.server.is_not(None))
         with self.db.read() as conn:
             return {r[0] for r in conn.execute(query)}
-
-    def count_tasks(self, *, status: str | None = None) -> int:
-        query = sa.select(sa.func.count()).select_from(tasks)
-        if status is not None:
-            query = query.where(tasks.c.status == status)
-        with self.db.read() as conn:
-            return int(conn.execute(query).scalar() or 0)

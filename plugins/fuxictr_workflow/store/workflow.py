@@ -39,13 +39,11 @@ class WorkflowStore:
         self.get_task = self.tasks.get_task
         self.list_tasks = self.tasks.list_tasks
         self.task_servers = self.tasks.task_servers
-        self.count_tasks = self.tasks.count_tasks
 
         self.start_step = self.steps.start_step
         self.complete_step = self.steps.complete_step
         self.fail_step = self.steps.fail_step
         self.pause_step = self.steps.pause_step
-        self.skip_step = self.steps.skip_step
         self.reset_from_step = self.steps.reset_from_step
         self.step_result = self.steps.step_result
 
