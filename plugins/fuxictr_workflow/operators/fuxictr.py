@@ -43,7 +43,6 @@ from fuxictr_workflow.stages import Stage, StepStatus
 from fuxictr_workflow.tracking import StageError, StageRun, TaskCancelled
 from fuxictr_workflow.triggers.runner_job import RunnerJobTrigger, job_should_stop
 from fuxictr_workflow.triggers.ssh_commands import run_command
-from fuxictr_workflow.validation import validate_experiment_id
 
 REMOTE_DIR = Path(__file__).resolve().parents[1] / "remote"
 SHIPPED = [
@@ -187,7 +186,7 @@ class FuxiCTRStageOperator(WorkflowStageMixin, SSHOperator):
         task_id = int(self.workflow_task["id"])
         ti = context["ti"]
         self.ti_ref = (ti.dag_id, ti.run_id, ti.task_id)
-        expid = validate_experiment_id(self.workflow_task["experiment_id"])
+        expid = self.workflow_task["experiment_id"]
         server_name = self.workflow_task.get("server") or cfg.default_server
         try:
             ep = endpoint(cfg, server_name)

@@ -203,7 +203,7 @@ class HiveLoadOperator(_TrackedHiveOperator):
         cfg, task = self.workflow_config, self.workflow_task
         local = paths.staging_predictions(cfg.storage.staging_dir, task["id"])
         columns = predictions_columns(local, cfg.fuxictr.id_columns)
-        database, table = task["hive_table"].lower().split(".")
+        database, table = task["hive_table"].split(".")
         ensure_ours(database, table, cfg.hive.hiveserver2_conn_id)
         run.result.update(
             {
