@@ -201,6 +201,22 @@ def test_retry_without_a_run_in_airflow_starts_one(api_server: ApiServer) -> Non
         assert airflow_run(api_server, expected)["state"] == "queued"
 
 
+def test_a_refused_trigger_fails_the_task_with_the_reason(api_server: ApiServer) -> None:
+    """Airflow's trigger route refuses a run id it has already: the retry answers 503 and the
+    task is failed with the reason (and stays retryable)."""
+    store = api_server.store
+    task_id = call(api_server, "POST", "/tasks", BODY)[1]["task_id"]
+    taken = f"workflow_task_{task_id}_retry_1"
+    airflow_call(api_server, "POST", "/dagRuns", {"dag_run_id": taken, "logical_date": None})
+    assert store.claim_task(task_id, "manual__gone", previous=f"workflow_task_{task_id}")
+    store.fail_task(task_id, "failed elsewhere")
+    status, body = call(api_server, "POST", f"/tasks/{task_id}/retry")
+    assert status == 503 and taken in body["detail"], body
+    task = store.get_task(task_id, with_steps=False)
+    assert task["status"] == "failed" and taken in task["error_message"]
+    assert task["dag_run_id"] == "manual__gone" and task["run_attempt"] == 0
+
+
 def test_concurrent_creates(api_server: ApiServer) -> None:
     with ThreadPoolExecutor(10) as pool:
         results = list(

@@ -58,8 +58,10 @@ def trigger(dag_id: str, run_id: str, conf: dict[str, Any], user: BaseUser, requ
             session.flush()
         except HTTPException as err:
             raise TriggerError(_reason(dag_id, model, err)) from err
-        except IntegrityError as err:  # Airflow's API app turns this into a 409 the same way
-            raise TriggerError(f"DAG {dag_id} has a run {run_id} already") from err
+        except IntegrityError as err:  # the route leaves unique violations to Airflow's app (409)
+            raise TriggerError(
+                f"could not trigger DAG {dag_id}: it has a run {run_id} (or one of the same logical date) already"
+            ) from err
     return run_id
 
 
