@@ -46,7 +46,7 @@ from fuxictr_workflow.servers import Endpoint  # noqa: E402
 from fuxictr_workflow.ssh_access import SSHAccess  # noqa: E402
 from fuxictr_workflow.store import WorkflowStore  # noqa: E402
 from fuxictr_workflow.transfer import TransferItem, download, upload  # noqa: E402
-from fuxictr_workflow.transfer.engine import stream_count  # noqa: E402
+from fuxictr_workflow.transfer.sessions import stream_count  # noqa: E402
 from scripts.sshd import LocalSshd, SshdInfo  # noqa: E402
 
 MB = 1_000_000

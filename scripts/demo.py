@@ -138,9 +138,7 @@ def write_config(
             }
         },
         "storage": {
-            "shared_dir": str(work / "shared"),
             "staging_dir": str(work / "staging"),
-            "checkpoint_dir": str(work / "checkpoints"),
             "log_dir": str(work / "logs" / "workflow"),
         },
         "transfer": {"chunk_size": 4 * 1024 * 1024, "parallel_workers": 2},

@@ -9,6 +9,7 @@ say; its first part alone leaves the step pending for the second.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,8 @@ from fuxictr_workflow.store import utcnow
 from fuxictr_workflow.workflow_log import WorkflowLogger
 
 ERROR_MESSAGE_MAX = 4000
+
+log = logging.getLogger(__name__)
 
 
 class StageError(RuntimeError):
@@ -94,7 +97,9 @@ def _heartbeat(run: StageRun, interval: float, stop: threading.Event) -> None:
             if store.get_task(run.task_id, with_steps=False)["status"] == TaskStatus.CANCELLED:
                 run.cancelled.set()
         except Exception:  # a missed heartbeat must never fail the stage itself
-            pass
+            log.warning(
+                "task %s step %s: heartbeat failed; the stage goes on", run.task_id, run.step, exc_info=True
+            )
 
 
 @contextmanager

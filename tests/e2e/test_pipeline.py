@@ -343,9 +343,7 @@ def test_airflow_dags_test_runs_all_stages(stack: Stack, tmp_path: Path) -> None
     config = yaml.safe_load((stack.services.work / "config.yaml").read_text())
     config["task"]["log_rotation_size"] = 4096
     config["store"]["url"] = f"sqlite:///{tmp_path / 'workflow.db'}"
-    config["storage"] = {
-        k: str(tmp_path / k) for k in ("shared_dir", "staging_dir", "checkpoint_dir", "log_dir")
-    }
+    config["storage"] = {k: str(tmp_path / k) for k in ("staging_dir", "log_dir")}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     conf = {**demo.SEED_BODY, "name": "dags-test", "hdfs_path": str(tmp_path / "hdfs")}
     (tmp_path / "conf.json").write_text(json.dumps(conf))

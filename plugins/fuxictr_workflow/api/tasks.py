@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import re
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, Request, status
 
 from fuxictr_workflow import cancel_jobs
 from fuxictr_workflow.api import security, trigger
@@ -58,7 +57,7 @@ def _stale_after() -> timedelta:
     return timedelta(seconds=3 * get_config().task.heartbeat_interval)
 
 
-def _start_run(store: WorkflowStore, task_id: int, attempt: int, user: Any) -> str:
+def _start_run(store: WorkflowStore, task_id: int, attempt: int, user: Any, request: Request) -> str:
     """Trigger the task's DAG run; a failed trigger fails the task with the reason."""
     cfg = get_config()
     task = store.get_task(task_id, with_steps=False)
@@ -67,14 +66,18 @@ def _start_run(store: WorkflowStore, task_id: int, attempt: int, user: Any) -> s
     if attempt:
         conf["resume"] = True
     run_id = trigger.run_id_for(task_id, attempt)
+    dag_id = dag_id_for(server, cfg.default_server)
     try:
-        trigger.trigger(dag_id_for(server, cfg.default_server), run_id, conf, security.user_name(user))
+        trigger.trigger(dag_id, run_id, conf, user, request)
     except trigger.TriggerError as err:
         store.fail_task(task_id, str(err))
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, f"task {task_id} failed to start: {err}"
         ) from err
-    store.set_dag_run(task_id, run_id)
+    except Exception as err:  # the server logs the traceback; the task stays retryable
+        store.fail_task(task_id, f"could not trigger DAG {dag_id}: {err}")
+        raise
+    store.set_dag_run(task_id, run_id, attempt)
     return run_id
 
 
@@ -84,7 +87,7 @@ def _start_run(store: WorkflowStore, task_id: int, attempt: int, user: Any) -> s
     response_model=TaskCreated,
     summary="Create a task and trigger its pipeline run",
 )
-def create_task(body: TaskCreateRequest, user: security.CurrentUser) -> dict[str, Any]:
+def create_task(body: TaskCreateRequest, user: security.CurrentUser, request: Request) -> dict[str, Any]:
     cfg = get_config()
     if body.server is not None and body.server not in cfg.servers:
         raise HTTPException(
@@ -101,7 +104,7 @@ def create_task(body: TaskCreateRequest, user: security.CurrentUser) -> dict[str
     security.require(user, "POST", server)
     store = get_store()
     task_id = store.create_task(**body.model_dump(exclude={"server"}), server=server)
-    _start_run(store, task_id, 0, user)
+    _start_run(store, task_id, 0, user, request)
     return {"task_id": task_id, "status": TaskStatus.PENDING}
 
 
@@ -156,7 +159,7 @@ def _existing(store: WorkflowStore, task_id: int) -> dict[str, Any]:
     response_model=TaskCreated,
     summary="Resume a failed or cancelled task from its first unfinished stage",
 )
-def retry_task(task_id: int, user: security.CurrentUser) -> dict[str, Any]:
+def retry_task(task_id: int, user: security.CurrentUser, request: Request) -> dict[str, Any]:
     """The task's own DAG run is cleared from the first unfinished stage on (Airflow's clear)
     and re-queued, so completed stages are not redone and verified chunks are not re-sent.
     Only when that run is gone from Airflow does a new run ``..._retry_<n>`` start."""
@@ -187,8 +190,7 @@ def retry_task(task_id: int, user: security.CurrentUser) -> dict[str, Any]:
             status.HTTP_503_SERVICE_UNAVAILABLE, f"task {task_id} could not be retried: {err}"
         ) from err
     if not cleared:
-        match = re.search(r"_retry_(\d+)$", previous)
-        _start_run(store, task_id, (int(match.group(1)) + 1 if match else 1) if previous else 0, user)
+        _start_run(store, task_id, task["run_attempt"] + 1 if previous else 0, user, request)
     return {"task_id": task_id, "status": TaskStatus.PENDING}
 
 

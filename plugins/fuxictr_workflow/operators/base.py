@@ -96,10 +96,13 @@ def refuse_if_running_elsewhere(context: Any, task: dict[str, Any], cfg: Workflo
         )
 
 
-def validate_run_fields(task: dict[str, Any], cfg: WorkflowConfig) -> None:
-    """Re-check the stored fields before any stage touches Hive, a shell or the server."""
-    validate_task_fields(task, cfg)
-    validate_server(task.get("server"), list(cfg.servers))
+def validate_run_fields(task: dict[str, Any], cfg: WorkflowConfig) -> dict[str, Any]:
+    """Re-check the stored fields before any stage touches Hive, a shell or the server.
+
+    Returns the task with its fields as validation cleans them (a task a UI-triggered run
+    created holds its params as given), so the stage uses only checked values."""
+    fields = validate_task_fields(task, cfg)
+    return {**task, **fields.as_dict(), "server": validate_server(task.get("server"), list(cfg.servers))}
 
 
 class WorkflowStageMixin:
@@ -171,7 +174,7 @@ class WorkflowStageMixin:
 
     def _validated_stage(self, context: Any, run: StageRun) -> Any:
         try:
-            validate_run_fields(self.workflow_task, self.workflow_config)
+            self.workflow_task = validate_run_fields(self.workflow_task, self.workflow_config)
         except FieldError as err:
             raise StageError(str(err), retryable=False) from None
         return self.execute_stage(context, run)

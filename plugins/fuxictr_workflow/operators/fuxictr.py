@@ -36,7 +36,6 @@ from fuxictr_workflow.stages import Stage, StepStatus, TaskStatus
 from fuxictr_workflow.tracking import StageError, StageRun, TaskCancelled
 from fuxictr_workflow.triggers.runner_job import RunnerJobTrigger, job_should_stop
 from fuxictr_workflow.triggers.ssh_commands import run_command
-from fuxictr_workflow.validation import validate_experiment_id
 
 # how often `airflow tasks test` reads the job's new lines (the trigger has its own interval)
 FOREGROUND_POLL_S = 1.0
@@ -84,7 +83,7 @@ class FuxiCTRStageOperator(WorkflowStageMixin, SSHOperator):
         task_id = int(self.workflow_task["id"])
         ti = context["ti"]
         self.ti_ref = (ti.dag_id, ti.run_id, ti.task_id)
-        expid = validate_experiment_id(self.workflow_task["experiment_id"])
+        expid = self.workflow_task["experiment_id"]
         server_name = self.workflow_task.get("server") or cfg.default_server
         try:
             ep = endpoint(cfg, server_name)

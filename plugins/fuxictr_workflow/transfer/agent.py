@@ -202,8 +202,8 @@ def read_pieces(fd: int, offset: int, size: int, bufs: tuple[bytearray, bytearra
 class PieceHasher:
     """sha256 of a stream of pieces, each hashed in a helper thread while the caller moves it on.
 
-    Hashing runs at ~2 GB/s, about the speed of the whole SSH pipeline: done inline it
-    stalls the stream for as long again. `update(view)` returns at once; the caller may
+    Hashing a piece takes about as long as moving it through the SSH pipeline (figures in
+    docs/transfer.md): done inline it stalls the stream for as long again. `update(view)` returns at once; the caller may
     reuse `view`'s memory only after the next `update` or `hexdigest` (so two buffers,
     used in turn, keep both threads busy). hashlib releases the GIL for large updates.
     """
@@ -273,8 +273,8 @@ class Settler:
     of it cached evicts other data and leaves the final fsync to write everything at once.
     `POSIX_FADV_DONTNEED` on a region just written starts its writeback (its pages are
     still dirty, so they stay); advising it again one chunk later drops them, now clean.
-    The kernel then reuses a few warm pages for the next chunks: on this VM writing into
-    fresh pages made pwrite up to 10x slower. Advice only: errors are ignored.
+    The kernel then reuses a few warm pages for the next chunks, and pwrite into warm pages
+    is much faster than into fresh ones (docs/transfer.md). Advice only: errors are ignored.
     """
 
     def __init__(self) -> None:

@@ -93,8 +93,8 @@ def _reap(proc: subprocess.Popen[bytes]) -> None:
 class OpenSshConnection:
     """An `ssh -M -N` master process; sessions are `ssh -S <socket>` clients multiplexed over it.
 
-    One handshake per transfer instead of one per worker: here a handshake costs ~0.2 s
-    of wall time and ~0.15 CPU-s, as much as moving 50 MB.
+    One handshake per transfer instead of one per worker: a handshake costs as much wall
+    and CPU time as moving tens of MB (docs/transfer.md).
     """
 
     def __init__(self, endpoint: Endpoint, timeout: float = 30.0) -> None:
