@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import posixpath
 import shlex
+from typing import Any
 
 from fuxictr_workflow import paths
 from fuxictr_workflow.config import WorkflowConfig
 from fuxictr_workflow.runner_bundle import job_py
 from fuxictr_workflow.runner_job import RemoteJob, job_dir
 from fuxictr_workflow.servers import endpoint, prepare_remote_root
-from fuxictr_workflow.stages import Stage
+from fuxictr_workflow.stages import Stage, StepStatus
 from fuxictr_workflow.triggers.ssh_commands import run_command
+from fuxictr_workflow.workflow_log import WorkflowLogger
 
 JOB_STAGES = (Stage.TRAIN, Stage.INFER)
+JOB_STEPS = {stage.value for stage in JOB_STAGES}
 
 
 def stop_task_jobs(cfg: WorkflowConfig, task_id: int, server: str) -> dict[str, str]:
@@ -42,3 +45,23 @@ def stop_task_jobs(cfg: WorkflowConfig, task_id: int, server: str) -> dict[str, 
                 RemoteJob(run, ep.python, job_py(ep.remote_root), where).stop()["state"]
             )
     return stopped
+
+
+def stop_cancelled_task_jobs(cfg: WorkflowConfig, task: dict[str, Any], logger: WorkflowLogger) -> None:
+    """What cancel does: stop the task's jobs if a job stage has begun, saying so in the task's
+    log. A server that cannot be reached is reported; the cancel stands, and the stages' own
+    on_kill and followers still stop the jobs when Airflow stops them."""
+    if not any(s["step_name"] in JOB_STEPS and s["status"] != StepStatus.PENDING for s in task["steps"]):
+        return
+    server = task["server"] or cfg.default_server
+    try:
+        stopped = stop_task_jobs(cfg, task["id"], server)
+    except Exception as err:  # the cancel itself stands; what failed is said in the task's log
+        logger.warning(
+            task["id"],
+            None,
+            f"cancel: could not stop the jobs on training server {server}: {type(err).__name__}: {err}",
+        )
+        return
+    for step, state in stopped.items():
+        logger.info(task["id"], step, f"cancel: the {step} job on training server {server} is {state}")

@@ -11,14 +11,12 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from fuxictr_workflow import cancel_jobs
 from fuxictr_workflow.api import security, trigger
 from fuxictr_workflow.api.schemas import Task, TaskCreated, TaskCreateRequest, TaskDetail
-from fuxictr_workflow.config import WorkflowConfig, get_config
+from fuxictr_workflow.config import get_config
 from fuxictr_workflow.dag_params import dag_id_for
-from fuxictr_workflow.stages import STAGE_NAMES, StepStatus, TaskStatus
+from fuxictr_workflow.stages import STAGE_NAMES, TaskStatus
 from fuxictr_workflow.store import IllegalTransition, NotFound, WorkflowStore, get_store, iso, utcnow
 from fuxictr_workflow.validation import TASK_FIELDS
 from fuxictr_workflow.workflow_log import get_logger
-
-JOB_STEPS = {stage.value for stage in cancel_jobs.JOB_STAGES}
 
 router = APIRouter(prefix="/tasks", tags=["Tasks"])
 
@@ -199,26 +197,6 @@ def retry_task(task_id: int, user: security.CurrentUser, request: Request) -> di
     response_model=TaskCreated,
     summary="Cancel a pending or running task and stop its run",
 )
-def _stop_remote_jobs(cfg: WorkflowConfig, task: dict[str, Any]) -> None:
-    """Stop the cancelled task's train/infer jobs on its training server (cancel_jobs.py says
-    why here); a server that cannot be reached is reported, and the stages' own on_kill and
-    followers still stop the jobs when Airflow stops them."""
-    if not any(s["step_name"] in JOB_STEPS and s["status"] != StepStatus.PENDING for s in task["steps"]):
-        return
-    server, logger = task["server"] or cfg.default_server, get_logger()
-    try:
-        stopped = cancel_jobs.stop_task_jobs(cfg, task["id"], server)
-    except Exception as err:  # the cancel itself stands; what failed is said in the task's log
-        logger.warning(
-            task["id"],
-            None,
-            f"cancel: could not stop the jobs on training server {server}: {type(err).__name__}: {err}",
-        )
-        return
-    for step, state in stopped.items():
-        logger.info(task["id"], step, f"cancel: the {step} job on training server {server} is {state}")
-
-
 def cancel_task(task_id: int, user: security.CurrentUser) -> dict[str, Any]:
     store = get_store()
     security.require(user, "PUT", _existing(store, task_id)["server"])
@@ -230,7 +208,7 @@ def cancel_task(task_id: int, user: security.CurrentUser) -> dict[str, Any]:
         raise HTTPException(status.HTTP_409_CONFLICT, str(err)) from None
     task = store.get_task(task_id)
     cfg = get_config()
-    _stop_remote_jobs(cfg, task)
+    cancel_jobs.stop_cancelled_task_jobs(cfg, task, get_logger())
     if task["dag_run_id"]:
         trigger.fail_run(
             dag_id_for(task["server"] or cfg.default_server, cfg.default_server), task["dag_run_id"]
