@@ -28,13 +28,17 @@ from tests.transfer_helpers import make_endpoint
 
 JOB_PY = str(Path(__file__).resolve().parents[1] / "plugins" / "fuxictr_workflow" / "remote" / "job.py")
 
-# a stand-in runner: N progress lines a given time apart, then metrics (or an error)
+# a stand-in runner: N progress lines a given time apart, then metrics (or an error); with a
+# gate file named, it holds after half its lines until that file exists
 FAKE_RUNNER = """
-import json, sys, time
+import json, os, sys, time
 n, pause, fail = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3] == "fail"
+gate = sys.argv[4] if len(sys.argv) > 4 else None
 for i in range(n):
     print(json.dumps({"event": "progress", "epoch": i, "step": i, "loss": 1.0 / (i + 1), "metric": {"AUC": 0.5 + i / 100}}), flush=True)
     time.sleep(pause)
+    while gate and i == n // 2 and not os.path.exists(gate):
+        time.sleep(0.05)
 if fail:
     print(json.dumps({"event": "error", "error": "experiment X is not in the config"}), flush=True)
     sys.exit(2)
@@ -53,10 +57,17 @@ def job_for(remote: Any, tmp_path: Path) -> RemoteJob:
     return RemoteJob(run_command(remote), sys.executable, JOB_PY, str(tmp_path / "task_1" / "jobs" / "train"))
 
 
-def argv(tmp_path: Path, n: int, pause: float, fail: bool = False) -> list[str]:
+def argv(tmp_path: Path, n: int, pause: float, fail: bool = False, gate: Path | None = None) -> list[str]:
     script = tmp_path / "fake_runner.py"
     script.write_text(FAKE_RUNNER)
-    return [sys.executable, str(script), str(n), str(pause), "fail" if fail else "ok"]
+    return [
+        sys.executable,
+        str(script),
+        str(n),
+        str(pause),
+        "fail" if fail else "ok",
+        *([str(gate)] if gate else []),
+    ]
 
 
 def follow(
@@ -103,11 +114,13 @@ def test_a_new_follower_resumes_where_the_last_left_off(
     lines are repeated."""
     task_id = new_task(wlogger.store)
     job = job_for(remote, tmp_path)
-    job.start(argv(tmp_path, 12, 0.25))
+    gate = tmp_path / "gate"  # the job holds mid-way until the first follower has read some
+    job.start(argv(tmp_path, 12, 0.05, gate=gate))
     first = follow(job, wlogger, task_id, polls=4)
     assert first.final == {} and first.offset > 0
-    found = job.start(argv(tmp_path, 12, 0.25))
+    found = job.start(argv(tmp_path, 12, 0.05, gate=gate))
     assert not found["started"] and found["state"] == "running" and 0 < found["acked"] <= first.offset
+    gate.touch()
     follow(job, wlogger, task_id, offset=0)
     epochs = [m for m in messages(wlogger, task_id) if m.startswith("epoch")]
     expected = [f"epoch {i} step {i}: loss {1 / (i + 1):.4f}, AUC {0.5 + i / 100:.4f}" for i in range(12)]
