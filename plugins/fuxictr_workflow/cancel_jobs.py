@@ -1,7 +1,7 @@
 """Stopping a cancelled task's train and infer jobs on its training server.
 
-Cancel does this itself, after recording the cancel and before failing the Airflow run, so it
-does not depend on Airflow reaching the stage: a task that is between starting its job and
+Cancel does this itself (in the background, once the cancel is recorded), so it does not
+depend on Airflow reaching the stage: a task that is between starting its job and
 deferring has neither a running operator nor a trigger whose on_kill could stop the job. A
 stage that starts a job after the cancel was recorded finds the task cancelled and stops its
 job itself (FuxiCTRStageOperator), so every job of a cancelled task is stopped by one side or

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -208,7 +209,14 @@ def cancel_task(task_id: int, user: security.CurrentUser) -> dict[str, Any]:
         raise HTTPException(status.HTTP_409_CONFLICT, str(err)) from None
     task = store.get_task(task_id)
     cfg = get_config()
-    cancel_jobs.stop_cancelled_task_jobs(cfg, task, get_logger())
+    # in the background: an unreachable server would hold the answer for SSHHook's whole
+    # connection retry; the cancel is recorded already, and the task's log says how the stop went
+    threading.Thread(
+        target=cancel_jobs.stop_cancelled_task_jobs,
+        args=(cfg, task, get_logger()),
+        name=f"cancel-jobs-{task_id}",
+        daemon=True,
+    ).start()
     if task["dag_run_id"]:
         trigger.fail_run(
             dag_id_for(task["server"] or cfg.default_server, cfg.default_server), task["dag_run_id"]
