@@ -1,4 +1,5 @@
-"""Stopping a cancelled task's train and infer jobs on its training server.
+"""Stopping a task's train and infer jobs on its training server, when it was cancelled or
+its DAG run failed with a stage still running (airflow_stops.py).
 
 Cancel does this itself (in the background, once the cancel is recorded), so it does not
 depend on Airflow reaching the stage: a task that is between starting its job and
@@ -47,21 +48,21 @@ def stop_task_jobs(cfg: WorkflowConfig, task_id: int, server: str) -> dict[str, 
     return stopped
 
 
-def stop_cancelled_task_jobs(cfg: WorkflowConfig, task: dict[str, Any], logger: WorkflowLogger) -> None:
-    """What cancel does: stop the task's jobs if a job stage has begun, saying so in the task's
-    log. A server that cannot be reached is reported; the cancel stands, and the stages' own
-    on_kill and followers still stop the jobs when Airflow stops them."""
+def stop_jobs_of(cfg: WorkflowConfig, task: dict[str, Any], logger: WorkflowLogger, why: str) -> None:
+    """Stop the task's jobs if a job stage has begun, saying so (and `why`) in the task's log.
+    A server that cannot be reached is reported; the stages' own on_kill and followers still
+    stop the jobs when Airflow stops them."""
     if not any(s["step_name"] in JOB_STEPS and s["status"] != StepStatus.PENDING for s in task["steps"]):
         return
     server = task["server"] or cfg.default_server
     try:
         stopped = stop_task_jobs(cfg, task["id"], server)
-    except Exception as err:  # the cancel itself stands; what failed is said in the task's log
+    except Exception as err:  # what stopped the task stands; what failed is said in the task's log
         logger.warning(
             task["id"],
             None,
-            f"cancel: could not stop the jobs on training server {server}: {type(err).__name__}: {err}",
+            f"{why}: could not stop the jobs on training server {server}: {type(err).__name__}: {err}",
         )
         return
     for step, state in stopped.items():
-        logger.info(task["id"], step, f"cancel: the {step} job on training server {server} is {state}")
+        logger.info(task["id"], step, f"{why}: the {step} job on training server {server} is {state}")

@@ -299,6 +299,57 @@ def test_cancel_stops_the_runner_on_the_training_server(stack: Stack) -> None:
             os.killpg(group, signal.SIGKILL)
 
 
+def train_task_instance_path(stack: Stack, task_id: int) -> str:
+    """Airflow's REST path of the workflow task's train task instance."""
+    task = stack.store.get_task(task_id, with_steps=False)
+    cfg = stack.config()
+    dag_id = dag_id_for(task["server"] or cfg.default_server, cfg.default_server)
+    return f"/api/v2/dags/{dag_id}/dagRuns/{quote(task['dag_run_id'], safe='')}/taskInstances/train"
+
+
+@pytest.mark.parametrize("follower", ["triggerer", "worker", "none"])
+def test_mark_failed_in_airflow_stops_the_runner(stack: Stack, follower: str) -> None:
+    """A user marks train failed in Airflow (its REST API, as the UI does) mid-train: the
+    runner on the training server ends, the step fails saying so, the task fails with it (so
+    clearing train in Airflow runs it again) and no later stage runs. Whoever follows the job
+    stops it: the trigger's on_kill, the operator's when followed from a worker slot, and the
+    DAG's failure callback when nothing follows it (the triggerer is down)."""
+    home = stack.services.airflow_home
+    follow_from = "worker" if follower == "worker" else "triggerer"
+    with stack.config_changed({"task": {"follow_jobs_from": follow_from}}):
+        task_id = stack.submit(f"mark-failed-{follower}")
+        stack.wait_until("the train runner", lambda: bool(runner_processes(task_id, "train")), 600, 0.1)
+        (runner,) = runner_processes(task_id, "train")
+        # the job is being followed before the user acts
+        stack.wait_until("the runner's lines", lambda: runner_lines(stack, task_id) > 0, 300, 0.1)
+        group = os.getpgid(runner.pid)
+        os.killpg(group, signal.SIGSTOP)  # it cannot finish by itself before the mark lands
+        try:
+            path = train_task_instance_path(stack, task_id)
+            expected = "running" if follower == "worker" else "deferred"
+            stack.wait_until(
+                f"train to be {expected}",
+                lambda: demo.api(stack.port, stack.token, "GET", path)["state"] == expected,
+                300,
+                0.5,
+            )
+            if follower == "none":
+                airflow_stack.stop_one(home, "triggerer")
+            demo.api(stack.port, stack.token, "PATCH", path, {"new_state": "failed"})
+            stack.wait_until("the runner to end", lambda: not runner.running(), timeout=180, every=0.5)
+            task = stack.wait_final(task_id, timeout=300)
+            assert task["status"] == "failed", task
+            (train,) = (s for s in task["steps"] if s["step_name"] == "train")
+            assert train["status"] == "failed" and "marked failed" in train["error_message"], train
+            assert "job on the training server was stopped" in train["error_message"], train
+            assert not runner_processes(task_id, "infer")
+        finally:
+            if runner.running():
+                os.killpg(group, signal.SIGKILL)
+            if follower == "none":
+                airflow_stack.start_one(home, "triggerer", stack.services.env)
+
+
 def test_api_server_restart_while_following(stack: Stack) -> None:
     """The API server restarts while a WebSocket client follows: it reconnects and the log it
     has has no gap and no duplicate."""

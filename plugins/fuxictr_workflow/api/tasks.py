@@ -212,8 +212,8 @@ def cancel_task(task_id: int, user: security.CurrentUser) -> dict[str, Any]:
     # in the background: an unreachable server would hold the answer for SSHHook's whole
     # connection retry; the cancel is recorded already, and the task's log says how the stop went
     threading.Thread(
-        target=cancel_jobs.stop_cancelled_task_jobs,
-        args=(cfg, task, get_logger()),
+        target=cancel_jobs.stop_jobs_of,
+        args=(cfg, task, get_logger(), "cancel"),
         name=f"cancel-jobs-{task_id}",
         daemon=True,
     ).start()

@@ -18,7 +18,7 @@ from typing import Any
 
 from airflow.providers.ssh.operators.ssh import SSHOperator
 
-from fuxictr_workflow import airflow_runs, paths
+from fuxictr_workflow import airflow_runs, airflow_stops, paths
 from fuxictr_workflow.config import get_config
 from fuxictr_workflow.operators.base import WorkflowStageMixin
 from fuxictr_workflow.runner_bundle import ship_runner
@@ -34,8 +34,9 @@ from fuxictr_workflow.servers import (
 from fuxictr_workflow.ssh_access import is_refusal
 from fuxictr_workflow.stages import Stage, StepStatus, TaskStatus
 from fuxictr_workflow.tracking import StageError, StageRun, TaskCancelled
-from fuxictr_workflow.triggers.runner_job import RunnerJobTrigger, job_should_stop
+from fuxictr_workflow.triggers.runner_job import RunnerJobTrigger
 from fuxictr_workflow.triggers.ssh_commands import run_command
+from fuxictr_workflow.workflow_log import get_logger
 
 # how often `airflow tasks test` reads the job's new lines (the trigger has its own interval)
 FOREGROUND_POLL_S = 1.0
@@ -201,23 +202,29 @@ class FuxiCTRStageOperator(WorkflowStageMixin, SSHOperator):
 
     def on_kill(self) -> None:
         """Airflow is stopping this task while it runs on a worker (before it deferred, or
-        following in the foreground): stop the job's whole process group on the server."""
+        following in the foreground): stop the job's whole process group on the server, and
+        close the step of a task instance marked failed."""
         if not hasattr(self, "job_args"):
             return  # killed before a job was started
+        logger, task_id = get_logger(), self.job_args["task_id"]
+        why: str | None = None
         try:
-            if not job_should_stop(self.ti_ref, self.job_args["task_id"]):
+            why = airflow_stops.why_job_stops(logger, self.ti_ref, task_id)
+            if why is None:
                 self.log.info(
                     "task instance was cleared: the %s job is left for its next try", self.command_name
                 )
                 return
             ep = endpoint(get_config(), self.job_args["server"])
             with ep.paramiko_client() as client:
-                stopped = self._job(run_command(client)).stop()
-            self.log.info(
-                "stopped the %s job on the training server: %s", self.command_name, stopped.get("state")
-            )
+                state = self._job(run_command(client)).stop().get("state")
+            self.log.info("stopped the %s job on the training server: %s", self.command_name, state)
+            stopped = True
         except Exception as err:  # the link itself may be what failed; the log says so
             self.log.warning("could not stop the %s job on the training server: %s", self.command_name, err)
+            stopped = False
+        if why is not None:
+            airflow_stops.close_step_marked(logger, task_id, self.command_name, why, stopped)
 
 
 class TrainOperator(FuxiCTRStageOperator):

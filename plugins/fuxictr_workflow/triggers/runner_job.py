@@ -17,8 +17,6 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 # consecutive failed polls (the link or the server is down) before the stage fails; they are
 # spaced by a growing delay, so this covers several minutes of outage
 MAX_FAILED_POLLS = 12
-# task instance states after which nothing will follow the job again
-ENDED_TI_STATES = ("failed", "success", "skipped", "upstream_failed", "removed")
 
 
 class RunnerJobTrigger(BaseTrigger):
@@ -105,10 +103,16 @@ class RunnerJobTrigger(BaseTrigger):
             await asyncio.sleep(self.kwargs["poll_interval"])
 
     async def on_kill(self) -> None:
-        """A user acted on the deferred task: stop the job unless the task was only cleared."""
+        """A user acted on the deferred task: stop the job unless the task was only cleared,
+        and close the step of a task instance marked failed."""
+        from fuxictr_workflow import airflow_stops
+        from fuxictr_workflow.workflow_log import get_logger
+
         ti = self.task_instance
         ref = (ti.dag_id, ti.run_id, ti.task_id) if ti is not None else None
-        if not await asyncio.to_thread(job_should_stop, ref, self.kwargs["task_id"]):
+        logger, task_id = get_logger(), self.kwargs["task_id"]
+        why = await asyncio.to_thread(airflow_stops.why_job_stops, logger, ref, task_id)
+        if why is None:
             self.log.info("task instance was cleared: the runner job is left for its next try to follow")
             return
 
@@ -119,21 +123,13 @@ class RunnerJobTrigger(BaseTrigger):
             finally:
                 client.close()
 
-        await asyncio.to_thread(stop)
-
-
-def job_should_stop(ti_ref: tuple[str, str, str] | None, workflow_task_id: int) -> bool:
-    """Whether Airflow stopping a train/infer task instance means stopping its job: yes when
-    the workflow task was cancelled or the task instance was marked failed or succeeded; no
-    when it was cleared (its next try finds the job running and follows it)."""
-    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
-
-    from fuxictr_workflow.workflow_log import get_logger
-
-    if get_logger().store.get_task(workflow_task_id, with_steps=False)["status"] == "cancelled":
-        return True
-    if ti_ref is None:
-        return True
-    dag_id, run_id, task_id = ti_ref
-    states = RuntimeTaskInstance.get_task_states(dag_id=dag_id, task_ids=[task_id], run_ids=[run_id])
-    return (states.get(run_id) or {}).get(task_id) in ENDED_TI_STATES
+        try:
+            await asyncio.to_thread(stop)
+        except Exception as err:  # the step is still closed, its error saying what is left running
+            self.log.warning("could not stop the runner job: %s", err)
+            stopped = False
+        else:
+            stopped = True
+        await asyncio.to_thread(
+            airflow_stops.close_step_marked, logger, task_id, self.kwargs["step"], why, stopped
+        )
