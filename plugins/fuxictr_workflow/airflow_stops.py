@@ -21,21 +21,26 @@ ENDED_TI_STATES = ("failed", "success", "skipped", "upstream_failed", "removed")
 CANCELLED = "cancelled"
 
 
+def ti_state(ti_ref: tuple[str, str, str]) -> str | None:
+    """The task instance's state, as Airflow has it now."""
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    dag_id, run_id, task_id = ti_ref
+    states = RuntimeTaskInstance.get_task_states(dag_id=dag_id, task_ids=[task_id], run_ids=[run_id])
+    return (states.get(run_id) or {}).get(task_id)
+
+
 def why_job_stops(
     logger: WorkflowLogger, ti_ref: tuple[str, str, str] | None, workflow_task_id: int
 ) -> str | None:
     """Why Airflow stopping a train/infer task instance means stopping its job: "cancelled"
     when the workflow task was cancelled, else the task instance's ended state (a user marked
     it); None when it was cleared (its next try finds the job running and follows it)."""
-    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
-
     if logger.store.get_task(workflow_task_id, with_steps=False)["status"] == TaskStatus.CANCELLED:
         return CANCELLED
     if ti_ref is None:
         return CANCELLED
-    dag_id, run_id, task_id = ti_ref
-    states = RuntimeTaskInstance.get_task_states(dag_id=dag_id, task_ids=[task_id], run_ids=[run_id])
-    state = (states.get(run_id) or {}).get(task_id)
+    state = ti_state(ti_ref)
     return state if state in ENDED_TI_STATES else None
 
 
@@ -53,8 +58,8 @@ def close_step_marked(
         if stopped
         else "its job on the training server could not be stopped (see the task's log)"
     )
+    logger.warning(workflow_task_id, step, f"{step} was marked {why} in Airflow; {job}")
     if why != "failed":
-        logger.warning(workflow_task_id, step, f"{step} was marked {why} in Airflow; {job}")
         return
     if _step_status(logger, workflow_task_id, step) != StepStatus.RUNNING:
         return  # the stage's own code closed it first

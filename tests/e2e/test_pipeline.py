@@ -343,6 +343,10 @@ def test_mark_failed_in_airflow_stops_the_runner(stack: Stack, follower: str) ->
             assert train["status"] == "failed" and "marked failed" in train["error_message"], train
             assert "job on the training server was stopped" in train["error_message"], train
             assert not runner_processes(task_id, "infer")
+            # the follower's on_kill acted (the DAG's failure callback may have closed the step first)
+            marked = "train was marked failed in Airflow; its job on the training server was stopped"
+            said = [e["message"] for e in stack.store.logs_after(task_id, limit=100_000)]
+            assert (marked in said) is (follower != "none"), said[-10:]
         finally:
             if runner.running():
                 os.killpg(group, signal.SIGKILL)
