@@ -75,3 +75,23 @@ def test_failed_run_closes_its_running_step_and_stops_its_jobs(
     airflow_stops.close_steps_of_failed_run(cfg, wlogger, "run_1")  # a second call changes nothing
     assert step(store, task_id, "train")["error_message"] == train["error_message"]
     airflow_stops.close_steps_of_failed_run(cfg, wlogger, "no_such_run")
+
+
+def test_failed_run_leaves_a_step_closed_meanwhile(
+    make_config: Callable[..., WorkflowConfig], sshd: SshdInfo, store: WorkflowStore, wlogger: WorkflowLogger
+) -> None:
+    """The follower's on_kill closes the step while the failure callback stops the jobs: the
+    callback keeps the follower's reason and does not fail."""
+    cfg = make_config(sshd)
+    task_id = running_train(store, "run_1")
+    real_get_task = store.get_task
+
+    def get_task_then_closed(*args: object, **kwargs: object) -> dict:
+        task = real_get_task(*args, **kwargs)
+        store.get_task = real_get_task  # type: ignore[method-assign]
+        airflow_stops.close_step_marked(wlogger, task_id, "train", "failed", True)
+        return task
+
+    store.get_task = get_task_then_closed  # type: ignore[method-assign]
+    airflow_stops.close_steps_of_failed_run(cfg, wlogger, "run_1")
+    assert step(store, task_id, "train")["error_message"].startswith("cancelled: train was marked failed")

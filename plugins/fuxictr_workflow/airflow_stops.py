@@ -87,12 +87,14 @@ def close_steps_of_failed_run(cfg: WorkflowConfig, logger: WorkflowLogger, run_i
         return
     stop_jobs_of(cfg, task, logger, why="the DAG run failed")
     for step in running:
-        store.fail_step(
-            task_id,
-            step,
-            f"the DAG run {run_id} failed while {step} was running (its task instance was marked "
-            "failed, or its process was lost on its last try); its job on the training server was stopped",
-        )
+        # the stage's own on_kill may have closed the step while the jobs were being stopped
+        with contextlib.suppress(IllegalTransition):
+            store.fail_step(
+                task_id,
+                step,
+                f"the DAG run {run_id} failed while {step} was running (its task instance was marked "
+                "failed, or its process was lost on its last try); its job on the training server was stopped",
+            )
 
 
 def _step_status(logger: WorkflowLogger, workflow_task_id: int, step: str) -> str:
