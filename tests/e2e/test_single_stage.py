@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import urllib.error
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -54,9 +53,17 @@ def fields(stack: Stack, name: str) -> dict[str, str]:
 
 
 def trigger(stack: Stack, conf: dict[str, Any]) -> dict[str, Any]:
-    """POST /api/v2/dags/{dag_id}/dagRuns as the UI's trigger form does (it fills in a logical date)."""
-    body = {"logical_date": datetime.now(UTC).isoformat(), "conf": conf}
-    return api(stack, "POST", f"/api/v2/dags/{DAG}/dagRuns", body)
+    """A DAG run with conf through Airflow's official Python client (POST .../dagRuns, as the
+    UI's trigger form sends it, with a logical date)."""
+    from airflow_client.client import ApiClient, Configuration
+    from airflow_client.client.api.dag_run_api import DagRunApi
+    from airflow_client.client.models.trigger_dag_run_post_body import TriggerDAGRunPostBody
+
+    config = Configuration(host=f"http://127.0.0.1:{stack.port}", access_token=stack.token)
+    with ApiClient(config) as client:
+        body = TriggerDAGRunPostBody(logical_date=datetime.now(UTC), conf=conf)
+        run = DagRunApi(client).trigger_dag_run(DAG, body, _request_timeout=180)
+    return {"dag_run_id": run.dag_run_id, "state": str(run.state.value)}
 
 
 def airflow_run(stack: Stack, run_id: str) -> dict[str, Any]:
@@ -144,11 +151,13 @@ def test_rest_trigger_runs_to_the_end_as_a_task(stack: Stack, triggered: dict[st
     [("hive_table", "not a table"), ("experiment_id", "../etc"), ("name", "   "), ("task_id", 0)],
 )
 def test_rest_trigger_refuses_an_invalid_field(stack: Stack, field: str, value: Any) -> None:
+    from airflow_client.client.exceptions import ApiException
+
     before = set(run_states(stack))
-    with pytest.raises(urllib.error.HTTPError) as refused:
+    with pytest.raises(ApiException) as refused:
         trigger(stack, {**fields(stack, "invalid"), field: value})
-    assert refused.value.code == 400
-    assert f"param {field}" in refused.value.read().decode()
+    assert refused.value.status == 400
+    assert f"param {field}" in str(refused.value.body)
     assert set(run_states(stack)) == before
 
 
