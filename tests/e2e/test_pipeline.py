@@ -307,6 +307,32 @@ def train_task_instance_path(stack: Stack, task_id: int) -> str:
     return f"/api/v2/dags/{dag_id}/dagRuns/{quote(task['dag_run_id'], safe='')}/taskInstances/train"
 
 
+def freeze_followed_runner(stack: Stack, task_id: int, ti_state: str) -> tuple[ProcessRef, int]:
+    """Freeze (SIGSTOP) the task's train runner as soon as it runs, so it cannot end by itself,
+    then wait until train's task instance is in `ti_state` and something follows the job (the
+    task's heartbeat moves after that: the trigger's or the worker's polls). Returns the runner
+    and its process group."""
+    stack.wait_until("the train runner", lambda: bool(runner_processes(task_id, "train")), 600, 0.05)
+    (runner,) = runner_processes(task_id, "train")
+    group = os.getpgid(runner.pid)
+    os.killpg(group, signal.SIGSTOP)
+    path = train_task_instance_path(stack, task_id)
+    stack.wait_until(
+        f"train to be {ti_state}",
+        lambda: demo.api(stack.port, stack.token, "GET", path)["state"] == ti_state,
+        300,
+        0.5,
+    )
+    beat = stack.store.get_task(task_id, with_steps=False)["heartbeat_at"]
+    stack.wait_until(
+        "the job to be followed",
+        lambda: stack.store.get_task(task_id, with_steps=False)["heartbeat_at"] != beat,
+        300,
+        0.2,
+    )
+    return runner, group
+
+
 @pytest.mark.parametrize("follower", ["triggerer", "worker", "none"])
 def test_mark_failed_in_airflow_stops_the_runner(stack: Stack, follower: str) -> None:
     """A user marks train failed in Airflow (its REST API, as the UI does) mid-train: the
@@ -318,21 +344,11 @@ def test_mark_failed_in_airflow_stops_the_runner(stack: Stack, follower: str) ->
     follow_from = "worker" if follower == "worker" else "triggerer"
     with stack.config_changed({"task": {"follow_jobs_from": follow_from}}):
         task_id = stack.submit(f"mark-failed-{follower}")
-        stack.wait_until("the train runner", lambda: bool(runner_processes(task_id, "train")), 600, 0.1)
-        (runner,) = runner_processes(task_id, "train")
-        # the job is being followed before the user acts
-        stack.wait_until("the runner's lines", lambda: runner_lines(stack, task_id) > 0, 300, 0.1)
-        group = os.getpgid(runner.pid)
-        os.killpg(group, signal.SIGSTOP)  # it cannot finish by itself before the mark lands
+        runner, group = freeze_followed_runner(
+            stack, task_id, "running" if follower == "worker" else "deferred"
+        )
         try:
             path = train_task_instance_path(stack, task_id)
-            expected = "running" if follower == "worker" else "deferred"
-            stack.wait_until(
-                f"train to be {expected}",
-                lambda: demo.api(stack.port, stack.token, "GET", path)["state"] == expected,
-                300,
-                0.5,
-            )
             if follower == "none":
                 airflow_stack.stop_one(home, "triggerer")
             demo.api(stack.port, stack.token, "PATCH", path, {"new_state": "failed"})
@@ -352,6 +368,53 @@ def test_mark_failed_in_airflow_stops_the_runner(stack: Stack, follower: str) ->
                 os.killpg(group, signal.SIGKILL)
             if follower == "none":
                 airflow_stack.start_one(home, "triggerer", stack.services.env)
+    if follower == "triggerer":
+        # what the failed step promises: clearing train (and what follows) in Airflow runs it again
+        clear_train(stack, task_id)
+        stack.wait_until(
+            "train to start again",
+            lambda: stack.store.get_task(task_id, with_steps=False)["status"] == "running",
+            300,
+            0.5,
+        )
+        stack.assert_completed(task_id)
+
+
+def clear_train(stack: Stack, task_id: int) -> None:
+    """Clear train and its downstream task instances in the task's run, as the UI's Clear does."""
+    path = train_task_instance_path(stack, task_id)
+    dag_id, run_id = path.split("/")[4], stack.store.get_task(task_id, with_steps=False)["dag_run_id"]
+    body = {
+        "dry_run": False,
+        "task_ids": ["train"],
+        "dag_run_id": run_id,
+        "include_downstream": True,
+        "only_failed": False,
+    }
+    demo.api(stack.port, stack.token, "POST", f"/api/v2/dags/{dag_id}/clearTaskInstances", body)
+
+
+def test_clear_mid_train_follows_the_same_job(stack: Stack) -> None:
+    """A user clears train in Airflow while it trains: the job is left running (the trigger's
+    on_kill sees a cleared task instance), the next try follows it, and the training is not
+    restarted. The runner is frozen meanwhile, so it cannot end by itself before the clear."""
+    task_id = stack.submit("clear-train")
+    runner, group = freeze_followed_runner(stack, task_id, "deferred")
+    try:
+        path = train_task_instance_path(stack, task_id)
+        state = lambda: demo.api(stack.port, stack.token, "GET", path)  # noqa: E731
+        clear_train(stack, task_id)
+        stack.wait_until(
+            "train's next try to follow the job",
+            lambda: state()["try_number"] > 1 and state()["state"] == "deferred",
+            300,
+            0.5,
+        )
+        assert runner.running(), "clearing train ended the training"
+    finally:
+        os.killpg(group, signal.SIGCONT)
+    stack.assert_completed(task_id)
+    assert_trained_once(stack, task_id, runner)
 
 
 def test_api_server_restart_while_following(stack: Stack) -> None:
