@@ -192,15 +192,39 @@ def assert_trained_once(stack: Stack, task_id: int, runner: ProcessRef) -> None:
     assert len(ticks) == 1, ticks
 
 
-def runner_lines(stack: Stack, task_id: int) -> int:
-    """How many of the train runner's own lines the follower has logged: its plain output
-    (DEBUG) and its epoch lines."""
-    events = stack.store.logs_after(task_id, limit=100_000)
-    return sum(
-        1
-        for e in events
-        if e["step"] == "train" and (e["level"] == "DEBUG" or e["message"].startswith("epoch "))
+def train_task_instance_path(stack: Stack, task_id: int) -> str:
+    """Airflow's REST path of the workflow task's train task instance."""
+    task = stack.store.get_task(task_id, with_steps=False)
+    cfg = stack.config()
+    dag_id = dag_id_for(task["server"] or cfg.default_server, cfg.default_server)
+    return f"/api/v2/dags/{dag_id}/dagRuns/{quote(task['dag_run_id'], safe='')}/taskInstances/train"
+
+
+def freeze_followed_runner(stack: Stack, task_id: int, ti_state: str) -> tuple[ProcessRef, int]:
+    """Freeze (SIGSTOP) the task's train runner as soon as it runs, so it cannot end by itself
+    (the demo training takes 3 s on a quiet machine), then wait until train's task instance is
+    in `ti_state` and something follows the job (the task's heartbeat moves after that: the
+    trigger's or the worker's polls). Returns the runner and its process group; the caller
+    sends SIGCONT to the group once the fault is in place."""
+    stack.wait_until("the train runner", lambda: bool(runner_processes(task_id, "train")), 600, 0.05)
+    (runner,) = runner_processes(task_id, "train")
+    group = os.getpgid(runner.pid)
+    os.killpg(group, signal.SIGSTOP)
+    path = train_task_instance_path(stack, task_id)
+    stack.wait_until(
+        f"train to be {ti_state}",
+        lambda: demo.api(stack.port, stack.token, "GET", path)["state"] == ti_state,
+        300,
+        0.5,
     )
+    beat = stack.store.get_task(task_id, with_steps=False)["heartbeat_at"]
+    stack.wait_until(
+        "the job to be followed",
+        lambda: stack.store.get_task(task_id, with_steps=False)["heartbeat_at"] != beat,
+        300,
+        0.2,
+    )
+    return runner, group
 
 
 def test_triggerer_killed_mid_train_follows_the_same_job(stack: Stack) -> None:
@@ -243,37 +267,48 @@ def test_worker_killed_mid_train_follows_the_same_job(stack: Stack) -> None:
     training is not restarted and the task completes."""
     with stack.config_changed({"task": {"follow_jobs_from": "worker"}}):
         task_id = stack.submit("fault-worker")
-        stack.wait_until("the train runner", lambda: bool(runner_processes(task_id, "train")), 600, 0.1)
-        (runner,) = runner_processes(task_id, "train")
-        stack.wait_until(
-            "train's Airflow task process",
-            lambda: airflow_task_process(stack, task_id, "train") is not None,
-            120,
-            0.2,
-        )
-        worker = airflow_task_process(stack, task_id, "train")
-        assert worker is not None
-        os.kill(worker.pid, signal.SIGKILL)
-        stack.wait_until("the task process to die", lambda: not worker.running(), 30, 0.1)
-        assert runner.running(), "killing the Airflow task process ended the training"
+        runner, group = freeze_followed_runner(stack, task_id, "running")
+        try:
+            stack.wait_until(
+                "train's Airflow task process",
+                lambda: airflow_task_process(stack, task_id, "train") is not None,
+                120,
+                0.2,
+            )
+            worker = airflow_task_process(stack, task_id, "train")
+            assert worker is not None
+            os.kill(worker.pid, signal.SIGKILL)
+            stack.wait_until("the task process to die", lambda: not worker.running(), 30, 0.1)
+            assert runner.running(), "killing the Airflow task process ended the training"
+            stack.wait_until(
+                "the next try to follow the job",
+                lambda: any(
+                    "following it instead of starting another" in e["message"]
+                    for e in stack.store.logs_after(task_id, limit=100_000)
+                ),
+                600,
+                0.5,
+            )
+        finally:
+            os.killpg(group, signal.SIGCONT)
         stack.assert_completed(task_id)
     assert_trained_once(stack, task_id, runner)
-    resumed = [e["message"] for e in stack.store.logs_after(task_id, limit=100_000) if e["step"] == "train"]
-    assert any("following it instead of starting another" in m for m in resumed), resumed
 
 
 def test_ssh_sessions_cut_mid_train_are_reattached(stack: Stack) -> None:
     """Every SSH session to the training server is cut while train runs (the listener stays):
     the job does not depend on them, the follower reconnects, and the task completes."""
     task_id = stack.submit("fault-ssh-sessions")
-    stack.wait_until("the train runner", lambda: bool(runner_processes(task_id, "train")), 600, 0.1)
-    (runner,) = runner_processes(task_id, "train")
-    # the follower (the trigger, once the task deferred) has logged the runner's first lines
-    # and keeps its connection open between polls
-    stack.wait_until("the runner's lines in the log", lambda: runner_lines(stack, task_id) > 0, 600, 0.2)
-    stack.wait_until("the follower's SSH connection", lambda: bool(stack.services.sshd.sessions()), 60, 0.1)
-    assert stack.services.sshd.kill_sessions() >= 1
-    assert runner.running(), "cutting the SSH sessions ended the training"
+    # the trigger follows the job (once the task deferred) and keeps its connection open between polls
+    runner, group = freeze_followed_runner(stack, task_id, "deferred")
+    try:
+        stack.wait_until(
+            "the follower's SSH connection", lambda: bool(stack.services.sshd.sessions()), 60, 0.1
+        )
+        assert stack.services.sshd.kill_sessions() >= 1
+        assert runner.running(), "cutting the SSH sessions ended the training"
+    finally:
+        os.killpg(group, signal.SIGCONT)
     stack.assert_completed(task_id)
     assert_trained_once(stack, task_id, runner)
 
