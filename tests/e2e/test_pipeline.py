@@ -334,40 +334,6 @@ def test_cancel_stops_the_runner_on_the_training_server(stack: Stack) -> None:
             os.killpg(group, signal.SIGKILL)
 
 
-def train_task_instance_path(stack: Stack, task_id: int) -> str:
-    """Airflow's REST path of the workflow task's train task instance."""
-    task = stack.store.get_task(task_id, with_steps=False)
-    cfg = stack.config()
-    dag_id = dag_id_for(task["server"] or cfg.default_server, cfg.default_server)
-    return f"/api/v2/dags/{dag_id}/dagRuns/{quote(task['dag_run_id'], safe='')}/taskInstances/train"
-
-
-def freeze_followed_runner(stack: Stack, task_id: int, ti_state: str) -> tuple[ProcessRef, int]:
-    """Freeze (SIGSTOP) the task's train runner as soon as it runs, so it cannot end by itself,
-    then wait until train's task instance is in `ti_state` and something follows the job (the
-    task's heartbeat moves after that: the trigger's or the worker's polls). Returns the runner
-    and its process group."""
-    stack.wait_until("the train runner", lambda: bool(runner_processes(task_id, "train")), 600, 0.05)
-    (runner,) = runner_processes(task_id, "train")
-    group = os.getpgid(runner.pid)
-    os.killpg(group, signal.SIGSTOP)
-    path = train_task_instance_path(stack, task_id)
-    stack.wait_until(
-        f"train to be {ti_state}",
-        lambda: demo.api(stack.port, stack.token, "GET", path)["state"] == ti_state,
-        300,
-        0.5,
-    )
-    beat = stack.store.get_task(task_id, with_steps=False)["heartbeat_at"]
-    stack.wait_until(
-        "the job to be followed",
-        lambda: stack.store.get_task(task_id, with_steps=False)["heartbeat_at"] != beat,
-        300,
-        0.2,
-    )
-    return runner, group
-
-
 @pytest.mark.parametrize("follower", ["triggerer", "worker", "none"])
 def test_mark_failed_in_airflow_stops_the_runner(stack: Stack, follower: str) -> None:
     """A user marks train failed in Airflow (its REST API, as the UI does) mid-train: the
