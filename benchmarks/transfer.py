@@ -43,9 +43,10 @@ sys.path.insert(0, str(REPO))
 
 from fuxictr_workflow.config import TransferConfig  # noqa: E402
 from fuxictr_workflow.servers import Endpoint  # noqa: E402
+from fuxictr_workflow.ssh_access import SSHAccess  # noqa: E402
 from fuxictr_workflow.store import WorkflowStore  # noqa: E402
 from fuxictr_workflow.transfer import TransferItem, download, upload  # noqa: E402
-from fuxictr_workflow.transfer.engine import stream_count  # noqa: E402
+from fuxictr_workflow.transfer.sessions import stream_count  # noqa: E402
 from scripts.sshd import LocalSshd, SshdInfo  # noqa: E402
 
 MB = 1_000_000
@@ -90,27 +91,23 @@ class Bench:
         self.remote.mkdir()
         self.src_local = self.local / "source.bin"
         self.src_remote = self.remote / "source.bin"
-        self.endpoint = Endpoint(
-            name="bench",
-            host=info.host,
-            port=info.port,
-            username=info.username,
-            key_path=info.key_path,
-            known_hosts=info.known_hosts,
-            strict_host_key_checking=True,
-            remote_root=str(self.remote),
-            python=sys.executable,
-        )
         self.store = WorkflowStore(f"sqlite:///{work / 'bench.db'}", create=True)
-        host_key = " ".join(Path(info.dir, "host_ed25519.pub").read_text().split()[:2])
         os.environ["AIRFLOW_CONN_BENCH_SSH"] = json.dumps(
             {
                 "conn_type": "ssh",
                 "host": info.host,
                 "port": info.port,
                 "login": info.username,
-                "extra": {"key_file": info.key_path, "host_key": host_key},
+                "extra": info.connection_extra(),
             }
+        )
+        from airflow.sdk import BaseHook
+
+        self.endpoint = Endpoint(
+            name="bench",
+            ssh=SSHAccess("bench", BaseHook.get_connection("bench_ssh")),
+            remote_root=str(self.remote),
+            python=sys.executable,
         )
 
     def _task(self) -> int:

@@ -1,7 +1,8 @@
 """Airflow's own processes for the embedded default, on 127.0.0.1, under a home of ours.
 
 api-server (serving the UI, Airflow's API, the execution API and our plugin's API),
-scheduler (LocalExecutor) and dag-processor, each with a pid file so `stop` ends exactly
+scheduler (LocalExecutor), dag-processor and triggerer (it follows the deferred training
+and inference jobs), each with a pid file so `stop` ends exactly
 what `start` began. Used by `make demo`/`make serve`/`make stop` and the end-to-end tests.
 
     python scripts/airflow_stack.py start --home DIR [--port 8001] [--env-file FILE]
@@ -27,7 +28,7 @@ from scripts import processes  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
-PROCESSES = ("api-server", "scheduler", "dag-processor")
+PROCESSES = ("api-server", "scheduler", "dag-processor", "triggerer")
 ADMIN = "admin"
 
 

@@ -85,7 +85,7 @@ class Services:
         config = write_config(self.work, ssh, self.config_overrides, warehouse=self.hive.dir / "warehouse")
         env = {"FUXICTR_WORKFLOW_CONFIG": str(config), **self.hive.airflow_env(), **self.extra_airflow_env}
         load_demo_data(self.work, env, *self.rows)
-        say(f"starting Airflow (api-server on 127.0.0.1:{self.port}, scheduler, dag-processor)")
+        say(f"starting Airflow (api-server on 127.0.0.1:{self.port}, scheduler, dag-processor, triggerer)")
         full_env = self.env = airflow_stack.start(self.airflow_home, self.port, env)
         airflow = str(Path(sys.executable).with_name("fuxictr-workflow"))
         import subprocess
@@ -138,9 +138,7 @@ def write_config(
             }
         },
         "storage": {
-            "shared_dir": str(work / "shared"),
             "staging_dir": str(work / "staging"),
-            "checkpoint_dir": str(work / "checkpoints"),
             "log_dir": str(work / "logs" / "workflow"),
         },
         "transfer": {"chunk_size": 4 * 1024 * 1024, "parallel_workers": 2},

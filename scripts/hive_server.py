@@ -104,8 +104,8 @@ class HiveServer:
             "SPARK_LOCAL_IP": "127.0.0.1",
         }
 
-    # A JVM start is CPU-bound: on a busy 2-CPU machine (a training and Airflow beside it)
-    # the server has been seen to need over 3 minutes to listen.
+    # A JVM start is CPU-bound: on a small machine busy with a training and Airflow beside it
+    # the server can take minutes to listen, hence the long default timeout.
     def start(self, timeout: float = 600.0) -> HiveInfo:
         current = self.running()
         if current is not None:

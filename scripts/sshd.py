@@ -69,14 +69,20 @@ class SshdInfo:
     def process(self) -> processes.ProcessRef:
         return processes.ProcessRef(self.pid, self.start_ticks)
 
+    def host_key(self, kind: str = "ed25519") -> str:
+        """The server's host key of that kind ("ed25519" or "rsa") as ``<type> <base64>``,
+        the form the SSH provider's ``host_key`` extra takes."""
+        return " ".join((Path(self.dir) / f"host_{kind}.pub").read_text().split()[:2])
+
+    def connection_extra(self) -> dict[str, str]:
+        """The extras of an Airflow SSH connection to this server, as the provider documents them."""
+        return {"key_file": self.key_path, "host_key": self.host_key()}
+
     def conn_uri(self) -> str:
         """An Airflow connection URI (AIRFLOW_CONN_*) for this server."""
-        from urllib.parse import quote
+        from urllib.parse import urlencode
 
-        extra = (
-            f"key_file={quote(self.key_path, safe='')}&known_hosts_file={quote(self.known_hosts, safe='')}"
-        )
-        return f"ssh://{self.username}@{self.host}:{self.port}?{extra}"
+        return f"ssh://{self.username}@{self.host}:{self.port}?{urlencode(self.connection_extra())}"
 
 
 class LocalSshd:
@@ -90,11 +96,12 @@ class LocalSshd:
     def _keys(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)
-        for name in ("host_ed25519", "client_ed25519"):
+        # an RSA host key beside the ed25519 one: clients that pin either kind can connect
+        for name, kind in (("host_ed25519", "ed25519"), ("host_rsa", "rsa"), ("client_ed25519", "ed25519")):
             key = self.dir / name
             if not key.exists():
                 subprocess.run(
-                    ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key), "-C", name], check=True
+                    ["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(key), "-C", name], check=True
                 )
         shutil.copy(self.dir / "client_ed25519.pub", self.dir / "authorized_keys")
         os.chmod(self.dir / "authorized_keys", 0o600)
@@ -106,6 +113,7 @@ class LocalSshd:
                 [
                     f"ListenAddress 127.0.0.1:{port}",
                     f"HostKey {self.dir / 'host_ed25519'}",
+                    f"HostKey {self.dir / 'host_rsa'}",
                     f"AuthorizedKeysFile {self.dir / 'authorized_keys'}",
                     f"PidFile {self.dir / 'sshd.pid'}",
                     "PasswordAuthentication no",
@@ -191,16 +199,21 @@ class LocalSshd:
         self.kill_sessions()  # sessions run in their own sessions (setsid), not our group
         info.process.stop(timeout=timeout)
 
-    def kill_sessions(self) -> int:
-        """Kill the per-connection sshd children (cut every live SSH session), keep the listener."""
+    def sessions(self) -> list[int]:
+        """The per-connection sshd children of the listener: one per live SSH connection."""
         info = self.running()
         if info is None:
-            return 0
-        out = subprocess.run(["pgrep", "-P", str(info.pid)], capture_output=True, text=True).stdout.split()
-        for pid in out:
+            return []
+        out = subprocess.run(["pgrep", "-P", str(info.pid)], capture_output=True, text=True).stdout
+        return [int(pid) for pid in out.split()]
+
+    def kill_sessions(self) -> int:
+        """Kill every live SSH connection's sshd process (cut the sessions), keep the listener."""
+        pids = self.sessions()
+        for pid in pids:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), signal.SIGKILL)
-        return len(out)
+                os.kill(pid, signal.SIGKILL)
+        return len(pids)
 
 
 def main(argv: list[str] | None = None) -> int:

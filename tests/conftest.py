@@ -28,6 +28,7 @@ pytest_plugins: list[str] = [
     "tests.services.browser",
     "tests.services.airflow_app",
     "tests.services.hive",
+    "tests.services.hive_restarts",
 ]
 
 VENV_PYTHON = str(REPO / ".venv" / "bin" / "python")
@@ -82,9 +83,7 @@ def make_config(tmp_path: Path) -> Callable[..., WorkflowConfig]:
         data: dict[str, Any] = {
             "servers": {"local": server},
             "storage": {
-                "shared_dir": str(tmp_path / "shared"),
                 "staging_dir": str(tmp_path / "staging"),
-                "checkpoint_dir": str(tmp_path / "checkpoints"),
                 "log_dir": str(tmp_path / "logs" / "workflow"),
             },
             "store": {"url": f"sqlite:///{tmp_path / 'workflow.db'}"},
@@ -132,3 +131,9 @@ def new_task(store: WorkflowStore, **overrides: Any) -> int:
     }
     fields.update(overrides)
     return store.create_task(**fields)
+
+
+def newest_task_id(store: WorkflowStore) -> int | None:
+    """The newest task's id (ids only grow): unchanged means no task was created meanwhile."""
+    rows = store.list_tasks(limit=1)
+    return int(rows[0]["id"]) if rows else None

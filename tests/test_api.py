@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import newest_task_id
 from tests.services.airflow_app import ApiServer
 
 pytestmark = pytest.mark.timeout(600)
@@ -104,11 +105,11 @@ BAD = [
 
 @pytest.mark.parametrize(("body", "field"), BAD, ids=[f"{f}-{i}" for i, (_, f) in enumerate(BAD)])
 def test_bad_bodies_are_422_naming_the_field(api_server: ApiServer, body: dict[str, Any], field: str) -> None:
-    before = api_server.store.count_tasks()
+    before = newest_task_id(api_server.store)
     status, error = call(api_server, "POST", "/tasks", body)
     assert status == 422, error
     assert any(field in (d.get("loc") or []) for d in error["detail"]), error
-    assert api_server.store.count_tasks() == before, "a rejected body must not create a task"
+    assert newest_task_id(api_server.store) == before, "a rejected body must not create a task"
 
 
 def test_auth(api_server: ApiServer) -> None:
@@ -198,6 +199,22 @@ def test_retry_without_a_run_in_airflow_starts_one(api_server: ApiServer) -> Non
         assert call(api_server, "POST", f"/tasks/{task_id}/retry")[0] == 200
         assert store.get_task(task_id, with_steps=False)["dag_run_id"] == expected
         assert airflow_run(api_server, expected)["state"] == "queued"
+
+
+def test_a_refused_trigger_fails_the_task_with_the_reason(api_server: ApiServer) -> None:
+    """Airflow's trigger route refuses a run id it has already: the retry answers 503 and the
+    task is failed with the reason (and stays retryable)."""
+    store = api_server.store
+    task_id = call(api_server, "POST", "/tasks", BODY)[1]["task_id"]
+    taken = f"workflow_task_{task_id}_retry_1"
+    airflow_call(api_server, "POST", "/dagRuns", {"dag_run_id": taken, "logical_date": None})
+    assert store.claim_task(task_id, "manual__gone", previous=f"workflow_task_{task_id}")
+    store.fail_task(task_id, "failed elsewhere")
+    status, body = call(api_server, "POST", f"/tasks/{task_id}/retry")
+    assert status == 503 and taken in body["detail"], body
+    task = store.get_task(task_id, with_steps=False)
+    assert task["status"] == "failed" and taken in task["error_message"]
+    assert task["dag_run_id"] == "manual__gone" and task["run_attempt"] == 0
 
 
 def test_concurrent_creates(api_server: ApiServer) -> None:

@@ -47,6 +47,23 @@ def test_ssh_conn_id_server() -> None:
     assert cfg.server().ssh_conn_id == "gpu_ssh"
 
 
+def test_keys_nothing_reads_are_ignored_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    raw = {
+        "servers": {"a": SERVER},
+        "storage": {"shared_dir": "/s", "staging_dir": "/st", "checkpoint_dir": "/c"},
+        "fuxictr": {"label_column": "label", "seed": 7},
+    }
+    with caplog.at_level("WARNING", logger="fuxictr_workflow.config"):
+        cfg = parse_config(raw, Path("/"))
+    assert cfg.storage.staging_dir == "/st" and cfg.fuxictr.seed == 7
+    warned = [r.getMessage() for r in caplog.records]
+    assert warned == [
+        f"config {key}: ignored; will be refused in the next release"
+        for key in ("storage.shared_dir", "storage.checkpoint_dir", "fuxictr.label_column")
+    ]
+    assert not hasattr(cfg.storage, "shared_dir") and not hasattr(cfg.fuxictr, "label_column")
+
+
 INVALID: list[tuple[dict[str, Any], str]] = [
     ({"servers": {"a": SERVER}, "transfer": {"chunk_size": -1}}, "transfer.chunk_size: must be > 0"),
     (

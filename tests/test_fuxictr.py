@@ -6,7 +6,6 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -20,18 +19,11 @@ from fuxictr_workflow.store import WorkflowStore, get_store
 from fuxictr_workflow.synthetic import make_ctr_table, write_parquet_parts
 from scripts.sshd import SshdInfo
 from tests.conftest import new_task
+from tests.stage_runs import run_stage, stage_context
 
 pytestmark = pytest.mark.timeout(600)
 
 SAMPLE_ROWS, INFER_ROWS = 6000, 2000
-
-
-def context(task_id: int) -> dict[str, Any]:
-    return {
-        "dag_run": SimpleNamespace(conf={"task_id": task_id}, run_id=f"manual__{task_id}"),
-        "params": {},
-        "ti": SimpleNamespace(try_number=1),
-    }
 
 
 def stage_data(cfg: WorkflowConfig, task_id: int, sample: Any = None, infer: Any = None) -> None:
@@ -66,14 +58,14 @@ def test_train_then_infer(cfg: WorkflowConfig) -> None:
     marker = Path(paths.remote_task_dir(root, other)) / "untouched"
     marker.write_text("x")
 
-    metrics = TrainOperator(task_id="train").execute(context(task_id))
+    metrics = run_stage(TrainOperator(task_id="train"), stage_context(task_id))
     assert metrics["auc"] >= 0.70 and metrics["rows"] == SAMPLE_ROWS
     assert step(store, task_id, "train")["status"] == StepStatus.COMPLETED
     assert store.step_result(task_id, "train")["auc"] == metrics["auc"]
     messages = [e["message"] for e in store.logs_after(task_id)]
     assert any(m.startswith("epoch 1 step") and "AUC" in m for m in messages), messages
 
-    first = InferOperator(task_id="infer").execute(context(task_id))
+    first = run_stage(InferOperator(task_id="infer"), stage_context(task_id))
     out = paths.remote_predictions(root, task_id)
     table = pq.read_table(out)
     assert first["rows"] == INFER_ROWS == table.num_rows
@@ -82,7 +74,7 @@ def test_train_then_infer(cfg: WorkflowConfig) -> None:
     scores = table["score"].to_pylist()
     assert all(0 < s < 1 for s in scores)
 
-    InferOperator(task_id="infer").execute(context(task_id))
+    run_stage(InferOperator(task_id="infer"), stage_context(task_id))
     assert pq.read_table(out)["score"].to_pylist() == scores
     assert marker.read_text() == "x" and sorted(p.name for p in marker.parent.iterdir()) == ["untouched"]
 
@@ -94,7 +86,7 @@ def test_unknown_expid_fails_clearly(cfg: WorkflowConfig) -> None:
     task_id = new_task(store, server="local", experiment_id="NoSuchExp")
     stage_data(cfg, task_id)
     with pytest.raises(AirflowFailException, match="NoSuchExp"):
-        TrainOperator(task_id="train").execute(context(task_id))
+        run_stage(TrainOperator(task_id="train"), stage_context(task_id))
     failed = step(store, task_id, "train")
     assert (
         failed["status"] == StepStatus.FAILED
@@ -109,7 +101,7 @@ def test_missing_feature_column_fails_clearly(cfg: WorkflowConfig) -> None:
     task_id = new_task(store, server="local", experiment_id="DeepFM_demo")
     stage_data(cfg, task_id, sample=make_ctr_table(500, seed=1).drop_columns(["c3"]))
     with pytest.raises(AirflowFailException):
-        TrainOperator(task_id="train").execute(context(task_id))
+        run_stage(TrainOperator(task_id="train"), stage_context(task_id))
     assert "column(s) c3 missing" in step(store, task_id, "train")["error_message"]
 
 
@@ -136,7 +128,7 @@ def test_killed_runner_fails_the_stage(cfg: WorkflowConfig, sshd: SshdInfo) -> N
     killer = threading.Thread(target=kill_when_running)
     killer.start()
     with pytest.raises(Exception, match="runner"):
-        TrainOperator(task_id="train").execute(context(task_id))
+        run_stage(TrainOperator(task_id="train"), stage_context(task_id))
     killer.join()
     failed = step(store, task_id, "train")
     assert failed["status"] == StepStatus.FAILED and "runner" in failed["error_message"]
@@ -177,11 +169,11 @@ def test_zoo_model_trains_and_scores(zoo_cfg: WorkflowConfig, expid: str, source
     task_id = new_task(store, server="local", experiment_id=expid)
     zoo_data(zoo_cfg, task_id)
 
-    metrics = TrainOperator(task_id="train").execute(context(task_id))
+    metrics = run_stage(TrainOperator(task_id="train"), stage_context(task_id))
     assert metrics["model_source"] == str(ZOO / source)
     assert metrics["auc"] >= 0.70 and metrics["rows"] == SAMPLE_ROWS
 
-    result = InferOperator(task_id="infer").execute(context(task_id))
+    result = run_stage(InferOperator(task_id="infer"), stage_context(task_id))
     table = pq.read_table(paths.remote_predictions(zoo_cfg.server("local").remote_root, task_id))
     assert result["rows"] == INFER_ROWS == table.num_rows
     assert table.column_names == ["id", "score"]
@@ -193,14 +185,14 @@ def test_multitask_zoo_model_scores_each_task(zoo_cfg: WorkflowConfig) -> None:
     task_id = new_task(store, server="local", experiment_id="TinyMMoE_test")
     zoo_data(zoo_cfg, task_id)
 
-    metrics = TrainOperator(task_id="train").execute(context(task_id))
+    metrics = run_stage(TrainOperator(task_id="train"), stage_context(task_id))
     assert metrics["model_source"] == str(ZOO / "model_zoo/multitask/TinyMMoE/src/TinyMMoE.py")
     assert set(metrics["tasks"]) == {"label", "conversion"}
     assert all(task["auc"] >= 0.70 for task in metrics["tasks"].values()), metrics
     messages = [e["message"] for e in store.logs_after(task_id)]
     assert any("label_AUC" in m and "conversion_AUC" in m for m in messages), messages
 
-    InferOperator(task_id="infer").execute(context(task_id))
+    run_stage(InferOperator(task_id="infer"), stage_context(task_id))
     table = pq.read_table(paths.remote_predictions(zoo_cfg.server("local").remote_root, task_id))
     assert table.column_names == ["id", "score_label", "score_conversion"]
     assert table.num_rows == INFER_ROWS
@@ -215,7 +207,7 @@ def test_model_missing_from_zoo_is_an_error_naming_the_dirs(zoo_cfg: WorkflowCon
     task_id = new_task(store, server="local", experiment_id="NotInZoo_test")
     zoo_data(zoo_cfg, task_id)
     with pytest.raises(AirflowFailException, match="NotInZoo"):
-        TrainOperator(task_id="train").execute(context(task_id))
+        run_stage(TrainOperator(task_id="train"), stage_context(task_id))
     message = step(store, task_id, "train")["error_message"]
     assert "model 'NotInZoo' not found" in message
     for searched in ("NotInZoo/src", "NotInZoo/NotInZoo_torch/src", "multitask/NotInZoo/src"):
@@ -231,8 +223,8 @@ def test_demo_sequence_and_multitask_experiments(cfg: WorkflowConfig) -> None:
     ):
         task_id = new_task(store, server="local", experiment_id=expid)
         zoo_data(cfg, task_id)
-        metrics = TrainOperator(task_id="train").execute(context(task_id))
+        metrics = run_stage(TrainOperator(task_id="train"), stage_context(task_id))
         assert metrics["auc"] >= 0.70, (expid, metrics)
-        InferOperator(task_id="infer").execute(context(task_id))
+        run_stage(InferOperator(task_id="infer"), stage_context(task_id))
         table = pq.read_table(paths.remote_predictions(cfg.server("local").remote_root, task_id))
         assert table.column_names == ["id", *scores] and table.num_rows == INFER_ROWS

@@ -2,7 +2,9 @@
 
 Each server is stopped and started 20 times in a row while other processes keep every CPU
 busy (a fresh CI machine is slower and busier than a quiet one); after every start the server
-must serve: sshd runs a command, HiveServer2 answers a query. The process bookkeeping under
+must serve: sshd runs a command, HiveServer2 answers a query. sshd's loop runs here beside one
+full-priority spinner per CPU; Hive's runs beside the rest of the suite (see
+tests/services/restart_loop.py) and its test checks the loop's report. The process bookkeeping under
 it (scripts/processes.py) is checked on real processes: a zombie or a reused pid is never
 taken for a running server, and a stop reaps what it started.
 """
@@ -19,26 +21,16 @@ from pathlib import Path
 
 import pytest
 
-from scripts.hive_server import HiveServer
 from scripts.processes import ProcessRef
 from scripts.sshd import LocalSshd, SshdInfo
-
-RESTARTS = 20
+from tests.services.hive_restarts import RESTARTS, BackgroundRestarts
+from tests.services.restart_loop import gone, spinners
 
 
 @pytest.fixture
-def busy_cpus(request: pytest.FixtureRequest) -> Iterator[None]:
-    """One spinning process per CPU for the duration of the test, at the niceness given as the
-    fixture's param (default 0: an equal competitor)."""
-    niceness = getattr(request, "param", 0)
-    spin = [
-        subprocess.Popen(
-            [sys.executable, "-c", "while True: pass"],
-            start_new_session=True,
-            preexec_fn=lambda: os.nice(niceness),
-        )
-        for _ in range(os.cpu_count() or 2)
-    ]
+def busy_cpus() -> Iterator[None]:
+    """One spinning process per CPU, at full priority, for the duration of the test."""
+    spin = spinners(niceness=0)
     try:
         yield
     finally:
@@ -57,21 +49,6 @@ def ssh_echo(info: SshdInfo, word: str) -> str:
     return out.stdout.strip()
 
 
-def assert_gone(process: ProcessRef) -> None:
-    """Nothing of the old server is left: not running, not a zombie, no group member."""
-    assert not process.group_running()
-    assert not Path(f"/proc/{process.pid}").exists() or not process_is(process)
-
-
-def process_is(process: ProcessRef) -> bool:
-    """The pid in /proc is still the very process (zombie or not) that `process` names."""
-    try:
-        stat = Path(f"/proc/{process.pid}/stat").read_text()
-    except OSError:
-        return False
-    return int(stat.rsplit(")", 1)[1].split()[19]) == process.start_ticks
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_sshd_restarts_and_serves_every_time(tmp_path: Path, busy_cpus: None) -> None:
@@ -81,39 +58,30 @@ def test_sshd_restarts_and_serves_every_time(tmp_path: Path, busy_cpus: None) ->
         for i in range(RESTARTS):
             server.stop()
             assert server.running() is None and not server.serving()
-            assert_gone(info.process)
+            assert gone(info.process)
             info = server.start()
             assert server.serving(), f"restart {i}: sshd does not answer"
             assert ssh_echo(info, f"restart-{i}") == f"restart-{i}"
     finally:
         server.stop()
-    assert_gone(info.process)
+    assert gone(info.process)
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)
-# Both CPUs stay busy, but at niceness 10: at equal priority each JVM start takes minutes and
-# 20 of them alone would exceed the suite's budget; the spinners still take every idle cycle.
-@pytest.mark.parametrize("busy_cpus", [10], indirect=True)
-def test_hive_restarts_and_answers_every_time(
-    tmp_path: Path, busy_cpus: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from airflow.providers.apache.hive.hooks.hive import HiveServer2Hook
-
-    server = HiveServer(tmp_path / "hive")
-    info = server.start()
-    try:
-        for name, value in server.airflow_env().items():
-            monkeypatch.setenv(name, value)
-        for i in range(RESTARTS):
-            server.stop()
-            assert server.running() is None and not server.serving()
-            assert_gone(info.process)
-            info = server.start()
-            assert HiveServer2Hook().get_records(f"SELECT {i} + 1") == [(i + 1,)], f"restart {i}"
-    finally:
-        server.stop()
-    assert_gone(info.process)
+@pytest.mark.timeout(2700)
+def test_hive_restarts_and_answers_every_time(hive_restarts: BackgroundRestarts | None) -> None:
+    """The loop (tests/services/restart_loop.py) started with the session and has run beside
+    the other tests: every one of its restarts stopped the old server completely and the new
+    one answered its query."""
+    assert hive_restarts is not None
+    rows = hive_restarts.wait(timeout=2400)
+    restarts = [r for r in rows if "i" in r]
+    assert rows[-1].get("done") and rows[-1]["last_gone"], rows[-1]
+    assert [r["i"] for r in restarts] == list(range(RESTARTS)), rows
+    for r in restarts:
+        assert r["stopped"] and r["old_gone"], f"restart {r['i']}: the old server was not gone: {r}"
+        assert r["answered"] == r["i"] + 1, f"restart {r['i']}: the server did not answer: {r}"
+    print("seconds per restart:", [r["seconds"] for r in restarts])
 
 
 # -- the bookkeeping itself, on real processes --

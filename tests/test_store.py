@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import Connection
 
 from fuxictr_workflow.stages import STAGE_NAMES
 from fuxictr_workflow.store import ChunkSpec, IllegalTransition, NotFound, WorkflowStore
@@ -126,8 +127,6 @@ def test_illegal_transitions_are_refused(db: WorkflowStore) -> None:
     db.complete_step(task_id, "data_fetch")
     with pytest.raises(IllegalTransition, match="completed to completed"):
         db.complete_step(task_id, "data_fetch")
-    with pytest.raises(IllegalTransition, match="completed to skipped"):
-        db.skip_step(task_id, "data_fetch")
     with pytest.raises(ValueError, match="unknown step"):
         db.start_step(task_id, "bogus")
     with pytest.raises(NotFound):
@@ -182,7 +181,7 @@ def test_list_newest_first_with_filters(db: WorkflowStore) -> None:
     assert [t["id"] for t in db.list_tasks()] == ids[::-1]
     assert [t["id"] for t in db.list_tasks(limit=2, offset=1)] == [ids[3], ids[2]]
     assert [t["id"] for t in db.list_tasks(status="failed")] == [ids[1]]
-    assert db.count_tasks() == 5 and db.count_tasks(status="pending") == 4
+    assert len(db.list_tasks()) == 5 and len(db.list_tasks(status="pending")) == 4
 
 
 def test_task_for_run_is_idempotent(db: WorkflowStore) -> None:
@@ -227,9 +226,29 @@ def test_logs_in_order(db: WorkflowStore) -> None:
 
 
 def test_init_is_idempotent_and_versioned(db: WorkflowStore) -> None:
+    assert db.schema_version() == 2
+    assert db.init() == 2
+    assert db.schema_version() == 2
+
+
+def test_migration_to_v2_fills_run_attempt_from_the_run_ids(db: WorkflowStore) -> None:
+    """A version-1 store (tasks without run_attempt) gets the column, with each task's retry
+    number taken from its run id, so its next new run does not reuse an existing run id."""
+    retried = new_task(db, dag_run_id="workflow_task_7_retry_3")
+    first = new_task(db, dag_run_id="workflow_task_8")
+    other = new_task(db, dag_run_id="manual__x_retry_y")
+
+    def to_v1(conn: Connection) -> None:
+        conn.exec_driver_sql("ALTER TABLE tasks DROP COLUMN run_attempt")
+        conn.exec_driver_sql("DELETE FROM workflow_schema_version WHERE version = 2")
+
+    db.db.write(to_v1)
     assert db.schema_version() == 1
-    assert db.init() == 1
-    assert db.schema_version() == 1
+    assert db.init() == 2
+    attempts = {t: db.get_task(t, with_steps=False)["run_attempt"] for t in (retried, first, other)}
+    assert attempts == {retried: 3, first: 0, other: 0}
+    db.set_dag_run(first, "workflow_task_8_retry_1", 1)
+    assert db.get_task(first, with_steps=False)["run_attempt"] == 1
 
 
 # -- concurrency: 8 processes x 200 mixed writes against one database --

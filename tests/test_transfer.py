@@ -24,7 +24,7 @@ from fuxictr_workflow.transfer import (
     download,
     upload,
 )
-from fuxictr_workflow.transfer.engine import stream_count
+from fuxictr_workflow.transfer.sessions import stream_count
 from scripts.sshd import LocalSshd, SshdInfo
 from tests.conftest import new_task
 from tests.transfer_helpers import (
@@ -68,7 +68,7 @@ class Env:
         }
 
     def up(self, src: Path, dst: Path, *, endpoint: Any = None, **kw: Any) -> Any:
-        extra = {k: kw.pop(k) for k in ("hooks", "progress", "transport") if k in kw}
+        extra = {k: kw.pop(k) for k in ("hooks", "progress", "transport", "pipeline_depth") if k in kw}
         return upload(
             endpoint or self.endpoint,
             [TransferItem(str(src), str(dst))],
@@ -77,7 +77,7 @@ class Env:
         )
 
     def down(self, src: Path, dst: Path, *, endpoint: Any = None, **kw: Any) -> Any:
-        extra = {k: kw.pop(k) for k in ("hooks", "progress", "transport") if k in kw}
+        extra = {k: kw.pop(k) for k in ("hooks", "progress", "transport", "pipeline_depth") if k in kw}
         return download(
             endpoint or self.endpoint,
             [TransferItem(str(src), str(dst))],
@@ -281,7 +281,8 @@ def test_corrupted_chunk_is_detected_and_resent(env: Env, direction: str) -> Non
             flip_byte(part, chunk.offset + 100)
 
     if direction == "upload":
-        env.up(src, remote, hooks=TransferHooks(after_write=after_write))
+        # in lockstep the hash is requested after after_write has flipped the byte
+        env.up(src, remote, hooks=TransferHooks(after_write=after_write), pipeline_depth=1)
         dest, step = remote, "data_upload"
     else:
         env.up(src, remote)

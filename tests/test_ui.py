@@ -26,6 +26,7 @@ import pytest
 from fuxictr_workflow.stages import STAGE_NAMES, ChunkStatus
 from fuxictr_workflow.store import ChunkSpec, WorkflowStore
 from scripts import airflow_stack
+from tests.conftest import newest_task_id
 from tests.services.airflow_app import ApiServer, start_api_server
 
 pytestmark = pytest.mark.timeout(420)
@@ -334,7 +335,7 @@ def test_bad_form_shows_the_api_field_errors(browser: Any, ui_stack: UiStack) ->
     login(driver, ui_stack)
     driver.get(f"{ui_stack.base_url}/api/workflow/ui/")
     wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#task-rows tr"), message="rows")
-    before = ui_stack.store.count_tasks()
+    before = newest_task_id(ui_stack.store)
 
     # keyboard only: Tab to "New task", Enter opens the form, Enter in a field submits it
     body = driver.find_element(By.TAG_NAME, "body")
@@ -360,7 +361,7 @@ def test_bad_form_shows_the_api_field_errors(browser: Any, ui_stack: UiStack) ->
     for field in ("name", "sample_sql", "infer_sql", "hdfs_path"):
         assert driver.find_element(By.ID, f"e-{field}").text == ""
     assert driver.find_element(By.ID, "create-dialog").is_displayed()
-    assert ui_stack.store.count_tasks() == before
+    assert newest_task_id(ui_stack.store) == before
 
     # an empty required field and an unknown server: named next to their fields
     name = driver.find_element(By.ID, "f-name")
@@ -373,7 +374,7 @@ def test_bad_form_shows_the_api_field_errors(browser: Any, ui_stack: UiStack) ->
     driver.find_element(By.ID, "create-submit").click()
     wait_for(driver, lambda d: d.find_element(By.ID, "e-name").text, message="name error")
     assert driver.find_element(By.ID, "e-hive_table").text == ""
-    assert ui_stack.store.count_tasks() == before
+    assert newest_task_id(ui_stack.store) == before
 
 
 def test_page_without_session_shows_sign_in_and_no_data(browser: Any, ui_stack: UiStack) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from fuxictr_workflow.config import TransferConfig
 from fuxictr_workflow.servers import Endpoint
+from fuxictr_workflow.ssh_access import SSHAccess
 from scripts.sshd import SshdInfo, free_port
 
 KIB = 1024
@@ -19,16 +21,23 @@ CHUNK = 64 * KIB
 def make_endpoint(
     sshd: SshdInfo, remote_root: Path, *, port: int | None = None, strict: bool = True
 ) -> Endpoint:
-    return Endpoint(
-        name="local",
+    """An endpoint over an Airflow SSH connection to the test sshd, configured as the SSH
+    provider documents it (key_file, host_key; or no_host_key_check)."""
+    from airflow.sdk import Connection
+
+    extra: dict[str, object] = sshd.connection_extra() if strict else {"key_file": sshd.key_path}
+    if not strict:
+        extra["no_host_key_check"] = True
+    conn = Connection(
+        conn_id="test_sshd",
+        conn_type="ssh",
         host=sshd.host,
         port=port or sshd.port,
-        username=sshd.username,
-        key_path=sshd.key_path,
-        known_hosts=sshd.known_hosts,
-        strict_host_key_checking=strict,
-        remote_root=str(remote_root),
-        python=sys.executable,
+        login=sshd.username,
+        extra=json.dumps(extra),
+    )
+    return Endpoint(
+        name="local", ssh=SSHAccess("local", conn), remote_root=str(remote_root), python=sys.executable
     )
 
 

@@ -38,7 +38,8 @@ def _pools_sync(args: argparse.Namespace) -> int:
         pool = pool_for(name)
         slots = str(server.max_concurrent_trainings)
         subprocess.run(
-            [airflow, "pools", "set", pool, slots, f"FuXiCTR trainings on {name}"],
+            # deferred tasks count: a training followed from the triggerer still uses the GPU
+            [airflow, "pools", "set", "--include-deferred", pool, slots, f"FuXiCTR trainings on {name}"],
             check=True,
             capture_output=True,
         )

@@ -1,8 +1,9 @@
 """Typed settings from config.yaml.
 
-The file keeps the seed's four sections (servers, storage, transfer, task) with the
-seed's keys and defaults, plus the sections later stages need (hive, hdfs, fuxictr,
-store). Every error names the key path and the fix, e.g. ``transfer.chunk_size: must be > 0``,
+The file has the seed's four sections (servers, storage, transfer, task) with the seed's
+defaults for the keys the package reads, plus the sections the stages need (hive, hdfs,
+fuxictr, store, api). Keys nothing reads (DEPRECATED_KEYS) load with a warning until the
+next release refuses them. Every error names the key path and the fix, e.g. ``transfer.chunk_size: must be > 0``,
 and is raised at load time so a bad file never reaches a running stage.
 
 The file path comes from ``$FUXICTR_WORKFLOW_CONFIG``; without it the packaged default is
@@ -13,6 +14,7 @@ used. Path values expand ``~`` and ``$VARS``; relative paths are relative to the
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from functools import lru_cache
@@ -37,6 +39,14 @@ HOME_ENV = "FUXICTR_WORKFLOW_HOME"
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("config.yaml")
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+# Keys nothing reads, per section: a file that still sets one loads with a warning naming it.
+DEPRECATED_KEYS: dict[str, tuple[str, ...]] = {
+    "storage": ("shared_dir", "checkpoint_dir"),
+    "fuxictr": ("label_column",),
+}
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -118,9 +128,7 @@ class ServerConfig(_Section):
 
 
 class StorageConfig(_Section):
-    shared_dir: LocalPath = "${FUXICTR_WORKFLOW_HOME}/shared"
     staging_dir: LocalPath = "${FUXICTR_WORKFLOW_HOME}/staging"
-    checkpoint_dir: LocalPath = "${FUXICTR_WORKFLOW_HOME}/checkpoints"
     # Per-task log files: <log_dir>/task_<id>/<YYYY-MM-DD_HH-MM-SS>.log
     log_dir: LocalPath = "${FUXICTR_WORKFLOW_HOME}/logs/workflow"
 
@@ -142,6 +150,10 @@ class TaskConfig(_Section):
     # Airflow retries a failed stage transfer.max_retries times; the first retry waits this
     # long, later ones back off exponentially.
     retry_delay_s: Annotated[float, Field(ge=0)] = 10.0
+    # Who follows a training or inference job while it runs: the triggerer (the task defers
+    # and frees its worker slot) or the worker (the task holds its slot until the job ends;
+    # for deployments without a triggerer).
+    follow_jobs_from: Literal["triggerer", "worker"] = "triggerer"
 
 
 IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -213,7 +225,6 @@ class HdfsConfig(_Section):
 class FuxictrConfig(_Section):
     # Columns carried through inference into the predictions table next to `score`.
     id_columns: list[str] = Field(default_factory=lambda: ["id"])
-    label_column: str = "label"
     valid_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
     seed: int = 2024
     infer_batch_size: PositiveInt = 8192
@@ -244,6 +255,22 @@ class WorkflowConfig(_Section):
     fuxictr: FuxictrConfig = Field(default_factory=FuxictrConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_deprecated(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            return raw
+        out = dict(raw)
+        for section, keys in DEPRECATED_KEYS.items():
+            values = out.get(section)
+            if not isinstance(values, dict):
+                continue
+            for key in keys:
+                if key in values:
+                    log.warning("config %s.%s: ignored; will be refused in the next release", section, key)
+            out[section] = {k: v for k, v in values.items() if k not in keys}
+        return out
 
     @field_validator("servers")
     @classmethod

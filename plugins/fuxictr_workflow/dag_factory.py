@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param, TaskGroup, chain
 
+from fuxictr_workflow.airflow_stops import on_dag_run_failed
 from fuxictr_workflow.config import WorkflowConfig, get_config
 from fuxictr_workflow.dag_params import CLAIM_TASK_ID, dag_id_for, param_schemas, pool_for
 from fuxictr_workflow.stages import Stage
@@ -56,6 +57,9 @@ def build_dag(server: str, cfg: WorkflowConfig) -> DAG:
         params={name: Param(**schema) for name, schema in param_schemas(server).items()},
         tags=["fuxictr", f"server:{server}"],
         doc_md=DOC,
+        # a run that fails with a stage's step still running (its task instance marked failed,
+        # its process lost) closes that step and stops the stage's job
+        on_failure_callback=on_dag_run_failed,
     ) as dag:
         claim = ClaimTaskOperator(task_id=CLAIM_TASK_ID)
         with TaskGroup(Stage.DATA_FETCH.value) as data_fetch:

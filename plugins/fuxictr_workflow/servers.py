@@ -1,92 +1,65 @@
 """Training-server endpoints: where and how to reach a configured server over SSH.
 
 A server in config.yaml names an Airflow SSH connection (``ssh_conn_id``) or gives
-host/port/username/key_path. Both resolve to one :class:`Endpoint` that the transfer engine
-and the stage operators use. Host keys are verified against ``known_hosts`` unless the
-config explicitly turns that off (logged as a warning by the caller).
-
-Airflow is imported only to resolve an ``ssh_conn_id``, so the engines stay Airflow-free.
+host/port/username/key_path; both resolve through the SSH provider's SSHHook
+(ssh_access.py) to one :class:`Endpoint` that the transfer engine and the stage operators use.
+Host keys are verified unless the connection or config explicitly turns that off (logged as
+a warning by the caller).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import posixpath
 import stat
-import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fuxictr_workflow.config import ServerConfig, WorkflowConfig
+from fuxictr_workflow.ssh_access import SSHAccess, SSHAccessError, connection_from_config
 
 HOST_KEY_WARNING = (
-    "host key checking is OFF for {host}:{port} (strict_host_key_checking: false in config); "
-    "the connection is open to man-in-the-middle attacks"
+    "host key checking is OFF for {host}:{port} (no_host_key_check in its connection, or "
+    "strict_host_key_checking: false in config); the connection is open to man-in-the-middle attacks"
 )
+
+__all__ = ["HOST_KEY_WARNING", "Endpoint", "RemoteRootError", "SSHAccessError", "endpoint"]
 
 
 @dataclass(frozen=True)
 class Endpoint:
     name: str
-    host: str
-    port: int
-    username: str
-    key_path: str | None
-    known_hosts: str | None
-    strict_host_key_checking: bool
+    ssh: SSHAccess = field(compare=False, repr=False)
     remote_root: str
     python: str
+
+    @property
+    def host(self) -> str:
+        return self.ssh.host
+
+    @property
+    def port(self) -> int:
+        return self.ssh.port
+
+    @property
+    def username(self) -> str:
+        return self.ssh.username
+
+    @property
+    def strict_host_key_checking(self) -> bool:
+        return self.ssh.strict_host_key_checking
 
     @property
     def address(self) -> str:
         return f"{self.username}@{self.host}:{self.port}"
 
-    def known_hosts_file(self) -> str:
-        return self.known_hosts or os.path.expanduser("~/.ssh/known_hosts")
-
     def openssh_options(self) -> list[str]:
-        """Options for OpenSSH's ssh/scp binaries matching this endpoint (batch mode, no prompts)."""
-        opts = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=10"]
-        if self.key_path:
-            opts += ["-i", self.key_path, "-o", "IdentitiesOnly=yes"]
-        if self.strict_host_key_checking:
-            opts += ["-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={self.known_hosts_file()}"]
-        else:
-            opts += [
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "LogLevel=ERROR",
-            ]
-        return opts
+        """Options for OpenSSH's ssh matching this endpoint's connection (batch mode, no prompts)."""
+        return self.ssh.openssh_options()
 
-    def paramiko_client(self, timeout: float = 10.0) -> Any:
-        """A connected paramiko SSHClient with host key verification per config."""
-        import paramiko
-
-        client = paramiko.SSHClient()
-        if self.strict_host_key_checking:
-            known = self.known_hosts_file()
-            if os.path.exists(known):
-                client.load_host_keys(known)
-            client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        else:
-            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-        client.connect(
-            self.host,
-            port=self.port,
-            username=self.username,
-            key_filename=self.key_path,
-            timeout=timeout,
-            banner_timeout=timeout,
-            auth_timeout=timeout,
-            allow_agent=False,
-            look_for_keys=self.key_path is None,
-        )
-        return client
+    def paramiko_client(self) -> Any:
+        """A connected paramiko SSHClient of its own, made by SSHHook."""
+        return self.ssh.connect()
 
 
 class RemoteRootError(RuntimeError):
@@ -148,51 +121,24 @@ def with_prepared_root(ep: Endpoint) -> Endpoint:
         client.close()
 
 
-def _from_airflow_connection(conn_id: str) -> dict[str, Any]:
-    from airflow.sdk import BaseHook  # only here: resolving a connection needs Airflow
-
-    conn = BaseHook.get_connection(conn_id)
-    extra = conn.extra_dejson or {}
-    known_hosts = extra.get("known_hosts_file")
-    if extra.get("host_key") and not known_hosts:
-        # The SSH provider's `host_key` extra: pin that key for this host.
-        fd, known_hosts = tempfile.mkstemp(prefix="fuxictr_known_hosts_")
-        host = conn.host if not conn.port or conn.port == 22 else f"[{conn.host}]:{conn.port}"
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{host} {extra['host_key']}\n")
-    no_check = str(extra.get("no_host_key_check", "false")).lower() == "true"
-    return {
-        "host": conn.host,
-        "port": conn.port or 22,
-        "username": conn.login,
-        "key_path": extra.get("key_file"),
-        "known_hosts": known_hosts,
-        "strict": not no_check,
-    }
-
-
 def endpoint(cfg: WorkflowConfig, name: str | None = None) -> Endpoint:
-    """Resolve a configured server (default: config's default_server) to an Endpoint."""
+    """Resolve a configured server (default: config's default_server) to an Endpoint.
+
+    Raises SSHAccessError naming the server when its connection cannot be used."""
     server_name = name or cfg.default_server
     assert server_name is not None
     server: ServerConfig = cfg.server(server_name)
     if server.ssh_conn_id:
-        found = _from_airflow_connection(server.ssh_conn_id)
-        host, port, username = found["host"], found["port"], found["username"]
-        key_path, known_hosts = found["key_path"], found["known_hosts"]
-        strict = found["strict"] and server.strict_host_key_checking
+        from airflow.sdk import BaseHook  # only here: resolving a connection needs Airflow
+
+        try:
+            connection = BaseHook.get_connection(server.ssh_conn_id)
+        except Exception as err:
+            raise SSHAccessError(f"server {server_name}: connection {server.ssh_conn_id!r}: {err}") from None
+        # config can only turn checking off, never back on over what the connection says
+        access = SSHAccess(
+            server_name, connection, no_host_key_check=True if not server.strict_host_key_checking else None
+        )
     else:
-        assert server.host and server.username
-        host, port, username = server.host, server.port, server.username
-        key_path, known_hosts, strict = server.key_path, server.known_hosts, server.strict_host_key_checking
-    return Endpoint(
-        name=server_name,
-        host=host,
-        port=int(port),
-        username=username,
-        key_path=key_path,
-        known_hosts=known_hosts,
-        strict_host_key_checking=strict,
-        remote_root=server.remote_root,
-        python=server.python,
-    )
+        access = SSHAccess(server_name, connection_from_config(server_name, server))
+    return Endpoint(name=server_name, ssh=access, remote_root=server.remote_root, python=server.python)

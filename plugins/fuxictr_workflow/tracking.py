@@ -9,6 +9,7 @@ say; its first part alone leaves the step pending for the second.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,8 @@ from fuxictr_workflow.store import utcnow
 from fuxictr_workflow.workflow_log import WorkflowLogger
 
 ERROR_MESSAGE_MAX = 4000
+
+log = logging.getLogger(__name__)
 
 
 class StageError(RuntimeError):
@@ -54,6 +57,7 @@ class StageRun:
     logger: WorkflowLogger
     result: dict[str, Any] = field(default_factory=dict)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    suspended: bool = False
 
     def log(self, level: str, message: str) -> None:
         self.logger.log(self.task_id, self.step, level, message)
@@ -71,6 +75,19 @@ class StageRun:
         if self.cancelled.is_set():
             raise TaskCancelled(f"task {self.task_id} was cancelled")
 
+    def suspend(self, waiting_for: Any) -> Suspended:
+        """End this part of the stage with the step still running: the caller hands
+        ``waiting_for`` (a trigger) to Airflow and the stage resumes when it fires."""
+        self.suspended = True
+        return Suspended(waiting_for)
+
+
+@dataclass(frozen=True)
+class Suspended:
+    """A stage body's return value: the step stays running until ``waiting_for`` fires."""
+
+    waiting_for: Any
+
 
 def _heartbeat(run: StageRun, interval: float, stop: threading.Event) -> None:
     store = run.logger.store
@@ -80,7 +97,9 @@ def _heartbeat(run: StageRun, interval: float, stop: threading.Event) -> None:
             if store.get_task(run.task_id, with_steps=False)["status"] == TaskStatus.CANCELLED:
                 run.cancelled.set()
         except Exception:  # a missed heartbeat must never fail the stage itself
-            pass
+            log.warning(
+                "task %s step %s: heartbeat failed; the stage goes on", run.task_id, run.step, exc_info=True
+            )
 
 
 @contextmanager
@@ -112,6 +131,10 @@ def track_stage(
     beat.start()
     try:
         yield run
+    except TaskCancelled:
+        # cancel_task has already closed the step ("cancelled by user"); nothing to record twice
+        run.info(f"{step} stopped: the task was cancelled")
+        raise
     except BaseException as exc:
         reason = error_message(exc)
         will_retry = will_retry and not alone and getattr(exc, "retryable", True)
@@ -120,7 +143,9 @@ def track_stage(
         store.fail_step(task_id, step, reason, final=not will_retry)
         raise
     else:
-        if closes_step:
+        if run.suspended:
+            run.info(f"{step} goes on on the training server; followed without holding a worker")
+        elif closes_step:
             seconds = (utcnow() - started).total_seconds()
             run.result.setdefault("seconds", round(seconds, 3))
             run.info(f"{step} finished in {seconds:.1f}s")

@@ -16,12 +16,14 @@ from typing import Any
 import pytest
 
 from fuxictr_workflow.config import ServerConfig, WorkflowConfig
-from fuxictr_workflow.operators.fuxictr import REMOTE_DIR, TrainOperator, bundle_digest, ship_runner
+from fuxictr_workflow.operators.fuxictr import TrainOperator
+from fuxictr_workflow.runner_bundle import REMOTE_DIR, bundle_digest, ship_runner
 from fuxictr_workflow.servers import RemoteRootError, endpoint, prepare_remote_root
 from fuxictr_workflow.store import WorkflowStore, get_store
 from fuxictr_workflow.transfer import TransferError, TransferItem, download, upload
 from scripts.sshd import SshdInfo
 from tests.conftest import new_task
+from tests.stage_runs import run_stage, stage_context
 from tests.transfer_helpers import ListLog, make_endpoint, transfer_config, write_random
 
 pytestmark = pytest.mark.timeout(300)
@@ -30,14 +32,6 @@ pytestmark = pytest.mark.timeout(300)
 @pytest.fixture
 def cfg(make_config: Callable[..., WorkflowConfig], sshd: SshdInfo) -> WorkflowConfig:
     return make_config(sshd)
-
-
-def context(task_id: int) -> dict[str, Any]:
-    return {
-        "dag_run": SimpleNamespace(conf={"task_id": task_id}, run_id=f"manual__{task_id}"),
-        "params": {},
-        "ti": SimpleNamespace(try_number=1),
-    }
 
 
 # -------- the runner bundle --------
@@ -81,7 +75,7 @@ def test_tampered_runner_is_replaced_never_run(
     task_id = new_task(store, server="local", experiment_id="DeepFM_demo")
     # no data uploaded: the genuine runner fails at once; a tampered one would write the marker
     with pytest.raises(Exception, match="train"):
-        TrainOperator(task_id="train").execute(context(task_id))
+        run_stage(TrainOperator(task_id="train"), stage_context(task_id))
     assert not marker.exists(), "the modified runner ran"
     assert not runner.is_symlink() and runner.read_bytes() == (REMOTE_DIR / "runner.py").read_bytes()
     messages = [e["message"] for e in store.logs_after(task_id)]
@@ -142,7 +136,7 @@ def test_stage_refuses_unsafe_remote_root(cfg: WorkflowConfig, tmp_path: Path) -
     store = get_store(cfg.store.url)
     task_id = new_task(store, server="local", experiment_id="DeepFM_demo")
     with pytest.raises(Exception, match="writable by group or others"):
-        TrainOperator(task_id="train").execute(context(task_id))
+        run_stage(TrainOperator(task_id="train"), stage_context(task_id))
     assert not (root / ".runner").exists(), "nothing may be shipped into it"
 
 

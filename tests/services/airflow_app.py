@@ -65,9 +65,7 @@ def start_api_server(
             }
         },
         "storage": {
-            "shared_dir": str(root / "shared"),
             "staging_dir": str(root / "staging"),
-            "checkpoint_dir": str(root / "checkpoints"),
             "log_dir": str(root / "logs" / "workflow"),
         },
         "task": {"heartbeat_interval": 5},

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import re
+import threading
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, Query, Request, status
 
+from fuxictr_workflow import cancel_jobs
 from fuxictr_workflow.api import security, trigger
 from fuxictr_workflow.api.schemas import Task, TaskCreated, TaskCreateRequest, TaskDetail
 from fuxictr_workflow.config import get_config
@@ -16,6 +17,7 @@ from fuxictr_workflow.dag_params import dag_id_for
 from fuxictr_workflow.stages import STAGE_NAMES, TaskStatus
 from fuxictr_workflow.store import IllegalTransition, NotFound, WorkflowStore, get_store, iso, utcnow
 from fuxictr_workflow.validation import TASK_FIELDS
+from fuxictr_workflow.workflow_log import get_logger
 
 router = APIRouter(prefix="/tasks", tags=["Tasks"])
 
@@ -54,7 +56,7 @@ def _stale_after() -> timedelta:
     return timedelta(seconds=3 * get_config().task.heartbeat_interval)
 
 
-def _start_run(store: WorkflowStore, task_id: int, attempt: int, user: Any) -> str:
+def _start_run(store: WorkflowStore, task_id: int, attempt: int, user: Any, request: Request) -> str:
     """Trigger the task's DAG run; a failed trigger fails the task with the reason."""
     cfg = get_config()
     task = store.get_task(task_id, with_steps=False)
@@ -63,14 +65,18 @@ def _start_run(store: WorkflowStore, task_id: int, attempt: int, user: Any) -> s
     if attempt:
         conf["resume"] = True
     run_id = trigger.run_id_for(task_id, attempt)
+    dag_id = dag_id_for(server, cfg.default_server)
     try:
-        trigger.trigger(dag_id_for(server, cfg.default_server), run_id, conf, security.user_name(user))
+        trigger.trigger(dag_id, run_id, conf, user, request)
     except trigger.TriggerError as err:
         store.fail_task(task_id, str(err))
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, f"task {task_id} failed to start: {err}"
         ) from err
-    store.set_dag_run(task_id, run_id)
+    except Exception as err:  # the server logs the traceback; the task stays retryable
+        store.fail_task(task_id, f"could not trigger DAG {dag_id}: {err}")
+        raise
+    store.set_dag_run(task_id, run_id, attempt)
     return run_id
 
 
@@ -80,7 +86,7 @@ def _start_run(store: WorkflowStore, task_id: int, attempt: int, user: Any) -> s
     response_model=TaskCreated,
     summary="Create a task and trigger its pipeline run",
 )
-def create_task(body: TaskCreateRequest, user: security.CurrentUser) -> dict[str, Any]:
+def create_task(body: TaskCreateRequest, user: security.CurrentUser, request: Request) -> dict[str, Any]:
     cfg = get_config()
     if body.server is not None and body.server not in cfg.servers:
         raise HTTPException(
@@ -97,7 +103,7 @@ def create_task(body: TaskCreateRequest, user: security.CurrentUser) -> dict[str
     security.require(user, "POST", server)
     store = get_store()
     task_id = store.create_task(**body.model_dump(exclude={"server"}), server=server)
-    _start_run(store, task_id, 0, user)
+    _start_run(store, task_id, 0, user, request)
     return {"task_id": task_id, "status": TaskStatus.PENDING}
 
 
@@ -152,7 +158,7 @@ def _existing(store: WorkflowStore, task_id: int) -> dict[str, Any]:
     response_model=TaskCreated,
     summary="Resume a failed or cancelled task from its first unfinished stage",
 )
-def retry_task(task_id: int, user: security.CurrentUser) -> dict[str, Any]:
+def retry_task(task_id: int, user: security.CurrentUser, request: Request) -> dict[str, Any]:
     """The task's own DAG run is cleared from the first unfinished stage on (Airflow's clear)
     and re-queued, so completed stages are not redone and verified chunks are not re-sent.
     Only when that run is gone from Airflow does a new run ``..._retry_<n>`` start."""
@@ -183,8 +189,7 @@ def retry_task(task_id: int, user: security.CurrentUser) -> dict[str, Any]:
             status.HTTP_503_SERVICE_UNAVAILABLE, f"task {task_id} could not be retried: {err}"
         ) from err
     if not cleared:
-        match = re.search(r"_retry_(\d+)$", previous)
-        _start_run(store, task_id, (int(match.group(1)) + 1 if match else 1) if previous else 0, user)
+        _start_run(store, task_id, task["run_attempt"] + 1 if previous else 0, user, request)
     return {"task_id": task_id, "status": TaskStatus.PENDING}
 
 
@@ -202,9 +207,17 @@ def cancel_task(task_id: int, user: security.CurrentUser) -> dict[str, Any]:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"task {task_id} does not exist") from None
     except IllegalTransition as err:
         raise HTTPException(status.HTTP_409_CONFLICT, str(err)) from None
-    task = store.get_task(task_id, with_steps=False)
+    task = store.get_task(task_id)
+    cfg = get_config()
+    # in the background: an unreachable server would hold the answer for SSHHook's whole
+    # connection retry; the cancel is recorded already, and the task's log says how the stop went
+    threading.Thread(
+        target=cancel_jobs.stop_jobs_of,
+        args=(cfg, task, get_logger(), "cancel"),
+        name=f"cancel-jobs-{task_id}",
+        daemon=True,
+    ).start()
     if task["dag_run_id"]:
-        cfg = get_config()
         trigger.fail_run(
             dag_id_for(task["server"] or cfg.default_server, cfg.default_server), task["dag_run_id"]
         )

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from fastapi import HTTPException, Request, status
 
 from fuxictr_workflow.dag_params import CLAIM_TASK_ID
+
+if TYPE_CHECKING:
+    from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
+    from airflow.models.dag import DagModel
 
 # How long a retry waits for the scheduler to finish a failing run (it marks the run failed in
 # the pass after the failing task, a few scheduler heartbeats later).
@@ -18,56 +24,56 @@ class TriggerError(RuntimeError):
 
 
 def run_id_for(task_id: int, attempt: int = 0) -> str:
+    """The run id of a task's run: ``workflow_task_<id>``, then ``..._retry_<attempt>``."""
     return f"workflow_task_{task_id}" + (f"_retry_{attempt}" if attempt else "")
 
 
-def trigger(dag_id: str, run_id: str, conf: dict[str, Any], user_name: str) -> str:
-    """Create a queued manual DAG run; raises TriggerError with a user-facing reason."""
+def trigger(dag_id: str, run_id: str, conf: dict[str, Any], user: BaseUser, request: Request) -> str:
+    """Create a queued manual DAG run with Airflow's own trigger route, called in-process.
+
+    `user` becomes the run's triggering user and `request` (the caller's request to the
+    plugin) tells the route whether the UI or the REST API triggered it. Raises TriggerError
+    with a user-facing reason."""
     from airflow.api_fastapi.core_api.datamodels.dag_run import TriggerDAGRunPostBody
+    from airflow.api_fastapi.core_api.routes.public.dag_run import trigger_dag_run
     from airflow.models.dag import DagModel
     from airflow.models.dagbag import DBDagBag
     from airflow.utils import timezone
     from airflow.utils.session import create_session
-    from airflow.utils.state import DagRunState
-    from airflow.utils.types import DagRunTriggeredByType, DagRunType
     from sqlalchemy import select
+    from sqlalchemy.exc import IntegrityError
 
+    # A logical date, as the UI's trigger form gives: `airflow tasks test` (without a run id)
+    # deletes one run of the DAG whose logical date is null to make room for its own.
+    body = TriggerDAGRunPostBody(dag_run_id=run_id, conf=conf, logical_date=timezone.utcnow())
     with create_session() as session:
         model = session.scalar(select(DagModel).where(DagModel.dag_id == dag_id))
-        if model is None or model.is_stale:
-            raise TriggerError(
-                f"DAG {dag_id} is not in Airflow (is dags/fuxictr_workflow.py in the DAGs folder?)"
-            )
-        if model.has_import_errors:
-            raise TriggerError(f"DAG {dag_id} has import errors; see the Airflow UI's import errors")
-        if model.is_paused:
+        # Airflow queues a run of a paused DAG; it would wait unseen until someone unpauses it.
+        if model is not None and not model.is_stale and not model.has_import_errors and model.is_paused:
             raise TriggerError(f"DAG {dag_id} is paused; unpause it in the Airflow UI, then retry the task")
-        dag = DBDagBag().get_latest_version_of_dag(dag_id, session=session)
-        if dag is None:
-            raise TriggerError(f"DAG {dag_id} has not been serialized yet; wait for the dag-processor")
         try:
-            # A logical date, as the UI's trigger form gives: `airflow tasks test` (without a run
-            # id) deletes one run of the DAG whose logical date is null to make room for its own.
-            params = TriggerDAGRunPostBody(
-                dag_run_id=run_id, conf=conf, logical_date=timezone.utcnow()
-            ).validate_context(dag)
-            dag.create_dagrun(
-                run_id=params["run_id"],
-                logical_date=params["logical_date"],
-                data_interval=params["data_interval"],
-                run_after=params["run_after"],
-                conf=params["conf"],
-                run_type=DagRunType.MANUAL,
-                triggered_by=DagRunTriggeredByType.REST_API,
-                triggering_user_name=user_name,
-                state=DagRunState.QUEUED,
-                partition_key=None,
-                partition_date=params["partition_date"],
-                session=session,
+            trigger_dag_run(
+                dag_id=dag_id, body=body, dag_bag=DBDagBag(), user=user, session=session, request=request
             )
-        except Exception as err:  # param validation, duplicate run id, DB errors
-            raise TriggerError(f"could not trigger DAG {dag_id}: {err}") from err
+            session.flush()
+        except HTTPException as err:
+            raise TriggerError(_reason(dag_id, model, err)) from err
+        except IntegrityError as err:  # the route leaves unique violations to Airflow's app (409)
+            raise TriggerError(
+                f"could not trigger DAG {dag_id}: it has a run {run_id} (or one of the same logical date) already"
+            ) from err
     return run_id
+
+
+def _reason(dag_id: str, model: DagModel | None, err: HTTPException) -> str:
+    """What a refusal of Airflow's trigger route means for the workflow, and what to do."""
+    if model is None or model.is_stale:
+        return f"DAG {dag_id} is not in Airflow (is dags/fuxictr_workflow.py in the DAGs folder?)"
+    if model.has_import_errors:
+        return f"DAG {dag_id} has import errors; see the Airflow UI's import errors"
+    if err.status_code == status.HTTP_404_NOT_FOUND:
+        return f"DAG {dag_id} has not been serialized yet; wait for the dag-processor"
+    return f"could not trigger DAG {dag_id}: {err.detail}"
 
 
 def fail_run(dag_id: str, run_id: str) -> None:

@@ -4,14 +4,19 @@ The page itself holds no data, so it is served without authentication (Airflow s
 an iframe of its own UI); everything it displays comes from the authenticated API routes,
 which the browser calls on the same origin with the UI's session cookie. The page's
 Content-Security-Policy allows only this origin: nothing is loaded from anywhere else.
+The stage names the page shows come from stages.py, put into the page as it is served.
 """
 
 from __future__ import annotations
 
+import html
+import json
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException
-from fastapi.responses import FileResponse, RedirectResponse
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
+
+from fuxictr_workflow.stages import STAGE_NAMES
 
 STATIC_DIR = Path(__file__).with_name("static")
 ASSETS = {"app.js": "text/javascript", "style.css": "text/css"}
@@ -37,8 +42,10 @@ def ui_redirect() -> RedirectResponse:
 
 
 @router.get("/ui/", include_in_schema=False)
-def ui_page() -> FileResponse:
-    return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers=SECURITY_HEADERS)
+def ui_page() -> HTMLResponse:
+    page = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    stages = html.escape(json.dumps(list(STAGE_NAMES)), quote=True)
+    return HTMLResponse(page.replace("{{ stages }}", stages), headers=SECURITY_HEADERS)
 
 
 @router.get("/ui/static/{name}", include_in_schema=False)

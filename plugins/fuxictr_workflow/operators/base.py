@@ -14,6 +14,7 @@ stage run alone; every other task the scheduler starts there parks itself.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,7 +23,7 @@ from fuxictr_workflow.config import WorkflowConfig, get_config
 from fuxictr_workflow.dag_params import dag_id_for
 from fuxictr_workflow.stages import Stage, StepStatus, TaskStatus
 from fuxictr_workflow.store import NotFound, WorkflowStore
-from fuxictr_workflow.tracking import StageError, StageRun, track_stage
+from fuxictr_workflow.tracking import StageError, StageRun, Suspended, track_stage
 from fuxictr_workflow.validation import TASK_FIELDS, FieldError, validate_server, validate_task_fields
 from fuxictr_workflow.workflow_log import WorkflowLogger, get_logger
 
@@ -95,10 +96,13 @@ def refuse_if_running_elsewhere(context: Any, task: dict[str, Any], cfg: Workflo
         )
 
 
-def validate_run_fields(task: dict[str, Any], cfg: WorkflowConfig) -> None:
-    """Re-check the stored fields before any stage touches Hive, a shell or the server."""
-    validate_task_fields(task, cfg)
-    validate_server(task.get("server"), list(cfg.servers))
+def validate_run_fields(task: dict[str, Any], cfg: WorkflowConfig) -> dict[str, Any]:
+    """Re-check the stored fields before any stage touches Hive, a shell or the server.
+
+    Returns the task with its fields as validation cleans them (a task a UI-triggered run
+    created holds its params as given), so the stage uses only checked values."""
+    fields = validate_task_fields(task, cfg)
+    return {**task, **fields.as_dict(), "server": validate_server(task.get("server"), list(cfg.servers))}
 
 
 class WorkflowStageMixin:
@@ -113,13 +117,9 @@ class WorkflowStageMixin:
         # a stage run by itself (`airflow tasks test`): not retried, and it ends with the task in
         # the status its steps say
         alone = airflow_runs.is_tasks_test_run(context["dag_run"].run_id)
-        cfg = get_config()
-        logger = get_logger()
-        self.workflow_task = workflow_task(context, logger.store, cfg)
-        task_id = int(self.workflow_task["id"])
-        self.workflow_config = cfg
+        task_id = self._resolve(context)
         if alone:
-            refuse_if_running_elsewhere(context, self.workflow_task, cfg)
+            refuse_if_running_elsewhere(context, self.workflow_task, self.workflow_config)
             if self.workflow_task["status"] == TaskStatus.CANCELLED:
                 raise refuse(
                     f"task_id: workflow task {task_id} was cancelled; retry it "
@@ -127,35 +127,61 @@ class WorkflowStageMixin:
                 )
         if (context["dag_run"].conf or {}).get("resume") and self._step_status() == StepStatus.COMPLETED:
             # a retry run (API `retry`) resumes at the first unfinished stage
-            logger.info(task_id, self.stage.value, f"{self.stage.value} already completed; not redone")
+            get_logger().info(task_id, self.stage.value, f"{self.stage.value} already completed; not redone")
             return None
-        ti = context["ti"]
+        return self._run_stage(context, alone, self.opens_step, self._validated_stage)
+
+    def resume_stage(self, context: Any, event: dict[str, Any]) -> Any:
+        """Back from a deferral (see :class:`Suspended`): the step is still running; the stage
+        finishes it with what the trigger reported."""
+        alone = airflow_runs.is_tasks_test_run(context["dag_run"].run_id)
+        task_id = self._resolve(context)
+        if self.workflow_task["status"] == TaskStatus.CANCELLED:
+            raise refuse(f"task_id: workflow task {task_id} was cancelled")
+        get_logger().info(task_id, self.stage.value, f"{self.stage.value} resumed on a worker to finish")
+        return self._run_stage(context, alone, False, lambda ctx, run: self.finish_stage(ctx, run, event))
+
+    def _resolve(self, context: Any) -> int:
+        self.workflow_config = get_config()
+        self.workflow_task = workflow_task(context, get_logger().store, self.workflow_config)
+        return int(self.workflow_task["id"])
+
+    def _run_stage(
+        self, context: Any, alone: bool, opens_step: bool, body: Callable[[Any, StageRun], Any]
+    ) -> Any:
+        cfg, task_id, ti = self.workflow_config, int(self.workflow_task["id"]), context["ti"]
         # max_tries, not retries: a cleared task (API retry) keeps counting try_number upwards
         will_retry = ti.try_number <= (getattr(ti, "max_tries", None) or getattr(self, "retries", 0) or 0)
         try:
-            return self._tracked(context, run_args=(task_id, logger, cfg, will_retry and not alone, alone))
+            with track_stage(
+                task_id,
+                self.stage.value,
+                logger=get_logger(),
+                heartbeat_interval=cfg.task.heartbeat_interval,
+                will_retry=will_retry and not alone,
+                opens_step=opens_step,
+                closes_step=self.closes_step,
+                alone=alone,
+            ) as run:
+                result = body(context, run)
         except StageError as err:
             if err.retryable and not alone:
                 raise
             raise refuse(str(err)) from None  # the reason is the whole message; no traceback chain
+        if isinstance(result, Suspended):
+            self.defer(trigger=result.waiting_for, method_name="resume_stage")  # type: ignore[attr-defined]
+        return result
 
-    def _tracked(self, context: Any, run_args: tuple[int, WorkflowLogger, WorkflowConfig, bool, bool]) -> Any:
-        task_id, logger, cfg, will_retry, alone = run_args
-        with track_stage(
-            task_id,
-            self.stage.value,
-            logger=logger,
-            heartbeat_interval=cfg.task.heartbeat_interval,
-            will_retry=will_retry,
-            opens_step=self.opens_step,
-            closes_step=self.closes_step,
-            alone=alone,
-        ) as run:
-            try:
-                validate_run_fields(self.workflow_task, cfg)
-            except FieldError as err:
-                raise StageError(str(err), retryable=False) from None
-            return self.execute_stage(context, run)
+    def _validated_stage(self, context: Any, run: StageRun) -> Any:
+        try:
+            self.workflow_task = validate_run_fields(self.workflow_task, self.workflow_config)
+        except FieldError as err:
+            raise StageError(str(err), retryable=False) from None
+        return self.execute_stage(context, run)
+
+    def finish_stage(self, context: Any, run: StageRun, event: dict[str, Any]) -> Any:
+        """For stages that suspend: finish the step from the trigger's event."""
+        raise NotImplementedError
 
     def _step_status(self) -> str:
         return next(s["status"] for s in self.workflow_task["steps"] if s["step_name"] == self.stage.value)

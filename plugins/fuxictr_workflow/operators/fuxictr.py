@@ -1,10 +1,8 @@
 """Stages train and infer: remote/runner.py on the training server over SSH.
 
-The runner (and, when the server has no FuXiCTR config dir of its own, the demo config and
-model) is shipped to ``<remote_root>/.runner/<sha256>/`` — content-addressed, so a stale copy
-is never used and concurrent tasks share one copy safely. Before each run every file there is
-read back and compared with the shipped bytes; a copy that differs is replaced, never run. Its JSON lines are streamed into
-the workflow log as they arrive; the final metrics become the step result and the XCom.
+The runner bundle is shipped and verified before each run (runner_bundle.py). The runner runs as a detached job under remote/job.py (one per task and stage), followed from
+the triggerer while the Airflow task is deferred; its JSON lines reach the workflow log within
+a poll interval, and its final metrics become the step result and the XCom.
 
     TrainOperator(task_id="train", pool=...)
     InferOperator(task_id="infer", pool=...)
@@ -12,235 +10,228 @@ the workflow log as they arrive; the final metrics become the step result and th
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import posixpath
 import shlex
-import stat
+import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from airflow.sdk import BaseOperator
+from airflow.providers.ssh.operators.ssh import SSHOperator
 
-from fuxictr_workflow import paths
+from fuxictr_workflow import airflow_runs, airflow_stops, paths
+from fuxictr_workflow.config import get_config
 from fuxictr_workflow.operators.base import WorkflowStageMixin
+from fuxictr_workflow.runner_bundle import ship_runner
+from fuxictr_workflow.runner_job import JobFollower, RemoteJob, RunnerOutput, job_dir
 from fuxictr_workflow.servers import (
     HOST_KEY_WARNING,
     Endpoint,
     RemoteRootError,
+    SSHAccessError,
     endpoint,
     prepare_remote_root,
 )
-from fuxictr_workflow.stages import Stage
-from fuxictr_workflow.tracking import StageError, StageRun
-from fuxictr_workflow.validation import validate_experiment_id
+from fuxictr_workflow.ssh_access import is_refusal
+from fuxictr_workflow.stages import Stage, StepStatus, TaskStatus
+from fuxictr_workflow.tracking import StageError, StageRun, TaskCancelled
+from fuxictr_workflow.triggers.runner_job import RunnerJobTrigger
+from fuxictr_workflow.triggers.ssh_commands import run_command
+from fuxictr_workflow.workflow_log import get_logger
 
-REMOTE_DIR = Path(__file__).resolve().parents[1] / "remote"
-SHIPPED = [
-    "runner.py",
-    "streaming.py",
-    "model_lookup.py",
-    "errors.py",
-    "demo_models.py",
-    "demo_config/model_config.yaml",
-    "demo_config/dataset_config.yaml",
-]
+# how often `airflow tasks test` reads the job's new lines (the trigger has its own interval)
+FOREGROUND_POLL_S = 1.0
+JOB_COMMAND_TIMEOUT_S = 120
 
 
-def bundle_files() -> dict[str, bytes]:
-    return {name: (REMOTE_DIR / name).read_bytes() for name in SHIPPED}
+def describe_job(found: dict[str, Any], command: str, address: str, argv: str) -> str:
+    """The workflow log's line for what `job.py start` found or did."""
+    where = f"on {address} (process group {found.get('pgid')})"
+    if found.get("started"):
+        return f"{command} job started {where}: {argv}"
+    if found["state"] == "finished":
+        return f"{command} job {where} has already ended (exit {found.get('exit_code')}); taking its result"
+    return f"{command} job already running {where}; following it instead of starting another"
 
 
-def bundle_digest() -> str:
-    h = hashlib.sha256()
-    for name, data in bundle_files().items():
-        h.update(name.encode() + b"\0" + data)
-    return h.hexdigest()[:16]
+def _cancelled(run: StageRun) -> bool:
+    return run.logger.store.get_task(run.task_id, with_steps=False)["status"] == TaskStatus.CANCELLED
 
 
-def bundle_problem(sftp: Any, target: str, files: dict[str, bytes]) -> str | None:
-    """Why the bundle at `target` is not exactly `files` (None: it is).
+class FuxiCTRStageOperator(WorkflowStageMixin, SSHOperator):
+    """Runs one runner command for the workflow task as a detached job on the training server.
 
-    Each file is read back and hashed: a marker file would only say a copy was once
-    finished, not that nobody changed it since. Symlinks are refused, not followed."""
-    for rel in sorted({posixpath.dirname(n) for n in files} | {""}):
-        where = posixpath.join(target, rel) if rel else target
-        try:
-            mode = sftp.lstat(where).st_mode
-        except FileNotFoundError:
-            return "missing"
-        if not stat.S_ISDIR(mode):
-            return f"{where} is not a directory"
-    for name, data in files.items():
-        path = posixpath.join(target, name)
-        try:
-            mode = sftp.lstat(path).st_mode
-        except FileNotFoundError:
-            return f"{name} is missing"
-        if not stat.S_ISREG(mode):
-            return f"{name} is not a regular file"
-        with sftp.open(path, "rb") as f:
-            there = f.read()
-        if hashlib.sha256(there).digest() != hashlib.sha256(data).digest():
-            return f"{name} differs from the shipped version"
-    return None
+    Short SSHOperator commands (through the server's SSHHook) ship the runner and start its
+    job, or find the job a previous try of this stage started: a retry, a cleared task or a
+    restarted worker follows that job instead of training twice, and a job that already
+    ended well is picked up without training again. The task then defers to
+    :class:`RunnerJobTrigger`, which follows the job from the triggerer; under `airflow tasks
+    test` the job is followed in the foreground instead.
+    """
 
-
-def ship_runner(client: Any, remote_root: str, warn: Callable[[str], None] = lambda _: None) -> str:
-    """Copy the runner bundle to the server unless that exact version is there; returns its dir.
-
-    What is there is verified file by file before every run; a changed copy is replaced."""
-    files = bundle_files()
-    target = posixpath.join(remote_root, ".runner", bundle_digest())
-    sftp = client.open_sftp()
-    try:
-        problem = bundle_problem(sftp, target, files)
-        if problem is None:
-            return target
-        if problem != "missing":
-            warn(f"runner bundle {target} on the server is not the shipped one ({problem}); replacing it")
-            _exec(client, f"rm -rf {shlex.quote(target)}")
-        staging = f"{target}.tmp.{os.getpid()}.{id(client)}"
-        for name, data in files.items():
-            _mkdirs(sftp, posixpath.dirname(posixpath.join(staging, name)))
-            with sftp.open(posixpath.join(staging, name), "wb") as f:
-                f.write(data)
-        try:
-            sftp.posix_rename(staging, target)
-        except OSError:  # another task shipped the same version first
-            _exec(client, f"rm -rf {shlex.quote(staging)}")
-        problem = bundle_problem(sftp, target, files)
-        if problem is not None:
-            raise StageError(
-                f"runner bundle {target} on the server cannot be verified after shipping: {problem}"
-            )
-        return target
-    finally:
-        sftp.close()
-
-
-def _mkdirs(sftp: Any, path: str) -> None:
-    parts = path.strip("/").split("/")
-    for i in range(1, len(parts) + 1):
-        sub = "/" + "/".join(parts[:i])
-        try:
-            sftp.stat(sub)
-        except FileNotFoundError:
-            sftp.mkdir(sub)
-
-
-def _exec(client: Any, command: str) -> int:
-    _stdin, stdout, _stderr = client.exec_command(command)
-    return stdout.channel.recv_exit_status()
-
-
-class FuxiCTRStageOperator(WorkflowStageMixin, BaseOperator):
-    """Runs one runner command for the workflow task and streams its output."""
-
-    command: str
+    command_name: str
     ui_color = "#f8e8c8"
 
     def runner_args(self, ep: Endpoint, task_id: int, config_dir: str) -> list[str]:
         raise NotImplementedError
 
-    def execute_stage(self, context: Any, run: StageRun) -> dict[str, Any]:
+    def raise_for_status(self, exit_status: int, stderr: bytes, context: Any = None) -> None:
+        if exit_status != 0:  # SSHOperator's own message drops what the command said
+            tail = stderr.decode("utf-8", "replace").strip()[-500:]
+            raise StageError(f"command on the training server failed with exit {exit_status}: {tail}")
+
+    def execute_stage(self, context: Any, run: StageRun) -> Any:
         cfg = self.workflow_config
         task_id = int(self.workflow_task["id"])
-        expid = validate_experiment_id(self.workflow_task["experiment_id"])
+        ti = context["ti"]
+        self.ti_ref = (ti.dag_id, ti.run_id, ti.task_id)
+        expid = self.workflow_task["experiment_id"]
         server_name = self.workflow_task.get("server") or cfg.default_server
-        ep = endpoint(cfg, server_name)
+        try:
+            ep = endpoint(cfg, server_name)
+        except SSHAccessError as err:
+            raise StageError(str(err), retryable=False) from None
         server = cfg.server(server_name)
         if not ep.strict_host_key_checking:
             run.warning(HOST_KEY_WARNING.format(host=ep.host, port=ep.port))
+        self.ssh_hook = ep.ssh.new_hook()
+        # job.py start waits for the job to be recorded: more than SSHHook's 10 s default on a
+        # busy server
+        self.cmd_timeout = JOB_COMMAND_TIMEOUT_S
         try:
-            client = ep.paramiko_client()
+            client = self.get_ssh_client()
         except Exception as err:
-            raise StageError(f"cannot connect to training server {ep.host}:{ep.port}: {err}") from err
-        try:
+            message = f"cannot connect to training server {ep.address}: {type(err).__name__}: {err}"
+            raise StageError(message, retryable=not is_refusal(message)) from None
+        with client:
             try:
                 ep = prepare_remote_root(ep, client)
             except RemoteRootError as err:
                 raise StageError(str(err), retryable=False) from None
             bundle = ship_runner(client, ep.remote_root, run.warning)
             config_dir = server.fuxictr_config_dir or posixpath.join(bundle, "demo_config")
-            args = [ep.python, posixpath.join(bundle, "runner.py"), self.command, "--expid", expid]
-            args += ["--config-dir", config_dir, *self.runner_args(ep, task_id, config_dir)]
+            argv = [ep.python, posixpath.join(bundle, "runner.py"), self.command_name, "--expid", expid]
+            argv += ["--config-dir", config_dir, *self.runner_args(ep, task_id, config_dir)]
             if server.model_zoo_path:
-                args += ["--model-zoo", server.model_zoo_path]
+                argv += ["--model-zoo", server.model_zoo_path]
             if server.gpu is not None:
-                args += ["--gpu", str(server.gpu)]
-            command = " ".join(shlex.quote(a) for a in args)
-            run.info(f"{self.command} on {ep.address}: {command}")
-            return self._stream(client, command, run)
-        finally:
-            client.close()
+                argv += ["--gpu", str(server.gpu)]
+            self.job_args = {
+                "task_id": task_id,
+                "step": self.stage.value,
+                "command": self.command_name,
+                "server": server_name,
+                "python": ep.python,
+                "job_py": posixpath.join(bundle, "job.py"),
+                "job_dir": job_dir(paths.remote_task_dir(ep.remote_root, task_id), self.stage.value),
+            }
+            job = self._job(lambda command: self.run_ssh_client_command(client, command, context).decode())
+            # a completed stage run again on purpose (`airflow tasks test`, a cleared task) trains
+            # anew; otherwise a job that ended well is this stage's result
+            found = job.start(argv, again=self._step_status() == StepStatus.COMPLETED)
+            if found["state"] != "finished" and _cancelled(run):
+                # a cancel recorded before this job started could not stop it (cancel_jobs.py)
+                job.stop()
+                raise TaskCancelled(f"task {task_id} was cancelled; its {self.command_name} job was stopped")
+        offset = 0 if found.get("started") else int(found.get("acked", 0))
+        run.info(describe_job(found, self.command_name, ep.address, " ".join(shlex.quote(a) for a in argv)))
+        in_worker = airflow_runs.in_tasks_test_command() or cfg.task.follow_jobs_from == "worker"
+        if found["state"] == "finished" or in_worker:
+            # an ended job: one poll logs what no follower logged yet, then the result is taken
+            return self._follow_here(context, run, ep, offset)
+        return run.suspend(RunnerJobTrigger(**self.job_args, offset=offset))
 
-    def _stream(self, client: Any, command: str, run: StageRun) -> dict[str, Any]:
-        """Log each runner line as it arrives; the metrics line is the result.
+    def _job(self, run_command: Callable[[str], str]) -> RemoteJob:
+        a = self.job_args
+        return RemoteJob(run_command, a["python"], a["job_py"], a["job_dir"])
 
-        sshd starts the command in a session of its own, so the shell's pid, which the runner
-        inherits through ``exec``, is also its process group: the first line reports it for
-        :meth:`on_kill`."""
-        _stdin, stdout, _stderr = client.exec_command(f"echo $$; exec {command} 2>&1", get_pty=False)
-        first = stdout.readline().strip()
-        if first.isdigit() and int(first) > 1:
-            self._runner = (client, int(first))
-            run.info(f"{self.command} runner started on the training server as process group {first}")
-        metrics: dict[str, Any] | None = None
-        error: str | None = None
-        last_line = ""
-        for raw in iter(stdout.readline, ""):
-            line = raw.rstrip("\n")
-            if not line.strip():
-                continue
-            last_line = line
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                run.log("DEBUG", line[:2000])
-                continue
-            kind = event.pop("event", None)
-            if kind == "progress":
-                metric = ", ".join(f"{k} {v:.4f}" for k, v in event.get("metric", {}).items())
-                run.info(f"epoch {event['epoch']} step {event['step']}: loss {event['loss']:.4f}, {metric}")
-            elif kind == "metrics":
-                metrics = event
-                run.info(f"{self.command} metrics: " + ", ".join(f"{k}={v}" for k, v in event.items()))
-            elif kind == "error":
-                error = event["error"]
-                run.error(error)
-        status = stdout.channel.recv_exit_status()
-        if status != 0 or metrics is None:
-            if error:
-                raise StageError(f"{self.command} failed: {error}", retryable=False)
-            reason = f"killed by signal (exit {status})" if status < 0 or status > 128 else f"exit {status}"
-            raise StageError(f"{self.command} runner {reason}; last output: {last_line[-500:] or '(none)'}")
-        run.result.update(metrics)
-        return metrics
+    def _follow_here(self, context: Any, run: StageRun, ep: Endpoint, offset: int) -> Any:
+        """Follow the job from this process to its end (`airflow tasks test`, or a job that has
+        already ended)."""
+        with ep.paramiko_client() as client:
+            follower = JobFollower(
+                self._job(run_command(client)),
+                run.task_id,
+                run.step,
+                run.logger,
+                RunnerOutput(self.command_name),
+                offset,
+            )
+            while not follower.poll():
+                time.sleep(FOREGROUND_POLL_S)
+        return self.finish_stage(
+            context, run, {**follower.final, "offset": follower.offset, "job": self.job_args}
+        )
+
+    def finish_stage(self, context: Any, run: StageRun, event: dict[str, Any]) -> dict[str, Any]:
+        """The job has ended: its exit code and its final metrics or error line decide."""
+        self.job_args = event["job"]  # a resumed task is a new operator object
+        state, exit_code = event.get("state"), event.get("exit_code")
+        if state == "cancelled":
+            raise TaskCancelled(f"task {run.task_id} was cancelled; its {self.command_name} job was stopped")
+        if state == "lost":
+            raise StageError(f"lost the {self.command_name} job on the training server: {event.get('error')}")
+        output = self._read_output()
+        if exit_code == 0 and output.metrics is not None:
+            run.result.update(output.metrics)
+            return output.metrics
+        if output.error:
+            raise StageError(f"{self.command_name} failed: {output.error}", retryable=False)
+        reason = (
+            "ended without an exit code (its supervisor was killed)"
+            if exit_code is None
+            else f"exit {exit_code}"
+        )
+        if exit_code is not None and exit_code > 128:
+            reason = f"killed by signal {exit_code - 128} (exit {exit_code})"
+        raise StageError(
+            f"{self.command_name} runner {reason}; last output: {output.last_line[-500:] or '(none)'}"
+        )
+
+    def _read_output(self) -> RunnerOutput:
+        """The job's whole log, read for its metrics or error line (not logged again)."""
+        output = RunnerOutput(self.command_name)
+        ep = endpoint(self.workflow_config, self.job_args["server"])
+        with ep.paramiko_client() as client:
+            job, offset, more = self._job(run_command(client)), 0, True
+            while more:
+                status = job.status(offset)
+                for line in status.get("log", "").splitlines():
+                    output.read(line)
+                offset, more = int(status["offset"]), bool(status.get("more"))
+        return output
 
     def on_kill(self) -> None:
-        """Airflow is stopping this task (a cancelled task, a timeout): stop the runner's whole
-        process group on the training server, which would otherwise train on unattended. CONT
-        after TERM, as a shell does for its jobs, so a stopped runner ends too."""
-        runner = getattr(self, "_runner", None)
-        if runner is None:
-            return
-        client, pgid = runner
+        """Airflow is stopping this task while it runs on a worker (before it deferred, or
+        following in the foreground): stop the job's whole process group on the server, and
+        close the step of a task instance marked failed."""
+        if not hasattr(self, "job_args"):
+            return  # killed before a job was started
+        logger, task_id = get_logger(), self.job_args["task_id"]
+        why: str | None = None
         try:
-            status = _exec(client, f"kill -TERM -- -{pgid}; kill -CONT -- -{pgid}")
+            why = airflow_stops.why_job_stops(logger, self.ti_ref, task_id)
+            if why is None:
+                self.log.info(
+                    "task instance was cleared: the %s job is left for its next try", self.command_name
+                )
+                return
+            ep = endpoint(get_config(), self.job_args["server"])
+            with ep.paramiko_client() as client:
+                state = self._job(run_command(client)).stop().get("state")
+            self.log.info("stopped the %s job on the training server: %s", self.command_name, state)
+            stopped = True
         except Exception as err:  # the link itself may be what failed; the log says so
-            self.log.warning("could not stop runner process group %s on the training server: %s", pgid, err)
-            return
-        self.log.info("sent TERM to runner process group %s on the training server (exit %s)", pgid, status)
+            self.log.warning("could not stop the %s job on the training server: %s", self.command_name, err)
+            stopped = False
+        if why is not None:
+            airflow_stops.close_step_marked(logger, task_id, self.command_name, why, stopped)
 
 
 class TrainOperator(FuxiCTRStageOperator):
     """Stage train: fit the task's FuXiCTR experiment on its uploaded sample data."""
 
     stage = Stage.TRAIN
-    command = "train"
+    command_name = "train"
 
     def runner_args(self, ep: Endpoint, task_id: int, config_dir: str) -> list[str]:
         fx = self.workflow_config.fuxictr
@@ -260,7 +251,7 @@ class InferOperator(FuxiCTRStageOperator):
     """Stage infer: score the task's uploaded inference data with its trained model."""
 
     stage = Stage.INFER
-    command = "infer"
+    command_name = "infer"
 
     def runner_args(self, ep: Endpoint, task_id: int, config_dir: str) -> list[str]:
         fx = self.workflow_config.fuxictr

@@ -10,6 +10,7 @@ bin/ for the embedded default (scripts/hive_server.py sets it), the cluster's ot
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -21,6 +22,7 @@ import jinja2
 import pyarrow.parquet as pq
 from airflow.providers.apache.hive.operators.hive import HiveOperator
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowException
 
 from fuxictr_workflow import hdfs, paths
 from fuxictr_workflow.operators.base import WorkflowStageMixin
@@ -37,6 +39,8 @@ def sql_dirs() -> tuple[Path, ...]:
         Path(sys.prefix) / "share" / "fuxictr-workflow" / "sql",
     )
 
+
+log = logging.getLogger(__name__)
 
 SQL_DIRS = sql_dirs()
 PARTITION_COLUMN = "task_id"
@@ -124,7 +128,7 @@ class _TrackedHiveOperator(WorkflowStageMixin, HiveOperator):
         run.info(f"running HiveQL through beeline ({self.hive_cli_conn_id}):\n{self.hql.strip()}")
         try:
             HiveOperator.execute(self, context)
-        except Exception as err:  # AirflowException carries beeline's output
+        except AirflowException as err:  # it carries beeline's output
             raise hive_error(str(err)) from None
         return run.result
 
@@ -203,7 +207,7 @@ class HiveLoadOperator(_TrackedHiveOperator):
         cfg, task = self.workflow_config, self.workflow_task
         local = paths.staging_predictions(cfg.storage.staging_dir, task["id"])
         columns = predictions_columns(local, cfg.fuxictr.id_columns)
-        database, table = task["hive_table"].lower().split(".")
+        database, table = task["hive_table"].split(".")
         ensure_ours(database, table, cfg.hive.hiveserver2_conn_id)
         run.result.update(
             {
@@ -241,6 +245,7 @@ def ensure_ours(database: str, table: str, conn_id: str) -> None:
             return
         properties = dict(hook.get_records(f"SHOW TBLPROPERTIES {hive_ident(database)}.{hive_ident(table)}"))
     except Exception as err:  # connection refused, server restarting: Airflow retries
+        log.warning("Hive: checking %s.%s failed", database, table, exc_info=True)
         raise StageError(f"Hive: checking {database}.{table} failed: {err}"[:2000]) from None
     if properties.get(OWNER_PROPERTY) != OWNER_VALUE:
         raise StageError(

@@ -18,7 +18,8 @@ from airflow.sdk import BaseOperator
 from fuxictr_workflow import paths
 from fuxictr_workflow.config import WorkflowConfig
 from fuxictr_workflow.operators.base import WorkflowStageMixin
-from fuxictr_workflow.servers import Endpoint, RemoteRootError, endpoint, with_prepared_root
+from fuxictr_workflow.servers import Endpoint, RemoteRootError, SSHAccessError, endpoint, with_prepared_root
+from fuxictr_workflow.ssh_access import is_refusal
 from fuxictr_workflow.stages import Stage
 from fuxictr_workflow.tracking import StageError, StageRun
 from fuxictr_workflow.transfer import TransferError, TransferItem, transfer
@@ -101,13 +102,16 @@ class ChunkedTransferOperator(WorkflowStageMixin, BaseOperator):
             ep = endpoint(cfg, self.server_name())
         except KeyError as err:
             raise StageError(f"server: {err.args[0]}", retryable=False) from None
+        except SSHAccessError as err:
+            raise StageError(str(err), retryable=False) from None
         try:
             ep = with_prepared_root(ep)
         except RemoteRootError as err:
             raise StageError(str(err), retryable=False) from None
         except Exception as err:
             run.check_cancelled()
-            raise StageError(f"cannot prepare remote_root on {ep.address}: {err}") from err
+            message = f"cannot prepare remote_root on {ep.address}: {type(err).__name__}: {err}"
+            raise StageError(message, retryable=not is_refusal(message)) from None
         items = self.transfer_items(cfg, task_id, ep)
         try:
             result = transfer(

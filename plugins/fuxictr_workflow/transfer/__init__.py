@@ -1,7 +1,8 @@
 """Chunked, parallel, verified, resumable SSH transfer (no Airflow imports; see docs/transfer.md)."""
 
-from fuxictr_workflow.transfer.engine import TransferHooks, TransferResult, download, transfer, upload
+from fuxictr_workflow.transfer.engine import TransferResult, download, transfer, upload
 from fuxictr_workflow.transfer.errors import ConnectionLost, TransferError, UnsafePath
+from fuxictr_workflow.transfer.params import TransferHooks, TransferParams
 from fuxictr_workflow.transfer.plan import TransferItem, check_local, check_remote, chunk_id
 from fuxictr_workflow.transfer.progress import Progress
 
@@ -11,6 +12,7 @@ __all__ = [
     "TransferError",
     "TransferHooks",
     "TransferItem",
+    "TransferParams",
     "TransferResult",
     "UnsafePath",
     "check_local",

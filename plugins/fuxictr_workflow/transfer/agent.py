@@ -103,20 +103,9 @@ def _symlink(path: str) -> AgentError:
     return AgentError(f"cannot read {path}: it is a symlink (symlinks are not followed)")
 
 
-def list_files(path: str, root: str | None = None) -> list[list[object]]:
-    """The regular files of a file or a directory tree, sorted, as [rel, size, mtime_ns].
+def _tree_files(path: str) -> list[tuple[str, os.stat_result]]:
+    """Every regular file under the directory `path` (part files included), as (rel, lstat).
     A symlink anywhere in it is refused, not followed or skipped."""
-    check_dirs(path, root)
-    try:
-        st = os.lstat(path)
-    except OSError as err:
-        raise _oserror("read", path, err) from None
-    if stat.S_ISLNK(st.st_mode):
-        raise _symlink(path)
-    if stat.S_ISREG(st.st_mode):
-        return [["", st.st_size, st.st_mtime_ns]]
-    if not stat.S_ISDIR(st.st_mode):
-        raise AgentError(f"cannot read {path}: not a regular file or directory")
     found = []
     for top, dirs, files in os.walk(path, onerror=None):
         dirs.sort()
@@ -128,8 +117,26 @@ def list_files(path: str, root: str | None = None) -> list[list[object]]:
             st = os.lstat(full)
             if stat.S_ISLNK(st.st_mode):
                 raise _symlink(full)
-            if stat.S_ISREG(st.st_mode) and not name.endswith(".part"):
-                found.append([os.path.relpath(full, path), st.st_size, st.st_mtime_ns])
+            if stat.S_ISREG(st.st_mode):
+                found.append((os.path.relpath(full, path), st))
+    return found
+
+
+def list_files(path: str, root: str | None = None) -> list[list[object]]:
+    """The regular files of a file or a directory tree, sorted, as [rel, size, mtime_ns]; part
+    files are not data. A symlink anywhere in it is refused, not followed or skipped."""
+    check_dirs(path, root)
+    try:
+        st = os.lstat(path)
+    except OSError as err:
+        raise _oserror("read", path, err) from None
+    if stat.S_ISLNK(st.st_mode):
+        raise _symlink(path)
+    if stat.S_ISREG(st.st_mode):
+        return [["", st.st_size, st.st_mtime_ns]]
+    if not stat.S_ISDIR(st.st_mode):
+        raise AgentError(f"cannot read {path}: not a regular file or directory")
+    found = [[rel, st.st_size, st.st_mtime_ns] for rel, st in _tree_files(path) if not rel.endswith(".part")]
     found.sort()
     return found
 
@@ -202,8 +209,8 @@ def read_pieces(fd: int, offset: int, size: int, bufs: tuple[bytearray, bytearra
 class PieceHasher:
     """sha256 of a stream of pieces, each hashed in a helper thread while the caller moves it on.
 
-    Hashing runs at ~2 GB/s, about the speed of the whole SSH pipeline: done inline it
-    stalls the stream for as long again. `update(view)` returns at once; the caller may
+    Hashing a piece takes about as long as moving it through the SSH pipeline (figures in
+    docs/transfer.md): done inline it stalls the stream for as long again. `update(view)` returns at once; the caller may
     reuse `view`'s memory only after the next `update` or `hexdigest` (so two buffers,
     used in turn, keep both threads busy). hashlib releases the GIL for large updates.
     """
@@ -273,8 +280,8 @@ class Settler:
     of it cached evicts other data and leaves the final fsync to write everything at once.
     `POSIX_FADV_DONTNEED` on a region just written starts its writeback (its pages are
     still dirty, so they stay); advising it again one chunk later drops them, now clean.
-    The kernel then reuses a few warm pages for the next chunks: on this VM writing into
-    fresh pages made pwrite up to 10x slower. Advice only: errors are ignored.
+    The kernel then reuses a few warm pages for the next chunks, and pwrite into warm pages
+    is much faster than into fresh ones (docs/transfer.md). Advice only: errors are ignored.
     """
 
     def __init__(self) -> None:
@@ -321,21 +328,15 @@ def commit_parts(pairs: list[list[str]], root: str | None = None) -> None:
 def prune_files(path: str, keep: list[str], root: str | None = None) -> list[str]:
     """Delete what a directory holds beyond ``keep`` (names relative to it), part files
     included; returns the names deleted. A path that is not a directory is left alone, and
-    the listing refuses symlinks before anything is deleted."""
+    the whole tree is listed (symlinks refused) before anything is deleted."""
     check_dirs(path, root)
     try:
         if not stat.S_ISDIR(os.lstat(path).st_mode):
             return []
     except FileNotFoundError:
         return []
-    list_files(path, root)
     wanted = set(keep) | {rel + ".part" for rel in keep}
-    extra = []
-    for top, _dirs, files in os.walk(path):
-        for name in files:
-            rel = os.path.relpath(os.path.join(top, name), path)
-            if rel not in wanted:
-                extra.append(rel)
+    extra = sorted(rel for rel, _ in _tree_files(path) if rel not in wanted)
     for rel in extra:
         try:
             os.unlink(os.path.join(path, rel))
@@ -343,7 +344,7 @@ def prune_files(path: str, keep: list[str], root: str | None = None) -> list[str
             continue
         except OSError as err:
             raise _oserror("delete", os.path.join(path, rel), err) from None
-    return sorted(extra)
+    return extra
 
 
 class FdCache:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fuxictr_workflow.servers import Endpoint
+from fuxictr_workflow.ssh_access import is_refusal
 from fuxictr_workflow.transfer import agent
 from fuxictr_workflow.transfer.errors import ConnectionLost, TransferError
 
@@ -37,11 +38,16 @@ def agent_command(python: str) -> str:
     return f"exec {shlex.quote(python)} -S -c {shlex.quote(AGENT_SOURCE)}"
 
 
-def pick_transport(transport: str = "auto") -> str:
+def pick_transport(transport: str = "auto", endpoint: Endpoint | None = None) -> str:
+    """OpenSSH's ssh when installed and the connection suits it (no password, no passphrase:
+    it runs without prompts), else paramiko."""
     if transport not in TRANSPORTS:
         raise TransferError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
+    unusable = endpoint.ssh.openssh_unusable() if endpoint is not None else None
     if transport == "auto":
-        return "openssh" if shutil.which("ssh") else "paramiko"
+        return "openssh" if shutil.which("ssh") and unusable is None else "paramiko"
+    if transport == "openssh" and unusable is not None:
+        raise TransferError(f"transport openssh cannot be used: {unusable}", retryable=False)
     return transport
 
 
@@ -58,6 +64,11 @@ class Connection(Protocol):
     def open_session(self, command: str) -> Channel: ...
     def alive(self) -> bool: ...
     def close(self) -> None: ...
+
+
+def _connect_error(message: str) -> TransferError:
+    """A host key or authentication refusal is final; anything else is retried."""
+    return TransferError(message, retryable=False) if is_refusal(message) else ConnectionLost(message)
 
 
 def _stderr_tail(f: Any) -> str:
@@ -82,8 +93,8 @@ def _reap(proc: subprocess.Popen[bytes]) -> None:
 class OpenSshConnection:
     """An `ssh -M -N` master process; sessions are `ssh -S <socket>` clients multiplexed over it.
 
-    One handshake per transfer instead of one per worker: here a handshake costs ~0.2 s
-    of wall time and ~0.15 CPU-s, as much as moving 50 MB.
+    One handshake per transfer instead of one per worker: a handshake costs as much wall
+    and CPU time as moving tens of MB (docs/transfer.md).
     """
 
     def __init__(self, endpoint: Endpoint, timeout: float = 30.0) -> None:
@@ -127,7 +138,7 @@ class OpenSshConnection:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 reason = _stderr_tail(self.stderr) or f"ssh gave up after {timeout:.0f}s"
                 self.close()
-                raise ConnectionLost(f"cannot connect to {self.where}: {reason}")
+                raise _connect_error(f"cannot connect to {self.where}: {reason}")
             time.sleep(0.005)
 
     def alive(self) -> bool:
@@ -216,7 +227,7 @@ class ParamikoConnection:
         try:
             self.client = endpoint.paramiko_client()
         except Exception as err:
-            raise ConnectionLost(f"cannot connect to {self.where}: {type(err).__name__}: {err}") from None
+            raise _connect_error(f"cannot connect to {self.where}: {type(err).__name__}: {err}") from None
         self.transport = self.client.get_transport()
 
     def alive(self) -> bool:
@@ -259,7 +270,7 @@ class ParamikoChannel:
 
 def open_connection(endpoint: Endpoint, transport: str) -> Connection:
     """A new connection (ConnectionLost naming user@host:port when it cannot be made)."""
-    if pick_transport(transport) == "openssh":
+    if pick_transport(transport, endpoint) == "openssh":
         return OpenSshConnection(endpoint)
     return ParamikoConnection(endpoint)
 

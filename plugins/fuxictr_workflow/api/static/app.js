@@ -3,8 +3,8 @@
 // UI's session cookie (_token) with it, so there is no second login.
 "use strict";
 
-const STAGES = ["data_fetch", "data_upload", "train", "infer", "result_download", "hive_upload"];
-const TRANSFER_STAGES = ["data_upload", "result_download"];
+// The stage names in order, from the package's stages.py (the page is served with them).
+const STAGES = JSON.parse(document.querySelector('meta[name="workflow-stages"]').content);
 const FINAL = ["completed", "failed", "cancelled"];
 const LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"];
 const FIELDS = ["name", "experiment_id", "sample_sql", "infer_sql", "hdfs_path", "hive_table", "server"];
@@ -62,7 +62,7 @@ function badge(status, extra) {
 }
 
 function stageLabel(i) {
-  return `${i + 1}/6 ${STAGES[i] || "?"}`;
+  return `${i + 1}/${STAGES.length} ${STAGES[i] || "?"}`;
 }
 
 // Segment states from the task alone (list) or from its steps (detail).
@@ -83,7 +83,7 @@ function progressBar(task) {
   const done = segs.filter((s) => s === "completed").length;
   return el(
     "div",
-    { class: "progress", role: "img", "aria-label": `${done} of 6 stages completed` },
+    { class: "progress", role: "img", "aria-label": `${done} of ${STAGES.length} stages completed` },
     segs.map((s, i) => el("span", { class: s, title: `${STAGES[i]}: ${s}` })),
   );
 }
@@ -158,12 +158,10 @@ async function openFromQuery() {
   }
   const find = async (query) => {
     const tasks = await api(`/tasks?${query}`);
-    return (Array.isArray(tasks) ? tasks : tasks.tasks || []).find((t) => t.dag_run_id === runId);
+    return tasks.find((t) => t.dag_run_id === runId);
   };
   try {
-    // the API's dag_run_id filter when it has one; else look through the recent tasks
-    const found =
-      (await find(`dag_run_id=${encodeURIComponent(runId)}&limit=1`)) || (await find("limit=100"));
+    const found = await find(`dag_run_id=${encodeURIComponent(runId)}&limit=1`);
     if (found) location.replace(`#/tasks/${found.id}`);
     else notice(`No workflow task is recorded for the run ${runId} yet.`);
   } catch (err) {
@@ -195,7 +193,7 @@ async function loadList() {
   try {
     const tasks = await api(`/tasks?limit=100${status ? `&status=${status}` : ""}`);
     if (state.view !== "list") return;
-    renderList(Array.isArray(tasks) ? tasks : tasks.tasks || []);
+    renderList(tasks);
     if (!$("notice").classList.contains("ok")) notice("");
   } catch (err) {
     notice(err.message);
@@ -312,7 +310,7 @@ function renderDetail(task) {
   );
 
   const steps = STAGES.map(
-    (name) => (task.steps || []).find((s) => s.step_name === name) || { step_name: name, status: "pending" },
+    (name) => task.steps.find((s) => s.step_name === name) || { step_name: name, status: "pending" },
   );
   $("step-rows").replaceChildren(
     ...steps.map((s, i) => {
@@ -329,7 +327,7 @@ function renderDetail(task) {
         el("td", { class: "time", text: fmtTime(s.started_at) }),
         el("td", { class: "time", text: s.completed_at ? fmtTime(s.completed_at) : "\u2014" }),
         el("td", { class: "time", text: s.started_at ? fmtDuration(s.started_at, s.completed_at) : "\u2014" }),
-        el("td", { text: s.retry_count || 0 }),
+        el("td", { text: s.retry_count }),
         el("td", {}, details),
       );
     }),
@@ -339,24 +337,22 @@ function renderDetail(task) {
   if (sel.options.length === 1) STAGES.forEach((n) => sel.append(el("option", { value: n, text: n })));
 }
 
-// Chunk progress of a transfer stage, with a client-side MB/s from successive polls
-// (or the API's own rate when it reports one).
+// Chunk progress of a stage that transfers (the API reports those stages' chunks), with an
+// MB/s from successive polls.
 function transferInfo(task, step) {
-  if (!TRANSFER_STAGES.includes(step.step_name)) return null;
-  const all = task.transfer || task.transfer_progress || task.chunk_progress || {};
-  const p = all[step.step_name];
+  const p = task.transfer[step.step_name];
   if (!p || !p.chunks_total) return null;
   const now = Date.now();
   const prev = state.rates[step.step_name];
-  let rate = p.mb_per_s ?? p.mb_s ?? null;
-  if (rate === null && step.status === "running" && prev && now > prev.t && p.bytes_verified >= prev.bytes) {
+  let rate = null;
+  if (step.status === "running" && prev && now > prev.t && p.bytes_verified >= prev.bytes) {
     rate = (p.bytes_verified - prev.bytes) / 1e6 / ((now - prev.t) / 1000);
   }
-  state.rates[step.step_name] = { t: now, bytes: p.bytes_verified || 0 };
-  const pct = Math.round((100 * (p.chunks_verified || 0)) / p.chunks_total);
-  const mb = (b) => ((b || 0) / 1e6).toFixed(1);
+  state.rates[step.step_name] = { t: now, bytes: p.bytes_verified };
+  const pct = Math.round((100 * p.chunks_verified) / p.chunks_total);
+  const mb = (b) => (b / 1e6).toFixed(1);
   const text =
-    `chunks ${p.chunks_verified || 0}/${p.chunks_total} verified` +
+    `chunks ${p.chunks_verified}/${p.chunks_total} verified` +
     (p.bytes_total ? `, ${mb(p.bytes_verified)}/${mb(p.bytes_total)} MB` : "") +
     (step.status === "running" && rate !== null ? `, ${Number(rate).toFixed(1)} MB/s` : "");
   const fill = el("span");
@@ -379,16 +375,9 @@ function findMetric(obj, names, depth = 0) {
 
 function renderMetrics(train) {
   const box = $("metrics");
-  let result = train && train.result;
-  if (typeof result === "string") {
-    try {
-      result = JSON.parse(result);
-    } catch {
-      result = null;
-    }
-  }
-  const auc = train && train.status === "completed" ? findMetric(result, ["auc", "valid_auc", "val_auc"]) : null;
-  const logloss = train && train.status === "completed" ? findMetric(result, ["logloss", "valid_logloss"]) : null;
+  const result = train && train.result;
+  const auc = train && train.status === "completed" ? findMetric(result, ["auc"]) : null;
+  const logloss = train && train.status === "completed" ? findMetric(result, ["logloss"]) : null;
   box.hidden = auc === null && logloss === null;
   const metric = (label, v) => (v === null ? [] : [el("div", { class: "metric" }, label, el("b", { text: v.toFixed(4) }))]);
   box.replaceChildren(el("span", { class: "muted", text: "Training metrics" }), ...metric("AUC", auc), ...metric("logloss", logloss));
@@ -428,8 +417,8 @@ function clearFormErrors() {
   }
 }
 
-// FastAPI 422: {"detail": [{"loc": ["body", "<field>"], "msg": "..."}]}; a dict {field: msg}
-// or a plain string is shown too.
+// FastAPI 422: {"detail": [{"loc": ["body", "<field>"], "msg": "..."}]}; any other error's
+// detail is a string.
 function fieldErrors(body) {
   const out = {};
   const d = body && body.detail;
@@ -440,10 +429,8 @@ function fieldErrors(body) {
   if (Array.isArray(d)) {
     for (const e of d) {
       const loc = (e.loc || []).filter((p) => p !== "body");
-      add(String(loc[0] ?? e.field ?? ""), String(e.msg || e.message || "invalid").replace(/^Value error, /, ""));
+      add(String(loc[0] ?? ""), String(e.msg).replace(/^Value error, /, ""));
     }
-  } else if (d && typeof d === "object") {
-    for (const [k, v] of Object.entries(d)) add(k, String(v));
   } else if (d) {
     add("", String(d));
   }
@@ -577,7 +564,7 @@ function lineVisible(li) {
 
 function appendLine(e) {
   const box = $("log-lines");
-  const level = String(e.level || "INFO").toUpperCase();
+  const level = e.level.toUpperCase();
   const li = el(
     "li",
     { class: level, "data-level": level, "data-step": e.step || "" },

@@ -3,17 +3,15 @@ Airflow's own REST trigger with conf (what the UI's trigger form sends), and `ai
 test` of one stage, for each of the DAG's eight stage tasks, naming an existing task or
 giving the six fields.
 
-One stack serves the module; the tests run in file order (the REST-triggered task is the
-existing task the single-stage re-runs work on).
+The package's stack (tests/e2e/conftest.py) serves the module; the tests run in file order
+(the REST-triggered task is the existing task the single-stage re-runs work on).
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-import urllib.error
 import urllib.parse
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +21,7 @@ import pytest
 from fuxictr_workflow.airflow_runs import TASKS_TEST_RUN_PREFIX
 from fuxictr_workflow.stages import STAGE_NAMES
 from scripts import airflow_stack, demo
-from tests.test_e2e import INFER_ROWS, SAMPLE_ROWS, Stack, free_port
+from tests.e2e.stack import INFER_ROWS, Stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
@@ -45,22 +43,6 @@ FIRST_PARTS = ("data_fetch.hive_export", "hive_upload.hdfs_upload")
 CRASH_MARKERS = ("ServerResponseError", "TI may be stuck", "[DAG TEST] Error running task")
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    services = demo.Services(
-        tmp_path_factory.mktemp("single_stage"),
-        free_port(),
-        sample_rows=SAMPLE_ROWS,
-        infer_rows=INFER_ROWS,
-        config={"task": {"heartbeat_interval": 2, "retry_delay_s": 5}},
-    )
-    try:
-        services.start()
-        yield Stack(services)
-    finally:
-        services.stop()
-
-
 def api(stack: Stack, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     """The plugin's or Airflow's REST API, patient with a machine busy running stages."""
     return demo.api(stack.port, stack.token, method, path, body, timeout=180)
@@ -71,9 +53,17 @@ def fields(stack: Stack, name: str) -> dict[str, str]:
 
 
 def trigger(stack: Stack, conf: dict[str, Any]) -> dict[str, Any]:
-    """POST /api/v2/dags/{dag_id}/dagRuns as the UI's trigger form does (it fills in a logical date)."""
-    body = {"logical_date": datetime.now(UTC).isoformat(), "conf": conf}
-    return api(stack, "POST", f"/api/v2/dags/{DAG}/dagRuns", body)
+    """A DAG run with conf through Airflow's official Python client (POST .../dagRuns, as the
+    UI's trigger form sends it, with a logical date)."""
+    from airflow_client.client import ApiClient, Configuration
+    from airflow_client.client.api.dag_run_api import DagRunApi
+    from airflow_client.client.models.trigger_dag_run_post_body import TriggerDAGRunPostBody
+
+    config = Configuration(host=f"http://127.0.0.1:{stack.port}", access_token=stack.token)
+    with ApiClient(config) as client:
+        body = TriggerDAGRunPostBody(logical_date=datetime.now(UTC), conf=conf)
+        run = DagRunApi(client).trigger_dag_run(DAG, body, _request_timeout=180)
+    return {"dag_run_id": run.dag_run_id, "state": str(run.state.value)}
 
 
 def airflow_run(stack: Stack, run_id: str) -> dict[str, Any]:
@@ -161,11 +151,13 @@ def test_rest_trigger_runs_to_the_end_as_a_task(stack: Stack, triggered: dict[st
     [("hive_table", "not a table"), ("experiment_id", "../etc"), ("name", "   "), ("task_id", 0)],
 )
 def test_rest_trigger_refuses_an_invalid_field(stack: Stack, field: str, value: Any) -> None:
+    from airflow_client.client.exceptions import ApiException
+
     before = set(run_states(stack))
-    with pytest.raises(urllib.error.HTTPError) as refused:
+    with pytest.raises(ApiException) as refused:
         trigger(stack, {**fields(stack, "invalid"), field: value})
-    assert refused.value.code == 400
-    assert f"param {field}" in refused.value.read().decode()
+    assert refused.value.status == 400
+    assert f"param {field}" in str(refused.value.body)
     assert set(run_states(stack)) == before
 
 

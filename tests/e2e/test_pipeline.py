@@ -3,7 +3,8 @@ scheduler + dag-processor (LocalExecutor), FuXiCTR training — the `make demo` 
 smaller data — plus pipeline-level fault tests: each kills a real process mid-stage and
 checks that nothing is lost and the task still completes.
 
-One stack serves the module; each test submits its own task through the REST API.
+The package's stack (tests/e2e/conftest.py) serves the module; each test submits its own
+task through the REST API.
 """
 
 from __future__ import annotations
@@ -12,128 +13,25 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import yaml
 
-from fuxictr_workflow import paths
+from fuxictr_workflow import paths, runner_job
+from fuxictr_workflow.dag_params import dag_id_for
 from fuxictr_workflow.stages import STAGE_NAMES
 from fuxictr_workflow.store import WorkflowStore
 from scripts import airflow_stack, demo
 from scripts.processes import ProcessRef
+from tests.e2e.stack import INFER_ROWS, SAMPLE_ROWS, Stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
-
-SAMPLE_ROWS, INFER_ROWS = 6000, 1500
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Stack:
-    def __init__(self, services: demo.Services) -> None:
-        self.services = services
-        self.port = services.port
-        self.store = WorkflowStore(f"sqlite:///{services.work / 'workflow.db'}")
-        self._token: str | None = None
-
-    @property
-    def token(self) -> str:
-        if self._token is None:
-            self._token = demo.get_token(self.port, self.services.airflow_home)
-        return self._token
-
-    def submit(self, name: str) -> int:
-        body = {**demo.SEED_BODY, "name": name, "hdfs_path": str(self.services.work / "hdfs")}
-        created = demo.api(self.port, self.token, "POST", "/api/workflow/tasks", body)
-        assert created["status"] == "pending"
-        return int(created["task_id"])
-
-    def wait_final(self, task_id: int, timeout: float = 1200) -> dict[str, Any]:
-        # a whole pipeline on a 2-CPU machine loaded by other work has taken over 12 minutes
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            task = self.store.get_task(task_id)
-            if task["status"] in ("completed", "failed", "cancelled"):
-                return task
-            time.sleep(1)
-        raise AssertionError(f"task {task_id} not final after {timeout}s: {self.store.get_task(task_id)}")
-
-    def wait_until(
-        self, what: str, check: Callable[[], bool], timeout: float = 300, every: float = 0.05
-    ) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if check():
-                return
-            time.sleep(every)
-        raise AssertionError(f"timed out waiting for {what}")
-
-    def step_status(self, task_id: int, step: str) -> str:
-        return next(s["status"] for s in self.store.get_task(task_id)["steps"] if s["step_name"] == step)
-
-    def hive_rows(self, task_id: int) -> int:
-        env = {k: v for k, v in self.services.env.items() if k.startswith("AIRFLOW_CONN_")}
-        (rows,) = demo.hive_run(
-            [f"SELECT count(*) FROM {demo.SEED_BODY['hive_table']} WHERE task_id = {int(task_id)}"], env
-        )
-        return int(rows[0][0])
-
-    def assert_completed(self, task_id: int) -> dict[str, Any]:
-        task = self.wait_final(task_id)
-        failed = [(s["step_name"], s["error_message"]) for s in task["steps"] if s["status"] != "completed"]
-        assert task["status"] == "completed", f"task {task_id} {task['status']}: {failed}"
-        assert task["current_step"] == 5 and task["completed_at"] is not None
-        assert all(s["started_at"] and s["completed_at"] for s in task["steps"])
-        assert self.hive_rows(task_id) == INFER_ROWS
-        return task
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    work = tmp_path_factory.mktemp("e2e")
-    services = demo.Services(
-        work,
-        free_port(),
-        sample_rows=SAMPLE_ROWS,
-        infer_rows=INFER_ROWS,
-        config={
-            # small chunks: a transfer spans enough time and chunks for a fault to land mid-way
-            "transfer": {"chunk_size": 4 * 1024, "parallel_workers": 1, "max_retries": 4},
-            "task": {"heartbeat_interval": 2, "retry_delay_s": 5},
-        },
-        airflow_env={
-            # a task whose process died is noticed within 30 s instead of Airflow's 5 minutes
-            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "15",
-            # a task left running by a killed scheduler is reset within 10 s, not 5 minutes
-            "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",
-        },
-    )
-    try:
-        services.start()
-        yield Stack(services)
-    finally:
-        services.stop()
-
-
-@pytest.fixture(autouse=True)
-def healed(stack: Stack) -> None:
-    """Every service a test needs is up before it starts, whatever the test before it stopped
-    or broke, so one failing fault test cannot fail the tests after it."""
-    restarted = stack.services.heal()
-    if restarted:
-        print(f"restarted before this test: {', '.join(restarted)}")
 
 
 class LogFollower(threading.Thread):
@@ -260,7 +158,9 @@ def runner_processes(task_id: int, command: str) -> list[ProcessRef]:
     for entry in Path("/proc").iterdir():
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
-            found_one = entry.name.isdigit() and any(a.endswith(b"runner.py") for a in argv)
+            # the runner's own process: `python .../runner.py <command> ...` (job.py's supervisor
+            # names runner.py further along its argv)
+            found_one = entry.name.isdigit() and len(argv) > 1 and argv[1].endswith(b"runner.py")
         except OSError:
             continue
         words = [a.decode(errors="replace") for a in argv]
@@ -270,6 +170,147 @@ def runner_processes(task_id: int, command: str) -> list[ProcessRef]:
             except OSError:
                 continue
     return found
+
+
+def train_job(stack: Stack, task_id: int) -> Path:
+    return Path(
+        runner_job.job_dir(paths.remote_task_dir(str(stack.services.work / "server"), task_id), "train")
+    )
+
+
+def assert_trained_once(stack: Stack, task_id: int, runner: ProcessRef) -> None:
+    """The train job that ran to the end is the one first seen: same pid, same kernel start
+    time, never restarted (a restart would have kept the first run as job.json.prev)."""
+    job = json.loads((train_job(stack, task_id) / "job.json").read_text())
+    assert job["pid"] == runner.pid
+    assert not (train_job(stack, task_id) / "job.json.prev").exists()
+    ticks = [
+        e["message"]
+        for e in stack.store.logs_after(task_id, limit=100_000)
+        if "train job started" in e["message"]
+    ]
+    assert len(ticks) == 1, ticks
+
+
+def train_task_instance_path(stack: Stack, task_id: int) -> str:
+    """Airflow's REST path of the workflow task's train task instance."""
+    task = stack.store.get_task(task_id, with_steps=False)
+    cfg = stack.config()
+    dag_id = dag_id_for(task["server"] or cfg.default_server, cfg.default_server)
+    return f"/api/v2/dags/{dag_id}/dagRuns/{quote(task['dag_run_id'], safe='')}/taskInstances/train"
+
+
+def freeze_followed_runner(stack: Stack, task_id: int, ti_state: str) -> tuple[ProcessRef, int]:
+    """Freeze (SIGSTOP) the task's train runner as soon as it runs, so it cannot end by itself
+    (the demo training takes 3 s on a quiet machine), then wait until train's task instance is
+    in `ti_state` and something follows the job (the task's heartbeat moves after that: the
+    trigger's or the worker's polls). Returns the runner and its process group; the caller
+    sends SIGCONT to the group once the fault is in place."""
+    stack.wait_until("the train runner", lambda: bool(runner_processes(task_id, "train")), 600, 0.05)
+    (runner,) = runner_processes(task_id, "train")
+    group = os.getpgid(runner.pid)
+    os.killpg(group, signal.SIGSTOP)
+    path = train_task_instance_path(stack, task_id)
+    stack.wait_until(
+        f"train to be {ti_state}",
+        lambda: demo.api(stack.port, stack.token, "GET", path)["state"] == ti_state,
+        300,
+        0.5,
+    )
+    beat = stack.store.get_task(task_id, with_steps=False)["heartbeat_at"]
+    stack.wait_until(
+        "the job to be followed",
+        lambda: stack.store.get_task(task_id, with_steps=False)["heartbeat_at"] != beat,
+        300,
+        0.2,
+    )
+    return runner, group
+
+
+def test_triggerer_killed_mid_train_follows_the_same_job(stack: Stack) -> None:
+    """While train runs the task is deferred: the triggerer follows the job. SIGKILL it and
+    start it again: the training is not restarted, and the task completes."""
+    task_id = stack.submit("fault-triggerer")
+    stack.wait_until("the train runner", lambda: bool(runner_processes(task_id, "train")), 600, 0.1)
+    (runner,) = runner_processes(task_id, "train")
+    home = stack.services.airflow_home
+    airflow_stack.stop_one(home, "triggerer", sig=9)
+    time.sleep(3)
+    airflow_stack.start_one(home, "triggerer", stack.services.env)
+    stack.assert_completed(task_id)
+    assert_trained_once(stack, task_id, runner)
+
+
+def airflow_task_process(stack: Stack, task_id: int, stage: str) -> ProcessRef | None:
+    """The Airflow task process running `stage` of the workflow task (LocalExecutor titles it
+    ``airflow worker -- <task instance id>``), if one runs."""
+    cfg = stack.config()
+    dag_id = dag_id_for(
+        stack.store.get_task(task_id, with_steps=False)["server"] or cfg.default_server, cfg.default_server
+    )
+    run_id = stack.store.get_task(task_id, with_steps=False)["dag_run_id"]
+    path = f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{stage}"
+    ti_id = demo.api(stack.port, stack.token, "GET", path)["id"]
+    for entry in Path("/proc").iterdir():
+        try:
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            if entry.name.isdigit() and title == f"airflow worker -- {ti_id}":
+                return ProcessRef.of(int(entry.name))
+        except OSError:
+            continue
+    return None
+
+
+def test_worker_killed_mid_train_follows_the_same_job(stack: Stack) -> None:
+    """With train followed from its worker slot (`task.follow_jobs_from: worker`), SIGKILL the
+    Airflow task process mid-train: its next try finds the job running and follows it; the
+    training is not restarted and the task completes."""
+    with stack.config_changed({"task": {"follow_jobs_from": "worker"}}):
+        task_id = stack.submit("fault-worker")
+        runner, group = freeze_followed_runner(stack, task_id, "running")
+        try:
+            stack.wait_until(
+                "train's Airflow task process",
+                lambda: airflow_task_process(stack, task_id, "train") is not None,
+                120,
+                0.2,
+            )
+            worker = airflow_task_process(stack, task_id, "train")
+            assert worker is not None
+            os.kill(worker.pid, signal.SIGKILL)
+            stack.wait_until("the task process to die", lambda: not worker.running(), 30, 0.1)
+            assert runner.running(), "killing the Airflow task process ended the training"
+            stack.wait_until(
+                "the next try to follow the job",
+                lambda: any(
+                    "following it instead of starting another" in e["message"]
+                    for e in stack.store.logs_after(task_id, limit=100_000)
+                ),
+                600,
+                0.5,
+            )
+        finally:
+            os.killpg(group, signal.SIGCONT)
+        stack.assert_completed(task_id)
+    assert_trained_once(stack, task_id, runner)
+
+
+def test_ssh_sessions_cut_mid_train_are_reattached(stack: Stack) -> None:
+    """Every SSH session to the training server is cut while train runs (the listener stays):
+    the job does not depend on them, the follower reconnects, and the task completes."""
+    task_id = stack.submit("fault-ssh-sessions")
+    # the trigger follows the job (once the task deferred) and keeps its connection open between polls
+    runner, group = freeze_followed_runner(stack, task_id, "deferred")
+    try:
+        stack.wait_until(
+            "the follower's SSH connection", lambda: bool(stack.services.sshd.sessions()), 60, 0.1
+        )
+        assert stack.services.sshd.kill_sessions() >= 1
+        assert runner.running(), "cutting the SSH sessions ended the training"
+    finally:
+        os.killpg(group, signal.SIGCONT)
+    stack.assert_completed(task_id)
+    assert_trained_once(stack, task_id, runner)
 
 
 def test_cancel_stops_the_runner_on_the_training_server(stack: Stack) -> None:
@@ -291,6 +332,90 @@ def test_cancel_stops_the_runner_on_the_training_server(stack: Stack) -> None:
     finally:
         if runner.running():
             os.killpg(group, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("follower", ["triggerer", "worker", "none"])
+def test_mark_failed_in_airflow_stops_the_runner(stack: Stack, follower: str) -> None:
+    """A user marks train failed in Airflow (its REST API, as the UI does) mid-train: the
+    runner on the training server ends, the step fails saying so, the task fails with it (so
+    clearing train in Airflow runs it again) and no later stage runs. Whoever follows the job
+    stops it: the trigger's on_kill, the operator's when followed from a worker slot, and the
+    DAG's failure callback when nothing follows it (the triggerer is down)."""
+    home = stack.services.airflow_home
+    follow_from = "worker" if follower == "worker" else "triggerer"
+    with stack.config_changed({"task": {"follow_jobs_from": follow_from}}):
+        task_id = stack.submit(f"mark-failed-{follower}")
+        runner, group = freeze_followed_runner(
+            stack, task_id, "running" if follower == "worker" else "deferred"
+        )
+        try:
+            path = train_task_instance_path(stack, task_id)
+            if follower == "none":
+                airflow_stack.stop_one(home, "triggerer")
+            demo.api(stack.port, stack.token, "PATCH", path, {"new_state": "failed"})
+            stack.wait_until("the runner to end", lambda: not runner.running(), timeout=180, every=0.5)
+            task = stack.wait_final(task_id, timeout=300)
+            assert task["status"] == "failed", task
+            (train,) = (s for s in task["steps"] if s["step_name"] == "train")
+            assert train["status"] == "failed" and "marked failed" in train["error_message"], train
+            assert "job on the training server was stopped" in train["error_message"], train
+            assert not runner_processes(task_id, "infer")
+            # the follower's on_kill acted (the DAG's failure callback may have closed the step first)
+            marked = "train was marked failed in Airflow; its job on the training server was stopped"
+            said = [e["message"] for e in stack.store.logs_after(task_id, limit=100_000)]
+            assert (marked in said) is (follower != "none"), said[-10:]
+        finally:
+            if runner.running():
+                os.killpg(group, signal.SIGKILL)
+            if follower == "none":
+                airflow_stack.start_one(home, "triggerer", stack.services.env)
+    if follower == "triggerer":
+        # what the failed step promises: clearing train (and what follows) in Airflow runs it again
+        clear_train(stack, task_id)
+        stack.wait_until(
+            "train to start again",
+            lambda: stack.store.get_task(task_id, with_steps=False)["status"] == "running",
+            300,
+            0.5,
+        )
+        stack.assert_completed(task_id)
+
+
+def clear_train(stack: Stack, task_id: int) -> None:
+    """Clear train and its downstream task instances in the task's run, as the UI's Clear does."""
+    path = train_task_instance_path(stack, task_id)
+    dag_id, run_id = path.split("/")[4], stack.store.get_task(task_id, with_steps=False)["dag_run_id"]
+    body = {
+        "dry_run": False,
+        "task_ids": ["train"],
+        "dag_run_id": run_id,
+        "include_downstream": True,
+        "only_failed": False,
+    }
+    demo.api(stack.port, stack.token, "POST", f"/api/v2/dags/{dag_id}/clearTaskInstances", body)
+
+
+def test_clear_mid_train_follows_the_same_job(stack: Stack) -> None:
+    """A user clears train in Airflow while it trains: the job is left running (the trigger's
+    on_kill sees a cleared task instance), the next try follows it, and the training is not
+    restarted. The runner is frozen meanwhile, so it cannot end by itself before the clear."""
+    task_id = stack.submit("clear-train")
+    runner, group = freeze_followed_runner(stack, task_id, "deferred")
+    try:
+        path = train_task_instance_path(stack, task_id)
+        state = lambda: demo.api(stack.port, stack.token, "GET", path)  # noqa: E731
+        clear_train(stack, task_id)
+        stack.wait_until(
+            "train's next try to follow the job",
+            lambda: state()["try_number"] > 1 and state()["state"] == "deferred",
+            300,
+            0.5,
+        )
+        assert runner.running(), "clearing train ended the training"
+    finally:
+        os.killpg(group, signal.SIGCONT)
+    stack.assert_completed(task_id)
+    assert_trained_once(stack, task_id, runner)
 
 
 def test_api_server_restart_while_following(stack: Stack) -> None:
@@ -337,9 +462,7 @@ def test_airflow_dags_test_runs_all_stages(stack: Stack, tmp_path: Path) -> None
     config = yaml.safe_load((stack.services.work / "config.yaml").read_text())
     config["task"]["log_rotation_size"] = 4096
     config["store"]["url"] = f"sqlite:///{tmp_path / 'workflow.db'}"
-    config["storage"] = {
-        k: str(tmp_path / k) for k in ("shared_dir", "staging_dir", "checkpoint_dir", "log_dir")
-    }
+    config["storage"] = {k: str(tmp_path / k) for k in ("staging_dir", "log_dir")}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     conf = {**demo.SEED_BODY, "name": "dags-test", "hdfs_path": str(tmp_path / "hdfs")}
     (tmp_path / "conf.json").write_text(json.dumps(conf))

@@ -1,0 +1,110 @@
+"""When Airflow, not a stage's own code, ends a stage: what happens to its job and its step.
+
+A user acts on a train/infer task instance in Airflow (mark failed or succeeded, clear), or
+the DAG run fails while a stage was running (a task instance marked failed before its
+trigger was picked up, a task process lost on its last try). The stage's code never sees
+its end in these cases, so the step would stay "running" and the job would go on training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from fuxictr_workflow.config import WorkflowConfig
+from fuxictr_workflow.stages import FINAL_TASK_STATUSES, StepStatus, TaskStatus
+from fuxictr_workflow.store import IllegalTransition
+from fuxictr_workflow.workflow_log import WorkflowLogger
+
+# task instance states after which nothing will follow the job again
+ENDED_TI_STATES = ("failed", "success", "skipped", "upstream_failed", "removed")
+CANCELLED = "cancelled"
+
+
+def ti_state(ti_ref: tuple[str, str, str]) -> str | None:
+    """The task instance's state, as Airflow has it now."""
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    dag_id, run_id, task_id = ti_ref
+    states = RuntimeTaskInstance.get_task_states(dag_id=dag_id, task_ids=[task_id], run_ids=[run_id])
+    return (states.get(run_id) or {}).get(task_id)
+
+
+def why_job_stops(
+    logger: WorkflowLogger, ti_ref: tuple[str, str, str] | None, workflow_task_id: int
+) -> str | None:
+    """Why Airflow stopping a train/infer task instance means stopping its job: "cancelled"
+    when the workflow task was cancelled, else the task instance's ended state (a user marked
+    it); None when it was cleared (its next try finds the job running and follows it)."""
+    if logger.store.get_task(workflow_task_id, with_steps=False)["status"] == TaskStatus.CANCELLED:
+        return CANCELLED
+    if ti_ref is None:
+        return CANCELLED
+    state = ti_state(ti_ref)
+    return state if state in ENDED_TI_STATES else None
+
+
+def close_step_marked(
+    logger: WorkflowLogger, workflow_task_id: int, step: str, why: str, stopped: bool
+) -> None:
+    """Close the step of a task instance a user marked ended in Airflow, after stopping its
+    job (`stopped` says whether that worked). Marked failed: the step fails as cancelled (the
+    task fails with it, so clearing the task instance in Airflow runs the stage again). Any
+    other mark is only logged: the pipeline run goes on as Airflow decides."""
+    if why == CANCELLED:
+        return  # cancel_task closed the step already
+    job = (
+        "its job on the training server was stopped"
+        if stopped
+        else "its job on the training server could not be stopped (see the task's log)"
+    )
+    logger.warning(workflow_task_id, step, f"{step} was marked {why} in Airflow; {job}")
+    if why != "failed":
+        return
+    if _step_status(logger, workflow_task_id, step) != StepStatus.RUNNING:
+        return  # the stage's own code closed it first
+    with contextlib.suppress(IllegalTransition):  # ... or between the check and this write
+        logger.store.fail_step(
+            workflow_task_id, step, f"cancelled: {step} was marked failed in Airflow; {job}"
+        )
+
+
+def close_steps_of_failed_run(cfg: WorkflowConfig, logger: WorkflowLogger, run_id: str) -> None:
+    """The DAG run `run_id` failed: if its workflow task still shows a running step, that
+    stage's end was never recorded. Stop the task's jobs and fail those steps, so the task
+    does not show "running" forever and no training goes on for it."""
+    from fuxictr_workflow.cancel_jobs import stop_jobs_of
+
+    store = logger.store
+    task_id = store.find_task_by_run(run_id)
+    if task_id is None:
+        return
+    task = store.get_task(task_id)
+    if task["status"] in FINAL_TASK_STATUSES:
+        return
+    running = [s["step_name"] for s in task["steps"] if s["status"] == StepStatus.RUNNING]
+    if not running:
+        return
+    stop_jobs_of(cfg, task, logger, why="the DAG run failed")
+    for step in running:
+        # the stage's own on_kill may have closed the step while the jobs were being stopped
+        with contextlib.suppress(IllegalTransition):
+            store.fail_step(
+                task_id,
+                step,
+                f"the DAG run {run_id} failed while {step} was running (its task instance was marked "
+                "failed, or its process was lost on its last try); its job on the training server was stopped",
+            )
+
+
+def _step_status(logger: WorkflowLogger, workflow_task_id: int, step: str) -> str:
+    steps = logger.store.get_task(workflow_task_id)["steps"]
+    return next(s["status"] for s in steps if s["step_name"] == step)
+
+
+def on_dag_run_failed(context: Any) -> None:
+    """The pipeline DAG's on_failure_callback (Airflow runs it in the dag-processor)."""
+    from fuxictr_workflow.config import get_config
+    from fuxictr_workflow.workflow_log import get_logger
+
+    close_steps_of_failed_run(get_config(), get_logger(), context["dag_run"].run_id)

@@ -1,0 +1,124 @@
+"""The runner bundle on the training server: remote/runner.py and what it imports (and, for a
+server without a FuXiCTR config dir of its own, the demo config and model).
+
+It is shipped to ``<remote_root>/.runner/<sha256>/``: content-addressed, so a stale copy is
+never used and concurrent tasks share one copy safely. Before each run every file there is
+read back and compared with the shipped bytes; a copy that differs is replaced, never run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import shlex
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fuxictr_workflow.tracking import StageError
+
+REMOTE_DIR = Path(__file__).resolve().parent / "remote"
+SHIPPED = [
+    "runner.py",
+    "job.py",
+    "streaming.py",
+    "model_lookup.py",
+    "errors.py",
+    "demo_models.py",
+    "demo_config/model_config.yaml",
+    "demo_config/dataset_config.yaml",
+]
+
+
+def bundle_files() -> dict[str, bytes]:
+    return {name: (REMOTE_DIR / name).read_bytes() for name in SHIPPED}
+
+
+def bundle_digest() -> str:
+    h = hashlib.sha256()
+    for name, data in bundle_files().items():
+        h.update(name.encode() + b"\0" + data)
+    return h.hexdigest()[:16]
+
+
+def bundle_problem(sftp: Any, target: str, files: dict[str, bytes]) -> str | None:
+    """Why the bundle at `target` is not exactly `files` (None: it is).
+
+    Each file is read back and hashed: a marker file would only say a copy was once
+    finished, not that nobody changed it since. Symlinks are refused, not followed."""
+    for rel in sorted({posixpath.dirname(n) for n in files} | {""}):
+        where = posixpath.join(target, rel) if rel else target
+        try:
+            mode = sftp.lstat(where).st_mode
+        except FileNotFoundError:
+            return "missing"
+        if not stat.S_ISDIR(mode):
+            return f"{where} is not a directory"
+    for name, data in files.items():
+        path = posixpath.join(target, name)
+        try:
+            mode = sftp.lstat(path).st_mode
+        except FileNotFoundError:
+            return f"{name} is missing"
+        if not stat.S_ISREG(mode):
+            return f"{name} is not a regular file"
+        with sftp.open(path, "rb") as f:
+            there = f.read()
+        if hashlib.sha256(there).digest() != hashlib.sha256(data).digest():
+            return f"{name} differs from the shipped version"
+    return None
+
+
+def ship_runner(client: Any, remote_root: str, warn: Callable[[str], None] = lambda _: None) -> str:
+    """Copy the runner bundle to the server unless that exact version is there; returns its dir.
+
+    What is there is verified file by file before every run; a changed copy is replaced."""
+    files = bundle_files()
+    target = posixpath.join(remote_root, ".runner", bundle_digest())
+    sftp = client.open_sftp()
+    try:
+        problem = bundle_problem(sftp, target, files)
+        if problem is None:
+            return target
+        if problem != "missing":
+            warn(f"runner bundle {target} on the server is not the shipped one ({problem}); replacing it")
+            _exec(client, f"rm -rf {shlex.quote(target)}")
+        staging = f"{target}.tmp.{os.getpid()}.{id(client)}"
+        for name, data in files.items():
+            _mkdirs(sftp, posixpath.dirname(posixpath.join(staging, name)))
+            with sftp.open(posixpath.join(staging, name), "wb") as f:
+                f.write(data)
+        try:
+            sftp.posix_rename(staging, target)
+        except OSError:  # another task shipped the same version first
+            _exec(client, f"rm -rf {shlex.quote(staging)}")
+        problem = bundle_problem(sftp, target, files)
+        if problem is not None:
+            raise StageError(
+                f"runner bundle {target} on the server cannot be verified after shipping: {problem}"
+            )
+        return target
+    finally:
+        sftp.close()
+
+
+def _mkdirs(sftp: Any, path: str) -> None:
+    parts = path.strip("/").split("/")
+    for i in range(1, len(parts) + 1):
+        sub = "/" + "/".join(parts[:i])
+        try:
+            sftp.stat(sub)
+        except FileNotFoundError:
+            sftp.mkdir(sub)
+
+
+def _exec(client: Any, command: str) -> int:
+    _stdin, stdout, _stderr = client.exec_command(command)
+    return stdout.channel.recv_exit_status()
+
+
+def job_py(remote_root: str) -> str:
+    """remote/job.py of this version's bundle under `remote_root`."""
+    return posixpath.join(remote_root, ".runner", bundle_digest(), "job.py")

@@ -1,0 +1,134 @@
+"""The runner as a detached job on the training server, seen from Airflow's side.
+
+remote/job.py (shipped with the runner) starts, reports and stops the job there; this
+module asks it over SSH and turns the runner's JSON lines into the workflow log. Plain
+Python: the stage operator (on a worker) and the trigger (in the triggerer) use the same
+:class:`JobFollower`, each with its own way to run a command on the server.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fuxictr_workflow.workflow_log import WorkflowLogger
+
+# runs one shell command on the training server and returns its stdout (raises on failure)
+RunCommand = Callable[[str], str]
+LINE_MAX = 2000
+
+
+@dataclass(frozen=True)
+class RemoteJob:
+    """remote/job.py for one job directory, through `run`."""
+
+    run: RunCommand
+    python: str
+    job_py: str
+    job_dir: str
+
+    def _call(self, *args: str) -> dict[str, Any]:
+        command = " ".join(shlex.quote(a) for a in (self.python, "-S", self.job_py, *args))
+        out = self.run(command).strip().splitlines()
+        if not out:
+            raise RuntimeError(f"job.py {args[0]} printed nothing")
+        return json.loads(out[-1])
+
+    def start(self, argv: list[str], *, again: bool = False) -> dict[str, Any]:
+        return self._call("start", self.job_dir, *(["--again"] if again else []), "--", *argv)
+
+    def status(self, offset: int) -> dict[str, Any]:
+        return self._call("status", self.job_dir, str(int(offset)))
+
+    def stop(self) -> dict[str, Any]:
+        return self._call("stop", self.job_dir)
+
+
+def job_dir(task_dir: str, stage: str) -> str:
+    return posixpath.join(task_dir, "jobs", stage)
+
+
+@dataclass
+class RunnerOutput:
+    """What the runner's lines said so far: its final metrics, or its error."""
+
+    command: str
+    metrics: dict[str, Any] | None = None
+    error: str | None = None
+    last_line: str = ""
+
+    def read(self, line: str) -> tuple[str, str] | None:
+        """Note the line's metrics or error; returns (level, message) for the workflow log."""
+        if not line.strip():
+            return None
+        self.last_line = line
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            event = None
+        if not isinstance(event, dict) or "event" not in event:
+            return "DEBUG", line[:LINE_MAX]
+        kind = event.pop("event")
+        if kind == "progress":
+            metric = ", ".join(f"{k} {v:.4f}" for k, v in event.get("metric", {}).items())
+            return "INFO", f"epoch {event['epoch']} step {event['step']}: loss {event['loss']:.4f}, {metric}"
+        if kind == "metrics":
+            self.metrics = event
+            return "INFO", f"{self.command} metrics: " + ", ".join(f"{k}={v}" for k, v in event.items())
+        if kind == "error":
+            self.error = str(event.get("error"))
+            return "ERROR", self.error
+        return "DEBUG", line[:LINE_MAX]
+
+    def take(self, line: str, task_id: int, step: str, logger: WorkflowLogger) -> None:
+        said = self.read(line)
+        if said is not None:
+            logger.log(task_id, step, *said)
+
+
+@dataclass
+class JobFollower:
+    """Reads a running job's new log lines into the workflow log, heartbeats the task, and stops
+    the job when the task has been cancelled. One :meth:`poll` per call; the caller loops.
+
+    Each poll acknowledges, on the server, the lines the previous poll logged; a follower
+    that takes over resumes at the acknowledged offset. A follower that dies between logging
+    a poll's lines and its next poll leaves those lines unacknowledged, so at most one poll's
+    lines appear twice in the workflow log; none is ever skipped."""
+
+    job: RemoteJob
+    task_id: int
+    step: str
+    logger: WorkflowLogger
+    output: RunnerOutput
+    offset: int = 0
+    final: dict[str, Any] = field(default_factory=dict)
+
+    def poll(self) -> bool:
+        """Read what is new; True once the job has ended (``final`` then says how)."""
+        status = self.job.status(self.offset)
+        if int(status.get("acked", 0)) > self.offset:
+            # an earlier follower read further (this one was made from an older offset, as a
+            # trigger is after a triggerer restart): go on from there
+            self.offset = int(status["acked"])
+            status = self.job.status(self.offset)
+        for line in status.get("log", "").splitlines():
+            self.output.take(line, self.task_id, self.step, self.logger)
+        self.offset = int(status.get("offset", self.offset))
+        store = self.logger.store
+        store.heartbeat(self.task_id)
+        if (
+            status["state"] == "running"
+            and store.get_task(self.task_id, with_steps=False)["status"] == "cancelled"
+        ):
+            self.job.stop()
+            self.final = {"state": "cancelled", "exit_code": None}
+            return True
+        if status["state"] in ("finished", "none") and not status.get("more"):
+            self.final = {"state": status["state"], "exit_code": status.get("exit_code")}
+            return True
+        return False

@@ -1,0 +1,256 @@
+"""The store's database: the tables, their migrations, and connections to one URL.
+
+SQLAlchemy Core over SQLite by default and PostgreSQL by URL. SQLite runs in WAL mode with
+a busy timeout and foreign keys on, and writers take the lock up front (BEGIN IMMEDIATE) so
+that concurrent processes queue instead of failing with "database is locked".
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+T = TypeVar("T")
+
+# Big files have offsets past 2**31: INTEGER in SQLite is 64-bit already, PostgreSQL needs BIGINT.
+BigInt = sa.Integer().with_variant(sa.BigInteger(), "postgresql")
+
+metadata = sa.MetaData()
+
+# tasks, task_steps and transfer_chunks keep the contract's DDL (tests/fixtures/seed_schema.sql)
+# column for column and in its order, so clients written against it keep working; the columns
+# after those are additive, nullable or defaulted. The keys are nullable=True because the
+# contract declares them `INTEGER PRIMARY KEY AUTOINCREMENT` without NOT NULL.
+
+tasks = sa.Table(
+    "tasks",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True, nullable=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("experiment_id", sa.String(100), nullable=False),
+    sa.Column("sample_sql", sa.Text, nullable=False),
+    sa.Column("infer_sql", sa.Text, nullable=False),
+    sa.Column("hdfs_path", sa.String(500)),
+    sa.Column("hive_table", sa.String(255)),
+    sa.Column("status", sa.String(50), server_default="pending"),
+    sa.Column("current_step", sa.Integer, server_default=sa.text("0")),
+    sa.Column("created_at", sa.TIMESTAMP, server_default=sa.func.current_timestamp()),
+    sa.Column("updated_at", sa.TIMESTAMP, server_default=sa.func.current_timestamp()),
+    sa.Column("completed_at", sa.TIMESTAMP),
+    # additive
+    sa.Column("server", sa.String(100)),
+    sa.Column("dag_run_id", sa.String(250)),
+    sa.Column("heartbeat_at", sa.TIMESTAMP),
+    sa.Column("error_message", sa.Text),
+    # n of the task's current run `workflow_task_<id>_retry_<n>` (0: `workflow_task_<id>`), so a
+    # retry that needs a new run knows its number whatever run (the UI's, `dags test`'s) owns it now
+    sa.Column("run_attempt", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sqlite_autoincrement=True,
+)
+
+task_steps = sa.Table(
+    "task_steps",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True, nullable=True),
+    sa.Column("task_id", sa.Integer, sa.ForeignKey("tasks.id"), nullable=False),
+    sa.Column("step_name", sa.String(50), nullable=False),
+    sa.Column("status", sa.String(50), server_default="pending"),
+    sa.Column("started_at", sa.TIMESTAMP),
+    sa.Column("completed_at", sa.TIMESTAMP),
+    sa.Column("error_message", sa.Text),
+    sa.Column("retry_count", sa.Integer, server_default=sa.text("0")),
+    # additive: JSON result of the step (metrics, bytes moved, row counts ...)
+    sa.Column("result", sa.Text),
+    sqlite_autoincrement=True,
+)
+sa.Index("ix_task_steps_task_step", task_steps.c.task_id, task_steps.c.step_name, unique=True)
+
+transfer_chunks = sa.Table(
+    "transfer_chunks",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True, nullable=True),
+    sa.Column("task_id", sa.Integer, sa.ForeignKey("tasks.id"), nullable=False),
+    sa.Column("step_name", sa.String(50), nullable=False),
+    sa.Column("chunk_id", sa.String(100), nullable=False),
+    sa.Column("file_path", sa.String(500)),
+    sa.Column("offset", BigInt),
+    sa.Column("size", BigInt),
+    sa.Column("status", sa.String(50), server_default="pending"),
+    sa.Column("retry_count", sa.Integer, server_default=sa.text("0")),
+    # additive: chunk hash, identity of the source file the chunk was cut from
+    # (size:mtime_ns), and how many times its bytes were sent (resume is checked with it).
+    sa.Column("checksum", sa.String(128)),
+    sa.Column("source_sig", sa.String(200)),
+    sa.Column("send_count", sa.Integer, server_default=sa.text("0")),
+    sa.Column("updated_at", sa.TIMESTAMP),
+    sa.UniqueConstraint("task_id", "step_name", "chunk_id"),
+    sqlite_autoincrement=True,
+)
+
+# --- additive tables ---
+
+task_logs = sa.Table(
+    "task_logs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True, nullable=True),
+    sa.Column("task_id", sa.Integer, sa.ForeignKey("tasks.id"), nullable=False),
+    sa.Column("step", sa.String(50)),
+    sa.Column("level", sa.String(20), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("timestamp", sa.TIMESTAMP, nullable=False),
+    sqlite_autoincrement=True,
+)
+sa.Index("ix_task_logs_task_id_id", task_logs.c.task_id, task_logs.c.id)
+
+schema_version = sa.Table(
+    "workflow_schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("applied_at", sa.TIMESTAMP, nullable=False),
+)
+
+
+def _migrate_v1(conn: Connection) -> None:
+    """Version 1: the contract's three tables plus task_logs (a new store: in their current form)."""
+    metadata.create_all(conn, tables=[tasks, task_steps, transfer_chunks, task_logs])
+
+
+def _migrate_v2(conn: Connection) -> None:
+    """Version 2: tasks.run_attempt, filled from the retry number of the tasks' current run ids."""
+    if "run_attempt" in {c["name"] for c in sa.inspect(conn).get_columns(tasks.name)}:
+        return
+    ddl = sa.schema.CreateColumn(tasks.c.run_attempt).compile(dialect=conn.dialect)
+    conn.exec_driver_sql(f"ALTER TABLE {tasks.name} ADD COLUMN {ddl}")
+    retried = sa.select(tasks.c.id, tasks.c.dag_run_id).where(
+        tasks.c.dag_run_id.contains("_retry_", autoescape=True)
+    )
+    for task_id, run_id in conn.execute(retried).all():
+        number = run_id.rsplit("_retry_", 1)[1]
+        if number.isdigit():
+            conn.execute(tasks.update().where(tasks.c.id == task_id).values(run_attempt=int(number)))
+
+
+# Append a function for each schema change; `init` applies the ones not yet applied, in order.
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_migrate_v1, _migrate_v2)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def utcnow() -> datetime:
+    """Naive UTC, second precision kept with microseconds (what both backends store)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def iso(ts: datetime | str | None) -> str | None:
+    """UTC ISO-8601 for API/WebSocket output."""
+    if ts is None:
+        return None
+    if isinstance(ts, str):
+        ts = datetime.fromisoformat(ts)
+    return ts.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+
+
+class Database:
+    """Connections to the store's URL: reads, write transactions (retried while another
+    process holds the lock), and the schema's creation and migration."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        self._engines: dict[int, tuple[Engine, Engine]] = {}
+        self._lock = threading.Lock()
+
+    # -- engines: one (write, read) pair per process, because Airflow forks task processes --
+
+    def _make_engines(self) -> tuple[Engine, Engine]:
+        if not self.is_sqlite:
+            engine = sa.create_engine(self.url, pool_pre_ping=True, future=True)
+            return engine, engine
+        path = self.url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+
+        def make(immediate: bool) -> Engine:
+            engine = sa.create_engine(self.url, connect_args={"timeout": 60, "check_same_thread": False})
+
+            @sa.event.listens_for(engine, "connect")
+            def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+                dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA busy_timeout=60000")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.close()
+
+            @sa.event.listens_for(engine, "begin")
+            def _on_begin(conn: Connection) -> None:
+                conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+            return engine
+
+        return make(True), make(False)
+
+    def _engine_pair(self) -> tuple[Engine, Engine]:
+        pid = os.getpid()
+        pair = self._engines.get(pid)
+        if pair is None:
+            with self._lock:
+                pair = self._engines.get(pid) or self._make_engines()
+                self._engines = {pid: pair}
+        return pair
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self._engine_pair()[1].connect() as conn:
+            yield conn
+
+    def write(self, fn: Callable[[Connection], T]) -> T:
+        """Run fn in one write transaction; retry when another process holds the lock too long."""
+        delay = 0.05
+        for attempt in range(10):
+            try:
+                with self._engine_pair()[0].begin() as conn:
+                    return fn(conn)
+            except sa.exc.OperationalError as err:
+                text = str(err.orig).lower()
+                if attempt == 9 or not ("locked" in text or "busy" in text or "could not serialize" in text):
+                    raise
+                time.sleep(delay + random.random() * delay)
+                delay = min(delay * 2, 2.0)
+        raise AssertionError("unreachable")
+
+    def dispose(self) -> None:
+        for write, read in self._engines.values():
+            write.dispose()
+            read.dispose()
+        self._engines = {}
+
+    # -- schema --
+
+    def init(self) -> int:
+        """Create or migrate the schema (idempotent). Returns the schema version."""
+
+        def run(conn: Connection) -> int:
+            metadata.create_all(conn, tables=[schema_version])
+            current = conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                MIGRATIONS[version - 1](conn)
+                conn.execute(schema_version.insert().values(version=version, applied_at=utcnow()))
+            return SCHEMA_VERSION
+
+        return self.write(run)
+
+    def schema_version(self) -> int:
+        with self.read() as conn:
+            if not sa.inspect(conn).has_table(schema_version.name):
+                return 0
+            return conn.execute(sa.select(sa.func.max(schema_version.c.version))).scalar() or 0

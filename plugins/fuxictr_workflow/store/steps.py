@@ -1,0 +1,241 @@
+"""The step state machine, and the task status each step change settles.
+
+Every state change is a named operation that checks the transition it makes; callers never
+write rows directly.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from fuxictr_workflow.stages import STAGE_NAMES, StepStatus, TaskStatus, stage
+from fuxictr_workflow.store.database import Database, task_steps, utcnow
+from fuxictr_workflow.store.errors import IllegalTransition, NotFound
+from fuxictr_workflow.store.tasks import Tasks
+
+# step status -> statuses it may move to. Restarting a running step is how a worker that
+# died mid-stage is recovered (Airflow retries it); resetting to pending is `retry`.
+# Completing, failing or pausing needs a running step.
+_STEP_TRANSITIONS: dict[str, frozenset[str]] = {
+    StepStatus.PENDING: frozenset({StepStatus.RUNNING, StepStatus.SKIPPED}),
+    # running -> pending: the first part of a two-part stage run alone (`pause_step`)
+    StepStatus.RUNNING: frozenset(
+        {StepStatus.RUNNING, StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.PENDING}
+    ),
+    StepStatus.FAILED: frozenset({StepStatus.RUNNING, StepStatus.PENDING}),
+    # completed -> running: an explicit re-run of one stage (`airflow tasks test ... -t '{"task_id": N}'`)
+    StepStatus.COMPLETED: frozenset({StepStatus.PENDING, StepStatus.RUNNING}),
+    StepStatus.SKIPPED: frozenset({StepStatus.PENDING, StepStatus.RUNNING}),
+}
+
+
+class Steps:
+    """A task's six steps: start, complete, fail, pause, and reset for a retry."""
+
+    def __init__(self, db: Database, tasks: Tasks) -> None:
+        self.db = db
+        self.tasks = tasks
+
+    def _transition(
+        self,
+        conn: Connection,
+        task_id: int,
+        step_name: str,
+        new: StepStatus,
+        **values: Any,
+    ) -> dict[str, Any]:
+        stage(step_name)
+        row = (
+            conn.execute(
+                sa.select(task_steps).where(
+                    task_steps.c.task_id == task_id, task_steps.c.step_name == step_name
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            raise NotFound(f"task {task_id} has no step {step_name!r} (does the task exist?)")
+        if new not in _STEP_TRANSITIONS[row["status"]]:
+            raise IllegalTransition(
+                f"task {task_id} step {step_name}: cannot go from {row['status']} to {new}"
+            )
+        conn.execute(task_steps.update().where(task_steps.c.id == row["id"]).values(status=new, **values))
+        return dict(row)
+
+    def start_step(self, task_id: int, step_name: str) -> int:
+        """Mark a step running (a re-start after failure counts as a retry). Returns retry_count."""
+        now = utcnow()
+
+        def run(conn: Connection) -> int:
+            task = self.tasks.row(conn, task_id)
+            if task.status == TaskStatus.CANCELLED:
+                raise IllegalTransition(f"task {task_id} was cancelled")
+            # Starting again after a failure, or after a worker died mid-step, is a retry.
+            again = sa.case((task_steps.c.status.in_([StepStatus.FAILED, StepStatus.RUNNING]), 1), else_=0)
+            self._transition(
+                conn,
+                task_id,
+                step_name,
+                StepStatus.RUNNING,
+                started_at=now,
+                completed_at=None,
+                error_message=None,
+                retry_count=task_steps.c.retry_count + again,
+            )
+            self.tasks.update(
+                task_id,
+                conn,
+                status=TaskStatus.RUNNING,
+                current_step=stage(step_name).index,
+                heartbeat_at=now,
+                completed_at=None,
+                error_message=None,
+            )
+            return int(
+                conn.execute(
+                    sa.select(task_steps.c.retry_count).where(
+                        task_steps.c.task_id == task_id, task_steps.c.step_name == step_name
+                    )
+                ).scalar_one()
+            )
+
+        return self.db.write(run)
+
+    def complete_step(
+        self, task_id: int, step_name: str, result: dict[str, Any] | None = None, *, alone: bool = False
+    ) -> None:
+        """Mark a running step completed. In a pipeline run the task stays running until its last
+        stage completes; a step run ``alone`` (one stage re-run by itself) leaves the task in the
+        status its steps say (see :meth:`_settle_task`)."""
+        now = utcnow()
+
+        def run(conn: Connection) -> None:
+            values: dict[str, Any] = {"completed_at": now}
+            if result is not None:
+                values["result"] = json.dumps(result, default=str)
+            self._transition(conn, task_id, step_name, StepStatus.COMPLETED, **values)
+            self._settle_task(
+                conn, task_id, step_name, run_goes_on=not alone and step_name != STAGE_NAMES[-1]
+            )
+
+        self.db.write(run)
+
+    def fail_step(self, task_id: int, step_name: str, error_message: str, *, final: bool = True) -> None:
+        """Mark a running step failed. final=False (Airflow will retry) leaves the task running;
+        a final failure fails the task, its error naming the stage."""
+        now = utcnow()
+
+        def run(conn: Connection) -> None:
+            self._transition(
+                conn, task_id, step_name, StepStatus.FAILED, error_message=error_message, completed_at=now
+            )
+            if final:
+                self._settle_task(conn, task_id, step_name, run_goes_on=False)
+            else:
+                self.tasks.update(task_id, conn)
+
+        self.db.write(run)
+
+    def pause_step(self, task_id: int, step_name: str) -> None:
+        """A running step goes back to pending with its work part-done: the first part of a
+        two-part stage run alone, whose second part has yet to run. The task settles as for
+        :meth:`complete_step` ``alone``."""
+
+        def run(conn: Connection) -> None:
+            self._transition(conn, task_id, step_name, StepStatus.PENDING, completed_at=None)
+            self._settle_task(conn, task_id, step_name, run_goes_on=False)
+
+        self.db.write(run)
+
+    def _settle_task(self, conn: Connection, task_id: int, step_name: str, *, run_goes_on: bool) -> None:
+        """The task's status, current_step and error after ``step_name`` stopped: the one rule,
+        derived from the steps.
+
+        A cancelled task stays cancelled. The step that just failed fails the task, its error
+        naming the stage; else a running step (another run's) keeps it running, an earlier
+        failed step keeps it failed, and all steps completed (or skipped) complete it.
+        Otherwise the task is running while its pipeline run goes on to the next stage, and
+        pending (current_step = its first unfinished stage) when nothing will: a stage re-run
+        alone on a task with unfinished stages.
+        """
+        if self.tasks.row(conn, task_id).status == TaskStatus.CANCELLED:
+            self.tasks.update(task_id, conn)
+            return
+        now = utcnow()
+        steps = self.tasks.steps(conn, task_id)
+        this = next(s for s in steps if s["step_name"] == step_name)
+        running = [s for s in steps if s["status"] == StepStatus.RUNNING]
+        failed = [s for s in steps if s["status"] == StepStatus.FAILED]
+        done = {StepStatus.COMPLETED, StepStatus.SKIPPED}
+        values: dict[str, Any] = {"completed_at": None, "error_message": None}
+        if this["status"] == StepStatus.FAILED or (failed and not running):
+            first = this if this["status"] == StepStatus.FAILED else failed[0]
+            values = {
+                "status": TaskStatus.FAILED,
+                "current_step": STAGE_NAMES.index(first["step_name"]),
+                "completed_at": now,
+                "error_message": f"{first['step_name']} failed: {first['error_message']}",
+            }
+        elif running:
+            values.update(status=TaskStatus.RUNNING, current_step=STAGE_NAMES.index(running[0]["step_name"]))
+        elif all(s["status"] in done for s in steps):
+            values.update(status=TaskStatus.COMPLETED, current_step=len(STAGE_NAMES) - 1, completed_at=now)
+        elif run_goes_on:
+            values.update(status=TaskStatus.RUNNING, current_step=stage(step_name).index)
+        else:
+            unfinished = next(s for s in steps if s["status"] not in done)
+            values.update(status=TaskStatus.PENDING, current_step=STAGE_NAMES.index(unfinished["step_name"]))
+        self.tasks.update(task_id, conn, **values)
+
+    def reset_from_step(self, task_id: int, step_name: str | None = None) -> str:
+        """Prepare a retry: the given step (default: the first not completed) and all later
+        steps go back to pending; completed earlier steps stay. Returns the step resumed from."""
+
+        def run(conn: Connection) -> str:
+            task = self.tasks.row(conn, task_id)
+            if task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+                raise IllegalTransition(
+                    f"task {task_id} is {task.status}; only failed or cancelled tasks can be retried"
+                )
+            steps = self.tasks.steps(conn, task_id)
+            if step_name is None:
+                first = next((s for s in steps if s["status"] != StepStatus.COMPLETED), steps[-1])
+            else:
+                first = steps[stage(step_name).index]
+            start = STAGE_NAMES.index(first["step_name"])
+            conn.execute(
+                task_steps.update()
+                .where(task_steps.c.task_id == task_id, task_steps.c.step_name.in_(STAGE_NAMES[start:]))
+                .values(status=StepStatus.PENDING, error_message=None, completed_at=None, started_at=None)
+            )
+            # the resumed step's user-level retry counts like an Airflow retry
+            conn.execute(
+                task_steps.update()
+                .where(task_steps.c.task_id == task_id, task_steps.c.step_name == first["step_name"])
+                .values(retry_count=task_steps.c.retry_count + 1)
+            )
+            self.tasks.update(
+                task_id,
+                conn,
+                status=TaskStatus.PENDING,
+                current_step=start,
+                completed_at=None,
+                error_message=None,
+            )
+            return first["step_name"]
+
+        return self.db.write(run)
+
+    def step_result(self, task_id: int, step_name: str) -> dict[str, Any] | None:
+        with self.db.read() as conn:
+            raw = conn.execute(
+                sa.select(task_steps.c.result).where(
+                    task_steps.c.task_id == task_id, task_steps.c.step_name == step_name
+                )
+            ).scalar()
+        return json.loads(raw) if raw else None

@@ -1,0 +1,1 @@
+"""Triggers the stage operators defer to (run in Airflow's triggerer)."""

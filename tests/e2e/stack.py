@@ -1,0 +1,105 @@
+"""The end-to-end stack as the tests drive it: the `make demo` services on smaller data, the
+workflow store, and the waits the tests share."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fuxictr_workflow.config import WorkflowConfig, load_config
+from fuxictr_workflow.store import WorkflowStore
+from scripts import demo
+
+SAMPLE_ROWS, INFER_ROWS = 6000, 1500
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Stack:
+    def __init__(self, services: demo.Services) -> None:
+        self.services = services
+        self.port = services.port
+        self.store = WorkflowStore(f"sqlite:///{services.work / 'workflow.db'}")
+        self._token: str | None = None
+
+    @property
+    def token(self) -> str:
+        if self._token is None:
+            self._token = demo.get_token(self.port, self.services.airflow_home)
+        return self._token
+
+    @property
+    def config_path(self) -> Path:
+        return Path(self.services.env["FUXICTR_WORKFLOW_CONFIG"])
+
+    def config(self) -> WorkflowConfig:
+        return load_config(self.config_path)
+
+    @contextmanager
+    def config_changed(self, sections: dict[str, dict[str, Any]]) -> Iterator[None]:
+        """The stack's config.yaml with these keys changed, restored afterwards (every process
+        reads the file again once it changed)."""
+        original = self.config_path.read_text()
+        data = yaml.safe_load(original)
+        for section, values in sections.items():
+            data.setdefault(section, {}).update(values)
+        self.config_path.write_text(yaml.safe_dump(data, sort_keys=False))
+        try:
+            yield
+        finally:
+            self.config_path.write_text(original)
+
+    def submit(self, name: str) -> int:
+        body = {**demo.SEED_BODY, "name": name, "hdfs_path": str(self.services.work / "hdfs")}
+        created = demo.api(self.port, self.token, "POST", "/api/workflow/tasks", body)
+        assert created["status"] == "pending"
+        return int(created["task_id"])
+
+    def wait_final(self, task_id: int, timeout: float = 1200) -> dict[str, Any]:
+        # a whole pipeline on a 2-CPU machine loaded by other work has taken over 12 minutes
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            task = self.store.get_task(task_id)
+            if task["status"] in ("completed", "failed", "cancelled"):
+                return task
+            time.sleep(1)
+        raise AssertionError(f"task {task_id} not final after {timeout}s: {self.store.get_task(task_id)}")
+
+    def wait_until(
+        self, what: str, check: Callable[[], bool], timeout: float = 300, every: float = 0.05
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if check():
+                return
+            time.sleep(every)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def step_status(self, task_id: int, step: str) -> str:
+        return next(s["status"] for s in self.store.get_task(task_id)["steps"] if s["step_name"] == step)
+
+    def hive_rows(self, task_id: int) -> int:
+        env = {k: v for k, v in self.services.env.items() if k.startswith("AIRFLOW_CONN_")}
+        (rows,) = demo.hive_run(
+            [f"SELECT count(*) FROM {demo.SEED_BODY['hive_table']} WHERE task_id = {int(task_id)}"], env
+        )
+        return int(rows[0][0])
+
+    def assert_completed(self, task_id: int) -> dict[str, Any]:
+        task = self.wait_final(task_id)
+        failed = [(s["step_name"], s["error_message"]) for s in task["steps"] if s["status"] != "completed"]
+        assert task["status"] == "completed", f"task {task_id} {task['status']}: {failed}"
+        assert task["current_step"] == 5 and task["completed_at"] is not None
+        assert all(s["started_at"] and s["completed_at"] for s in task["steps"])
+        assert self.hive_rows(task_id) == INFER_ROWS
+        return task

@@ -1,0 +1,97 @@
+"""What the workflow store says when Airflow ends a stage the stage's own code never saw end:
+a task instance marked in Airflow, a DAG run failed with a step still running. The jobs are
+stopped over the real sshd; the e2e module marks a task instance failed on the real stack."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from fuxictr_workflow import airflow_stops
+from fuxictr_workflow.config import WorkflowConfig
+from fuxictr_workflow.store import WorkflowStore
+from fuxictr_workflow.workflow_log import WorkflowLogger
+from tests.conftest import SshdInfo, new_task
+
+
+def running_train(store: WorkflowStore, run_id: str = "run_1") -> int:
+    task_id = new_task(store, server="local", dag_run_id=run_id)
+    for step in ("data_fetch", "data_upload"):
+        store.start_step(task_id, step)
+        store.complete_step(task_id, step, {})
+    store.start_step(task_id, "train")
+    return task_id
+
+
+def step(store: WorkflowStore, task_id: int, name: str) -> dict:
+    return next(s for s in store.get_task(task_id)["steps"] if s["step_name"] == name)
+
+
+@pytest.mark.parametrize("stopped", [True, False])
+def test_marked_failed_fails_the_step_as_cancelled(
+    store: WorkflowStore, wlogger: WorkflowLogger, stopped: bool
+) -> None:
+    task_id = running_train(store)
+    airflow_stops.close_step_marked(wlogger, task_id, "train", "failed", stopped)
+    train = step(store, task_id, "train")
+    assert train["status"] == "failed"
+    assert train["error_message"].startswith("cancelled: train was marked failed in Airflow; its job")
+    assert ("was stopped" in train["error_message"]) is stopped
+    task = store.get_task(task_id, with_steps=False)
+    assert task["status"] == "failed" and task["error_message"].startswith("train failed: cancelled:")
+
+
+def test_other_marks_and_closed_steps_leave_the_step_alone(
+    store: WorkflowStore, wlogger: WorkflowLogger
+) -> None:
+    task_id = running_train(store)
+    airflow_stops.close_step_marked(wlogger, task_id, "train", "success", True)
+    assert step(store, task_id, "train")["status"] == "running"
+    assert any("marked success in Airflow" in e["message"] for e in store.logs_after(task_id))
+    store.fail_step(task_id, "train", "the stage's own error")
+    airflow_stops.close_step_marked(wlogger, task_id, "train", "failed", True)
+    assert step(store, task_id, "train")["error_message"] == "the stage's own error"
+    airflow_stops.close_step_marked(wlogger, task_id, "train", airflow_stops.CANCELLED, True)
+    assert step(store, task_id, "train")["error_message"] == "the stage's own error"
+
+
+def test_failed_run_closes_its_running_step_and_stops_its_jobs(
+    make_config: Callable[..., WorkflowConfig], sshd: SshdInfo, store: WorkflowStore, wlogger: WorkflowLogger
+) -> None:
+    cfg = make_config(sshd)
+    task_id = running_train(store, "run_1")
+    other = running_train(store, "run_2")
+    airflow_stops.close_steps_of_failed_run(cfg, wlogger, "run_1")
+    train = step(store, task_id, "train")
+    assert (
+        train["status"] == "failed"
+        and "the DAG run run_1 failed while train was running" in train["error_message"]
+    )
+    assert store.get_task(task_id, with_steps=False)["status"] == "failed"
+    # the stop reached the training server (this task never started a job there)
+    assert not any("could not stop" in e["message"] for e in store.logs_after(task_id))
+    assert step(store, other, "train")["status"] == "running"  # another run's task is not touched
+    airflow_stops.close_steps_of_failed_run(cfg, wlogger, "run_1")  # a second call changes nothing
+    assert step(store, task_id, "train")["error_message"] == train["error_message"]
+    airflow_stops.close_steps_of_failed_run(cfg, wlogger, "no_such_run")
+
+
+def test_failed_run_leaves_a_step_closed_meanwhile(
+    make_config: Callable[..., WorkflowConfig], sshd: SshdInfo, store: WorkflowStore, wlogger: WorkflowLogger
+) -> None:
+    """The follower's on_kill closes the step while the failure callback stops the jobs: the
+    callback keeps the follower's reason and does not fail."""
+    cfg = make_config(sshd)
+    task_id = running_train(store, "run_1")
+    real_get_task = store.get_task
+
+    def get_task_then_closed(*args: object, **kwargs: object) -> dict:
+        task = real_get_task(*args, **kwargs)
+        store.get_task = real_get_task  # type: ignore[method-assign]
+        airflow_stops.close_step_marked(wlogger, task_id, "train", "failed", True)
+        return task
+
+    store.get_task = get_task_then_closed  # type: ignore[method-assign]
+    airflow_stops.close_steps_of_failed_run(cfg, wlogger, "run_1")
+    assert step(store, task_id, "train")["error_message"].startswith("cancelled: train was marked failed")

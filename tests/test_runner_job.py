@@ -1,0 +1,225 @@
+"""The runner's detached job over the real sshd: started once, found again by a second
+starter, its lines followed into the workflow log without gaps or repeats across a change of
+follower, stopped as a whole process group, and a job that already ended well picked up."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fuxictr_workflow import paths
+from fuxictr_workflow.cancel_jobs import stop_task_jobs
+from fuxictr_workflow.config import WorkflowConfig
+from fuxictr_workflow.runner_bundle import job_py, ship_runner
+from fuxictr_workflow.runner_job import JobFollower, RemoteJob, RunnerOutput, job_dir
+from fuxictr_workflow.servers import endpoint, prepare_remote_root
+from fuxictr_workflow.triggers.ssh_commands import run_command
+from fuxictr_workflow.workflow_log import WorkflowLogger
+from scripts.processes import ProcessRef
+from scripts.sshd import SshdInfo
+from tests.conftest import new_task
+from tests.transfer_helpers import make_endpoint
+
+JOB_PY = str(Path(__file__).resolve().parents[1] / "plugins" / "fuxictr_workflow" / "remote" / "job.py")
+
+# a stand-in runner: N progress lines a given time apart, then metrics (or an error); with a
+# gate file named, it holds after half its lines until that file exists
+FAKE_RUNNER = """
+import json, os, sys, time
+n, pause, fail = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3] == "fail"
+gate = sys.argv[4] if len(sys.argv) > 4 else None
+for i in range(n):
+    print(json.dumps({"event": "progress", "epoch": i, "step": i, "loss": 1.0 / (i + 1), "metric": {"AUC": 0.5 + i / 100}}), flush=True)
+    time.sleep(pause)
+    while gate and i == n // 2 and not os.path.exists(gate):
+        time.sleep(0.05)
+if fail:
+    print(json.dumps({"event": "error", "error": "experiment X is not in the config"}), flush=True)
+    sys.exit(2)
+print(json.dumps({"event": "metrics", "AUC": 0.75, "logloss": 0.5}), flush=True)
+"""
+
+
+@pytest.fixture
+def remote(sshd: SshdInfo, tmp_path: Path) -> Any:
+    client = make_endpoint(sshd, tmp_path).paramiko_client()
+    yield client
+    client.close()
+
+
+def job_for(remote: Any, tmp_path: Path) -> RemoteJob:
+    return RemoteJob(run_command(remote), sys.executable, JOB_PY, str(tmp_path / "task_1" / "jobs" / "train"))
+
+
+def argv(tmp_path: Path, n: int, pause: float, fail: bool = False, gate: Path | None = None) -> list[str]:
+    script = tmp_path / "fake_runner.py"
+    script.write_text(FAKE_RUNNER)
+    return [
+        sys.executable,
+        str(script),
+        str(n),
+        str(pause),
+        "fail" if fail else "ok",
+        *([str(gate)] if gate else []),
+    ]
+
+
+def follow(
+    job: RemoteJob, wlogger: WorkflowLogger, task_id: int, offset: int = 0, polls: int | None = None
+) -> JobFollower:
+    follower = JobFollower(job, task_id, "train", wlogger, RunnerOutput("train"), offset)
+    done, count = False, 0
+    while not done and (polls is None or count < polls):
+        done = follower.poll()
+        count += 1
+        time.sleep(0.2)
+    return follower
+
+
+def messages(wlogger: WorkflowLogger, task_id: int) -> list[str]:
+    return [e["message"] for e in wlogger.store.logs_after(task_id, limit=10_000)]
+
+
+def test_a_job_is_started_once_and_followed_to_its_metrics(
+    remote: Any, tmp_path: Path, wlogger: WorkflowLogger
+) -> None:
+    task_id = new_task(wlogger.store)
+    job = job_for(remote, tmp_path)
+    first = job.start(argv(tmp_path, 5, 0.3))
+    again = job.start(argv(tmp_path, 5, 0.3))  # a retried task: the same job, not a second one
+    assert first["started"] and not again["started"] and again["pid"] == first["pid"]
+    follower = follow(job, wlogger, task_id)
+    assert follower.final == {"state": "finished", "exit_code": 0}
+    assert follower.output.metrics == {"AUC": 0.75, "logloss": 0.5}
+    logged = messages(wlogger, task_id)
+    assert [m for m in logged if m.startswith("epoch")] == [
+        f"epoch {i} step {i}: loss {1 / (i + 1):.4f}, AUC {0.5 + i / 100:.4f}" for i in range(5)
+    ]
+    # ended well: starting again reports it (its result is taken), unless a new run is asked for
+    assert not job.start(argv(tmp_path, 1, 0))["started"]
+    assert job.start(argv(tmp_path, 1, 0), again=True)["started"]
+
+
+def test_a_new_follower_resumes_where_the_last_left_off(
+    remote: Any, tmp_path: Path, wlogger: WorkflowLogger
+) -> None:
+    """A worker that dies mid-way, then a follower made from the job's start (as a trigger
+    is after a triggerer restart): no line is lost, at most the dead follower's last poll's
+    lines are repeated."""
+    task_id = new_task(wlogger.store)
+    job = job_for(remote, tmp_path)
+    gate = tmp_path / "gate"  # the job holds mid-way until the first follower has read some
+    job.start(argv(tmp_path, 12, 0.05, gate=gate))
+    first = follow(job, wlogger, task_id, polls=4)
+    assert first.final == {} and first.offset > 0
+    found = job.start(argv(tmp_path, 12, 0.05, gate=gate))
+    assert not found["started"] and found["state"] == "running" and 0 < found["acked"] <= first.offset
+    gate.touch()
+    follow(job, wlogger, task_id, offset=0)
+    epochs = [m for m in messages(wlogger, task_id) if m.startswith("epoch")]
+    expected = [f"epoch {i} step {i}: loss {1 / (i + 1):.4f}, AUC {0.5 + i / 100:.4f}" for i in range(12)]
+    assert list(dict.fromkeys(epochs)) == expected
+    repeated = len(epochs) - len(expected)
+    assert repeated <= 3, epochs
+
+
+def test_stop_ends_the_whole_group_and_records_it(
+    remote: Any, tmp_path: Path, wlogger: WorkflowLogger
+) -> None:
+    job = job_for(remote, tmp_path)
+    started = job.start(argv(tmp_path, 1000, 0.1))
+    runner = ProcessRef.of(started["pid"])
+    stopped = job.stop()
+    assert stopped["stopped"] and stopped["state"] == "finished" and stopped["exit_code"] == 143
+    assert not runner.running()
+
+
+def test_a_failed_job_is_started_anew_with_its_error_read(
+    remote: Any, tmp_path: Path, wlogger: WorkflowLogger
+) -> None:
+    task_id = new_task(wlogger.store)
+    job = job_for(remote, tmp_path)
+    job.start(argv(tmp_path, 1, 0, fail=True))
+    follower = follow(job, wlogger, task_id)
+    assert follower.final["exit_code"] == 2 and follower.output.error == "experiment X is not in the config"
+    assert job.start(argv(tmp_path, 1, 0))["started"]  # a failure is not a result to keep
+    assert (
+        json.loads((tmp_path / "task_1" / "jobs" / "train" / "job.json.prev").read_text())["argv"][-1]
+        == "fail"
+    )
+
+
+def test_cancelling_the_task_stops_the_job(remote: Any, tmp_path: Path, wlogger: WorkflowLogger) -> None:
+    task_id = new_task(wlogger.store)
+    job = job_for(remote, tmp_path)
+    runner = ProcessRef.of(job.start(argv(tmp_path, 1000, 0.1))["pid"])
+    wlogger.store.cancel_task(task_id)
+    follower = follow(job, wlogger, task_id)
+    assert follower.final == {"state": "cancelled", "exit_code": None}
+    assert not runner.running()
+
+
+def test_the_trigger_follows_the_job_into_the_workflow_log(
+    sshd: SshdInfo, tmp_path: Path, make_config: Any, remote: Any
+) -> None:
+    """RunnerJobTrigger's own loop (as the triggerer runs it) against the real sshd: every line
+    reaches the workflow log, the task's heartbeat moves, and the final event says how the
+    job ended and names the job for the resumed task."""
+    import asyncio
+
+    from fuxictr_workflow.triggers.runner_job import RunnerJobTrigger
+    from fuxictr_workflow.workflow_log import get_logger
+
+    make_config(sshd)
+    store = get_logger().store
+    store.init()
+    task_id = new_task(store)
+    job = job_for(remote, tmp_path)
+    job.start(argv(tmp_path, 6, 0.3))
+    trigger = RunnerJobTrigger(
+        task_id=task_id, step="train", command="train", server="local", python=sys.executable,
+        job_py=JOB_PY, job_dir=job.job_dir, poll_interval=0.5,
+    )  # fmt: skip
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "fuxictr_workflow.triggers.runner_job.RunnerJobTrigger"
+
+    async def first_event() -> Any:
+        async for event in RunnerJobTrigger(**kwargs).run():
+            return event.payload
+
+    before = store.get_task(task_id, with_steps=False)["heartbeat_at"]
+    payload = asyncio.run(asyncio.wait_for(first_event(), 120))
+    assert payload["state"] == "finished" and payload["exit_code"] == 0
+    assert payload["job"]["job_dir"] == job.job_dir
+    epochs = [m for m in messages(get_logger(), task_id) if m.startswith("epoch")]
+    assert len(epochs) == 6
+    assert store.get_task(task_id, with_steps=False)["heartbeat_at"] != before
+
+
+def test_cancel_stops_the_tasks_jobs_from_outside_any_stage(
+    make_config: Callable[..., WorkflowConfig], sshd: SshdInfo, tmp_path: Path
+) -> None:
+    """What the cancel route does before failing the Airflow run: the task's running train job
+    is stopped over the server's connection, with no operator or trigger following it."""
+    cfg = make_config(sshd)
+    ep = endpoint(cfg, "local")
+    with ep.paramiko_client() as client:
+        root = prepare_remote_root(ep, client).remote_root
+        ship_runner(client, root)
+        job = RemoteJob(
+            run_command(client),
+            sys.executable,
+            job_py(root),
+            job_dir(paths.remote_task_dir(root, 7), "train"),
+        )
+        started = job.start(argv(tmp_path, 1000, 0.2))
+    runner = ProcessRef.of(int(started["pid"]))
+    assert stop_task_jobs(cfg, 7, "local") == {"train": "finished"}
+    assert not runner.running()
+    assert stop_task_jobs(cfg, 8, "local") == {}  # a task that never started a job
