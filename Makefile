@@ -5,6 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# local: LocalExecutor on SQLite; celery: PostgreSQL, Redis and two Celery workers (docs/operations.md)
+EXECUTOR ?= local
 # when make started: the demo summary counts its set-up (apt, venv) too
 MAKE_STARTED := $(shell date +%s.%N)
 
@@ -18,7 +20,7 @@ $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[fuxictr,hive-embedded,test]"
+	$(PY) -m pip install -q -e ".[fuxictr,hive-embedded,celery,test]"
 	@# the build leaves an egg-info beside the package; on sys.path it makes Airflow load the plugin twice
 	rm -rf plugins/*.egg-info
 	@touch $(STAMP)
@@ -26,10 +28,10 @@ $(STAMP): setup.cfg pyproject.toml
 venv: $(STAMP)
 
 demo: deps venv
-	@FXW_MAKE_STARTED=$(MAKE_STARTED) $(PY) scripts/demo.py run
+	@FXW_MAKE_STARTED=$(MAKE_STARTED) $(PY) scripts/demo.py run --executor $(EXECUTOR)
 
 serve: deps venv
-	@$(PY) scripts/demo.py serve
+	@$(PY) scripts/demo.py serve --executor $(EXECUTOR)
 
 stop:
 	@$(PY) scripts/demo.py stop

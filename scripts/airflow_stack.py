@@ -1,11 +1,17 @@
-"""Airflow's own processes for the embedded default, on 127.0.0.1, under a home of ours.
+"""Airflow's own processes, on 127.0.0.1, under a home of ours.
 
 api-server (serving the UI, Airflow's API, the execution API and our plugin's API),
-scheduler (LocalExecutor), dag-processor and triggerer (it follows the deferred training
-and inference jobs), each with a pid file so `stop` ends exactly
-what `start` began. Used by `make demo`/`make serve`/`make stop` and the end-to-end tests.
+scheduler, dag-processor and triggerer (it follows the deferred training and inference
+jobs), plus, with `workers` > 0 (CeleryExecutor), that many `airflow celery worker`s, each
+with its own hostname (scripts/stack_hostname.py) and its own scratch dir
+(FUXICTR_WORKFLOW_HOME). Each process has a pid file so `stop` ends exactly what `start`
+began. Used by `make demo`/`make serve`/`make stop` and the end-to-end tests.
 
-    python scripts/airflow_stack.py start --home DIR [--port 8001] [--env-file FILE]
+No process serves logs over the network (`--skip-serve-logs`): Airflow's log server binds all
+interfaces and has no address option, and every process here writes the one log folder that
+the api-server reads.
+
+    python scripts/airflow_stack.py start --home DIR [--port 8001] [--env-file FILE] [--workers N]
     python scripts/airflow_stack.py stop --home DIR
 """
 
@@ -29,7 +35,47 @@ from scripts import processes  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 PROCESSES = ("api-server", "scheduler", "dag-processor", "triggerer")
+SKIP_SERVE_LOGS = ("scheduler", "triggerer")
+WORKER_PREFIX = "worker-"
+WORKER_CONCURRENCY = 2
 ADMIN = "admin"
+
+
+def worker_names(count: int) -> tuple[str, ...]:
+    return tuple(f"{WORKER_PREFIX}{i}" for i in range(1, count + 1))
+
+
+def is_worker(name: str) -> bool:
+    return name.startswith(WORKER_PREFIX)
+
+
+def worker_home(home: Path, name: str) -> Path:
+    """A worker's own scratch space (its storage.staging_dir lives under it)."""
+    return home / "workers" / name
+
+
+def command(name: str) -> list[str]:
+    airflow = str(VENV_BIN / "airflow")
+    if is_worker(name):
+        return [
+            airflow, "celery", "worker", "--celery-hostname", f"{name}@%h",
+            "--concurrency", str(WORKER_CONCURRENCY), "--skip-serve-logs",
+        ]  # fmt: skip
+    return [airflow, name, *(["--skip-serve-logs"] if name in SKIP_SERVE_LOGS else [])]
+
+
+def process_env(home: Path, name: str, env: dict[str, str]) -> dict[str, str]:
+    if not is_worker(name):
+        return env
+    scratch = worker_home(home, name)
+    scratch.mkdir(parents=True, exist_ok=True)
+    return {
+        **env,
+        "FUXICTR_WORKFLOW_HOME": str(scratch),
+        "FXW_WORKER_HOSTNAME": name,
+        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "scripts.stack_hostname.hostname",
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p),
+    }
 
 
 def airflow_env(home: Path, port: int, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -78,10 +124,20 @@ def _process(home: Path, name: str) -> processes.ProcessRef | None:
     return processes.ProcessRef(**json.loads(f.read_text())) if f.exists() else None
 
 
+def _names_file(home: Path) -> Path:
+    return home / "pids" / "processes.json"
+
+
+def names(home: Path) -> tuple[str, ...]:
+    """The processes this stack was started with."""
+    f = _names_file(home)
+    return tuple(json.loads(f.read_text())) if f.exists() else PROCESSES
+
+
 def running(home: Path) -> dict[str, int]:
     """The stack's processes that run now, by name: pid."""
     out = {}
-    for name in PROCESSES:
+    for name in names(home):
         process = _process(home, name)
         if process is not None and process.running():
             out[name] = process.pid
@@ -91,7 +147,7 @@ def running(home: Path) -> dict[str, int]:
 def ensure(home: Path, port: int, env: dict[str, str]) -> list[str]:
     """Start whichever of the stack's processes is not running (after a crash or a fault test)
     and wait for the API; returns the names started."""
-    started = [name for name in PROCESSES if name not in running(home)]
+    started = [name for name in names(home) if name not in running(home)]
     for name in started:
         start_one(home, name, env)
     wait_healthy(port)
@@ -113,14 +169,21 @@ def wait_healthy(port: int, timeout: float = 180.0) -> None:
 
 
 def start(
-    home: Path, port: int, extra_env: dict[str, str] | None = None, processes: tuple[str, ...] = PROCESSES
+    home: Path,
+    port: int,
+    extra_env: dict[str, str] | None = None,
+    processes: tuple[str, ...] = PROCESSES,
+    workers: int = 0,
 ) -> dict[str, str]:
-    """Migrate the metadata DB, start the processes, wait for the API; returns the env used."""
+    """Migrate the metadata DB, start the processes (and `workers` Celery workers), wait for
+    the API; returns the env used."""
     home.mkdir(parents=True, exist_ok=True)
     (home / "pids").mkdir(exist_ok=True)
     (home / "logs").mkdir(exist_ok=True)
     env = airflow_env(home, port, extra_env)
     subprocess.run([str(VENV_BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True)
+    processes = (*processes, *worker_names(workers))
+    _names_file(home).write_text(json.dumps(processes))
     for name in processes:
         start_one(home, name, env)
     if "api-server" in processes:
@@ -136,8 +199,8 @@ def start_one(home: Path, name: str, env: dict[str, str]) -> int:
     stop_one(home, name)  # a process that exited may leave its group or a zombie behind
     log = open(home / "logs" / f"{name}.out", "ab")  # noqa: SIM115 - owned by the daemon
     proc = subprocess.Popen(
-        [str(VENV_BIN / "airflow"), name],
-        env=env,
+        command(name),
+        env=process_env(home, name, env),
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -157,7 +220,7 @@ def stop_one(home: Path, name: str, sig: int = signal.SIGTERM, timeout: float = 
 
 
 def stop(home: Path) -> None:
-    for name in reversed(PROCESSES):
+    for name in reversed(names(home)):
         stop_one(home, name)
 
 
@@ -169,11 +232,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", required=True, type=Path)
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--env-file", type=Path, help="JSON object of extra environment variables")
+    parser.add_argument("--workers", type=int, default=0, help="Celery workers (CeleryExecutor in the env)")
     args = parser.parse_args(argv)
     home = args.home.resolve()
     if args.action == "start":
         extra = json.loads(args.env_file.read_text()) if args.env_file else None
-        start(home, args.port, extra)
+        start(home, args.port, extra, workers=args.workers)
         print(f"Airflow on http://127.0.0.1:{args.port} (admin password in {passwords_file(home)})")
     elif args.action == "stop":
         stop(home)

@@ -6,6 +6,10 @@ run    start sshd ("training server"), the Spark Thrift Server (Hive) and Airflo
        everything it started (also on Ctrl-C or failure).
 serve  the same services and data, left running for exploring the UI and API.
 stop   stop what `serve` started.
+
+--executor celery (make ... EXECUTOR=celery) runs Airflow as a small cluster instead:
+PostgreSQL (Airflow's metadata DB and the workflow store), Redis (the Celery broker) and two
+Celery workers, each with its own hostname and scratch dir, all on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ sys.path.insert(0, str(REPO))
 
 from scripts import airflow_stack  # noqa: E402
 from scripts.hive_server import HiveServer  # noqa: E402
+from scripts.postgres_server import PostgresServer  # noqa: E402
+from scripts.redis_server import RedisServer  # noqa: E402
 from scripts.sshd import LocalSshd  # noqa: E402
 
 WORK = Path(os.environ.get("FUXICTR_DEMO_DIR", REPO / ".work" / "demo"))
@@ -37,6 +43,8 @@ PORT = int(os.environ.get("FUXICTR_DEMO_PORT", "8001"))
 SAMPLE_ROWS = int(os.environ.get("FUXICTR_DEMO_SAMPLE_ROWS", "20000"))
 INFER_ROWS = int(os.environ.get("FUXICTR_DEMO_INFER_ROWS", "5000"))
 HIVE_DB = "demo"
+EXECUTORS = ("local", "celery")
+CELERY_WORKERS = 2
 
 
 def quiet_client_logs() -> None:
@@ -66,15 +74,21 @@ class Services:
         infer_rows: int = INFER_ROWS,
         config: dict[str, Any] | None = None,
         airflow_env: dict[str, str] | None = None,
+        executor: str = "local",
     ) -> None:
+        if executor not in EXECUTORS:
+            raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
         self.work = work
         self.port = port
         self.rows = (sample_rows, infer_rows)
         self.config_overrides = config or {}
         self.extra_airflow_env = airflow_env or {}
+        self.executor = executor
         self.env: dict[str, str] = {}
         self.sshd = LocalSshd(work / "sshd")
         self.hive = HiveServer(work / "hive")
+        self.postgres = PostgresServer(work / "postgres")
+        self.redis = RedisServer(work / "redis")
         self.airflow_home = work / "airflow"
 
     def start(self) -> dict[str, str]:
@@ -82,11 +96,23 @@ class Services:
         say(f"sshd (training server) on 127.0.0.1:{ssh.port}")
         hive = self.hive.start()
         say(f"Spark Thrift Server (HiveServer2) on 127.0.0.1:{hive.port}")
-        config = write_config(self.work, ssh, self.config_overrides, warehouse=self.hive.dir / "warehouse")
-        env = {"FUXICTR_WORKFLOW_CONFIG": str(config), **self.hive.airflow_env(), **self.extra_airflow_env}
+        config_layers, executor_env = self.start_executor_services()
+        config = write_config(
+            self.work, ssh, *config_layers, self.config_overrides, warehouse=self.hive.dir / "warehouse"
+        )
+        env = {
+            "FUXICTR_WORKFLOW_CONFIG": str(config),
+            **self.hive.airflow_env(),
+            **executor_env,
+            **self.extra_airflow_env,
+        }
         load_demo_data(self.work, env, *self.rows)
-        say(f"starting Airflow (api-server on 127.0.0.1:{self.port}, scheduler, dag-processor, triggerer)")
-        full_env = self.env = airflow_stack.start(self.airflow_home, self.port, env)
+        workers = CELERY_WORKERS if self.executor == "celery" else 0
+        say(
+            f"starting Airflow (api-server on 127.0.0.1:{self.port}, scheduler, dag-processor, triggerer"
+            + (f", {workers} Celery workers)" if workers else ")")
+        )
+        full_env = self.env = airflow_stack.start(self.airflow_home, self.port, env, workers=workers)
         airflow = str(Path(sys.executable).with_name("fuxictr-workflow"))
         import subprocess
 
@@ -95,11 +121,35 @@ class Services:
         wait_dag(self.port, self.airflow_home)
         return full_env
 
+    def start_executor_services(self) -> tuple[list[dict[str, Any]], dict[str, str]]:
+        """For CeleryExecutor: PostgreSQL and Redis, the config layer that puts the workflow store
+        on PostgreSQL and each worker's staging in its own scratch dir, and Airflow's settings."""
+        if self.executor == "local":
+            return [], {"AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}
+        pg = self.postgres.start()
+        say(f"PostgreSQL on 127.0.0.1:{pg.port}")
+        redis = self.redis.start()
+        say(f"Redis (Celery broker) on 127.0.0.1:{redis.port}")
+        config = {
+            "store": {"url": self.postgres.url("workflow")},
+            "storage": {"staging_dir": "${FUXICTR_WORKFLOW_HOME}/staging"},
+        }
+        env = {
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.postgres.url("airflow"),
+            "AIRFLOW__CELERY__BROKER_URL": self.redis.url(),
+            "AIRFLOW__CELERY__RESULT_BACKEND": self.postgres.url("airflow", driver="db+postgresql+psycopg2"),
+        }
+        return [config], env
+
     def heal(self) -> list[str]:
         """Bring back whatever is down or not answering (a fault test stops services, a crash
         kills one); returns the names of what was started again."""
         restarted = []
-        for name, server in (("sshd", self.sshd), ("hive", self.hive)):
+        servers: list[tuple[str, Any]] = [("sshd", self.sshd), ("hive", self.hive)]
+        if self.executor == "celery":
+            servers += [("postgres", self.postgres), ("redis", self.redis)]
+        for name, server in servers:
             if not server.serving():
                 server.stop()
                 server.start()
@@ -107,7 +157,11 @@ class Services:
         return restarted + airflow_stack.ensure(self.airflow_home, self.port, self.env)
 
     def stop(self) -> None:
+        """Everything that may run, whichever executor started it (`make stop` knows neither)."""
         airflow_stack.stop(self.airflow_home)
+        self.redis.stop()
+        self.postgres.stop()
+        self.postgres.remove_data()
         self.hive.stop()
         self.sshd.stop()
 
@@ -121,9 +175,18 @@ def write_env_file(path: Path, env: dict[str, str]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def write_config(
-    work: Path, ssh: Any, overrides: dict[str, Any] | None = None, *, warehouse: Path | None = None
-) -> Path:
+def merged(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `layer`'s keys set, mappings merged key by key (a server's settings too)."""
+    out = dict(base)
+    for key, value in layer.items():
+        out[key] = (
+            merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        )
+    return out
+
+
+def write_config(work: Path, ssh: Any, *overrides: dict[str, Any], warehouse: Path | None = None) -> Path:
+    """The demo's config.yaml with each override layer merged in, in order."""
     data: dict[str, Any] = {
         "servers": {
             "local": {
@@ -151,8 +214,8 @@ def write_config(
         },
         "store": {"url": f"sqlite:///{work / 'workflow.db'}"},
     }
-    for section, values in (overrides or {}).items():
-        data[section] = {**data.get(section, {}), **values}
+    for layer in overrides:
+        data = merged(data, layer)
     path = work / "config.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -350,9 +413,9 @@ SEED_BODY = {
 }
 
 
-def run() -> int:
+def run(executor: str) -> int:
     started = time.monotonic()
-    services = Services(WORK, PORT)
+    services = Services(WORK, PORT, executor=executor)
 
     def on_signal(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
@@ -386,11 +449,11 @@ def run() -> int:
         return 130
     finally:
         services.stop()
-        say("stopped sshd, Hive and Airflow")
+        say("stopped sshd, Hive and Airflow" + (", PostgreSQL and Redis" if executor == "celery" else ""))
 
 
-def serve() -> int:
-    services = Services(WORK, PORT)
+def serve(executor: str) -> int:
+    services = Services(WORK, PORT, executor=executor)
     try:
         services.start()
     except BaseException:
@@ -404,8 +467,8 @@ def serve() -> int:
     return 0
 
 
-def stop() -> int:
-    Services(WORK, PORT).stop()
+def stop(executor: str) -> int:
+    Services(WORK, PORT, executor=executor).stop()
     say("stopped")
     return 0
 
@@ -415,8 +478,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("command", choices=["run", "serve", "stop"])
+    parser.add_argument("--executor", choices=EXECUTORS, default="local")
     args = parser.parse_args(argv)
-    return {"run": run, "serve": serve, "stop": stop}[args.command]()
+    return {"run": run, "serve": serve, "stop": stop}[args.command](args.executor)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Debian packages the demo and the test suite use. Installs only what is missing.
 #   openssh-server/client: the local "training server" and scp for the benchmark
-#   postgresql: the store tests also run against a real PostgreSQL server
+#   postgresql: the store tests also run against a real PostgreSQL server; the Celery stack's metadata DB
+#   redis-server: the Celery stack's broker
 #   chromium + chromium-driver: the UI browser test
 #   default-jre-headless: the Spark Thrift Server (embedded HiveServer2) runs on the JVM
 #   procps: pgrep/pkill used by the fault tests
 set -euo pipefail
-packages=(openssh-server openssh-client postgresql chromium chromium-driver procps sqlite3)
+packages=(openssh-server openssh-client postgresql redis-server chromium chromium-driver procps sqlite3)
 command -v java >/dev/null 2>&1 || packages+=(default-jre-headless)
 
 missing=()

@@ -158,6 +158,8 @@ def zoo_data(cfg: WorkflowConfig, task_id: int) -> None:
     [
         # sized from sum_emb_out_dim() under use_features + feature_specs; <Model>/src with a relative import
         ("TinyWideDeep_test", "model_zoo/TinyWideDeep/src/TinyWideDeep.py"),
+        # a class living in another model's package (like the zoo's GDCNP in GDCN/src)
+        ("TinyDeepWide_test", "model_zoo/TinyWideDeep/src/TinyDeepWide.py"),
         # <Model>/<Model>_torch/src: the zoo's DeepFM, not the bundled demo DeepFM
         ("DeepFM_test", "model_zoo/DeepFM/DeepFM_torch/src/DeepFM.py"),
         # sequence feature sharing the candidate's embedding, DIN-style target attention

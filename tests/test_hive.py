@@ -67,6 +67,13 @@ def fetch_task(store: WorkflowStore, tmp_path: Path, **fields: Any) -> int:
     return new_task(store, server="local", **{**defaults, **fields})
 
 
+def results_file(tmp_path: Path, task_id: int) -> Path:
+    """Where result_download leaves a task's predictions for hive_upload (fetch_task's hdfs_path)."""
+    local = Path(paths.hdfs_results(str(tmp_path / "hdfs"), task_id))
+    local.parent.mkdir(parents=True)
+    return local
+
+
 def test_fetch_exports_query_results_to_staging(
     cfg: WorkflowConfig, source_table: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -146,8 +153,7 @@ def test_injection_is_refused_before_hive(
 def test_load_is_idempotent(cfg: WorkflowConfig, hive: HiveInfo, tmp_path: Path) -> None:
     store = get_store(cfg.store.url)
     task_id = fetch_task(store, tmp_path, hive_table="t_hive.predictions")
-    local = paths.staging_predictions(cfg.storage.staging_dir, task_id)
-    local.parent.mkdir(parents=True)
+    local = results_file(tmp_path, task_id)
     pq.write_table(
         pa.table({"id": pa.array(range(500), pa.int64()), "score": [i / 1000 for i in range(500)]}), local
     )
@@ -168,8 +174,7 @@ def test_load_multitask_scores(cfg: WorkflowConfig, hive: HiveInfo, tmp_path: Pa
     """A multi-task model's predictions (score_<label> per task) land as one DOUBLE column each."""
     store = get_store(cfg.store.url)
     task_id = fetch_task(store, tmp_path, hive_table="t_hive.mtl_predictions")
-    local = paths.staging_predictions(cfg.storage.staging_dir, task_id)
-    local.parent.mkdir(parents=True)
+    local = results_file(tmp_path, task_id)
     table = {"id": pa.array(range(50), pa.int64()), "score_label": [i / 100 for i in range(50)]}
     pq.write_table(pa.table({**table, "score_conversion": [i / 200 for i in range(50)]}), local)
     HdfsUploadOperator(task_id="hdfs_upload").execute(context(task_id))
@@ -203,10 +208,20 @@ def test_load_names_missing_prediction_columns(cfg: WorkflowConfig, hive: HiveIn
 
     store = get_store(cfg.store.url)
     task_id = fetch_task(store, tmp_path)
-    local = paths.staging_predictions(cfg.storage.staging_dir, task_id)
-    local.parent.mkdir(parents=True)
+    local = results_file(tmp_path, task_id)
     pq.write_table(pa.table({"row": [1, 2], "score": [0.1, 0.2]}), local)
     HdfsUploadOperator(task_id="hdfs_upload").execute(context(task_id))
     with pytest.raises(AirflowFailException, match="lacks column"):
         HiveLoadOperator(task_id="hive_load").execute(context(task_id))
     assert "id_columns" in step(store, task_id, "hive_upload")["error_message"]
+
+
+def test_hive_upload_without_results_names_where_it_looked(cfg: WorkflowConfig, tmp_path: Path) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    store = get_store(cfg.store.url)
+    task_id = fetch_task(store, tmp_path)
+    with pytest.raises(AirflowFailException, match="did result_download run"):
+        HdfsUploadOperator(task_id="hdfs_upload").execute(context(task_id))
+    failed = step(store, task_id, "hive_upload")
+    assert paths.hdfs_results(str(tmp_path / "hdfs"), task_id) in failed["error_message"]

@@ -8,6 +8,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,10 @@ from fuxictr_workflow import paths
 from fuxictr_workflow.cancel_jobs import stop_task_jobs
 from fuxictr_workflow.config import WorkflowConfig
 from fuxictr_workflow.runner_bundle import job_py, ship_runner
-from fuxictr_workflow.runner_job import JobFollower, RemoteJob, RunnerOutput, job_dir
+from fuxictr_workflow.runner_job import JobFollower, RemoteJob, RunnerOutput, ended_at, job_dir
 from fuxictr_workflow.servers import endpoint, prepare_remote_root
+from fuxictr_workflow.store import utcnow
+from fuxictr_workflow.tracking import track_stage
 from fuxictr_workflow.triggers.ssh_commands import run_command
 from fuxictr_workflow.workflow_log import WorkflowLogger
 from scripts.processes import ProcessRef
@@ -95,7 +98,7 @@ def test_a_job_is_started_once_and_followed_to_its_metrics(
     again = job.start(argv(tmp_path, 5, 0.3))  # a retried task: the same job, not a second one
     assert first["started"] and not again["started"] and again["pid"] == first["pid"]
     follower = follow(job, wlogger, task_id)
-    assert follower.final == {"state": "finished", "exit_code": 0}
+    assert {k: follower.final[k] for k in ("state", "exit_code")} == {"state": "finished", "exit_code": 0}
     assert follower.output.metrics == {"AUC": 0.75, "logloss": 0.5}
     logged = messages(wlogger, task_id)
     assert [m for m in logged if m.startswith("epoch")] == [
@@ -104,6 +107,25 @@ def test_a_job_is_started_once_and_followed_to_its_metrics(
     # ended well: starting again reports it (its result is taken), unless a new run is asked for
     assert not job.start(argv(tmp_path, 1, 0))["started"]
     assert job.start(argv(tmp_path, 1, 0), again=True)["started"]
+
+
+def test_a_job_seen_ending_late_is_recorded_as_ended_when_it_did(
+    remote: Any, tmp_path: Path, wlogger: WorkflowLogger
+) -> None:
+    """A deferred train/infer resumes only once it gets a pool slot back, maybe minutes after
+    its job ended: the step's completed_at is when the job ended, so task_steps never shows
+    more trainings overlapping than the pool has slots."""
+    task_id = new_task(wlogger.store)
+    job = job_for(remote, tmp_path)
+    with track_stage(task_id, "train", logger=wlogger, heartbeat_interval=60) as run:
+        job.start(argv(tmp_path, 2, 0.1))
+        follower = follow(job, wlogger, task_id)
+        time.sleep(3)  # the resumed task waits for a slot
+        run.ended_at = ended_at(follower.final)
+    step = next(s for s in wlogger.store.get_task(task_id)["steps"] if s["step_name"] == "train")
+    completed = datetime.fromisoformat(str(step["completed_at"])).replace(tzinfo=None)
+    assert run.ended_at is not None and abs((completed - run.ended_at).total_seconds()) < 0.01
+    assert (utcnow() - completed).total_seconds() > 2.5
 
 
 def test_a_new_follower_resumes_where_the_last_left_off(

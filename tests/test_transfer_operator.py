@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import math
+import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from fuxictr_workflow import paths
@@ -22,7 +27,7 @@ from fuxictr_workflow.store import get_store
 from fuxictr_workflow.transfer import TransferItem
 from scripts.sshd import SshdInfo
 from tests.conftest import new_task
-from tests.transfer_helpers import CHUNK, tree_hashes, write_random
+from tests.transfer_helpers import CHUNK, tree_hashes
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -63,50 +68,99 @@ def _context(task_id: int) -> dict[str, Any]:
     }
 
 
+def write_export(hdfs_root: Path, task_id: int) -> None:
+    """What data_fetch's Hive export leaves on HDFS: Parquet parts of incompressible bytes."""
+    for ds in paths.DATASETS:
+        part_dir = Path(paths.hdfs_task_dir(str(hdfs_root), task_id, ds))
+        part_dir.mkdir(parents=True)
+        for i in range(2):
+            table = pa.table({"payload": [os.urandom(CHUNK * 2 + i * 1000)]})
+            pq.write_table(table, part_dir / f"part-{i}.parquet", compression="none")
+
+
+def chunks_of(root: Path) -> int:
+    return sum(math.ceil(f.stat().st_size / CHUNK) for f in root.rglob("*") if f.is_file())
+
+
 def test_upload_then_download_through_the_stage_mixin(
-    make_config: Callable[..., WorkflowConfig], sshd: SshdInfo
+    make_config: Callable[..., WorkflowConfig], sshd: SshdInfo, tmp_path: Path
 ) -> None:
+    """The task layout with HDFS as the hand-off: data_upload sends what Hive exported to HDFS,
+    result_download leaves the predictions on HDFS for hive_upload."""
     cfg = make_config(sshd, transfer=TRANSFER)
     store = get_store(cfg.store.url)
-    task_id = new_task(store, server="local")
+    hdfs_root = tmp_path / "hdfs"
+    task_id = new_task(store, server="local", hdfs_path=str(hdfs_root))
     staging, remote_root = cfg.storage.staging_dir, cfg.server("local").remote_root
-    for ds in paths.DATASETS:
-        for i in range(2):
-            write_random(paths.staging_dataset_dir(staging, task_id, ds) / f"part-{i}.parquet", CHUNK * 2 + i)
+    write_export(hdfs_root, task_id)
 
     up = ChunkedUploadOperator(task_id="data_upload").execute(_context(task_id))
 
     for ds in paths.DATASETS:
         assert tree_hashes(Path(paths.remote_dataset_dir(remote_root, task_id, ds))) == tree_hashes(
-            paths.staging_dataset_dir(staging, task_id, ds)
+            Path(paths.hdfs_task_dir(str(hdfs_root), task_id, ds))
         )
-    assert up["files"] == 4 and up["chunks_sent"] == 10
+    expected_chunks = chunks_of(hdfs_root / f"task_{task_id}")
+    assert up["files"] == 4 and up["chunks_sent"] == expected_chunks
     step = {s["step_name"]: s for s in store.get_task(task_id)["steps"]}["data_upload"]
     assert step["status"] == StepStatus.COMPLETED
     assert store.step_result(task_id, "data_upload")["bytes"] == up["bytes"]
     messages = [e["message"] for e in store.logs_after(task_id)]
-    assert any("upload: 100.0%" in m and "MB/s" in m and "ETA" in m and "chunks 10/10" in m for m in messages)
+    assert any("upload: 100.0%" in m and "MB/s" in m and "ETA" in m for m in messages)
+    assert any(m.startswith("sample: 2 files") and "copied from" in m for m in messages)
 
     predictions = Path(paths.remote_predictions(remote_root, task_id))
-    write_random(predictions, CHUNK * 3 + 11)
+    predictions.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"id": list(range(1000)), "score": [i / 1000 for i in range(1000)]}), predictions)
 
     down = ChunkedDownloadOperator(task_id="result_download").execute(_context(task_id))
 
     local = paths.staging_predictions(staging, task_id)
     assert local.read_bytes() == predictions.read_bytes()
+    assert Path(paths.hdfs_results(str(hdfs_root), task_id)).read_bytes() == predictions.read_bytes()
     assert down["files"] == 1 and down["direction"] == "download"
-    assert store.chunk_progress(task_id)["result_download"]["chunks_verified"] == 4
+    assert store.chunk_progress(task_id)["result_download"]["chunks_verified"] == chunks_of(
+        predictions.parent
+    )
 
 
-def test_missing_staging_data_fails_the_step_with_a_clear_reason(
-    make_config: Callable[..., WorkflowConfig], sshd: SshdInfo
+def test_a_worker_without_the_staged_copy_fetches_it_and_resends_no_verified_chunk(
+    make_config: Callable[..., WorkflowConfig], sshd: SshdInfo, tmp_path: Path
+) -> None:
+    """data_upload retried on another worker (its staging never saw the task): it copies the
+    export from HDFS, and its copy looks to the resume check like the first worker's, so the
+    chunks the first attempt verified on the server are skipped, not sent again."""
+    cfg = make_config(sshd, transfer=TRANSFER)
+    store = get_store(cfg.store.url)
+    hdfs_root = tmp_path / "hdfs"
+    task_id = new_task(store, server="local", hdfs_path=str(hdfs_root))
+    write_export(hdfs_root, task_id)
+    first = ChunkedUploadOperator(task_id="data_upload").execute(_context(task_id))
+    shutil.rmtree(paths.staging_task_dir(cfg.storage.staging_dir, task_id))
+
+    again = ChunkedUploadOperator(task_id="data_upload").execute(_context(task_id))
+
+    assert first["chunks_sent"] == chunks_of(hdfs_root / f"task_{task_id}") > 0
+    assert (again["chunks_sent"], again["chunks_skipped"]) == (0, first["chunks_sent"])
+    messages = [e["message"] for e in store.logs_after(task_id)]
+    assert sum("copied from" in m for m in messages) == 2 * len(paths.DATASETS)
+    assert not any("changed since the last attempt" in m for m in messages)
+
+    third = ChunkedUploadOperator(task_id="data_upload").execute(_context(task_id))
+    assert third["chunks_sent"] == 0
+    cached = [e["message"] for e in store.logs_after(task_id)][len(messages) :]
+    assert sum("staged copy is current" in m for m in cached) == len(paths.DATASETS)
+
+
+def test_a_missing_export_fails_the_step_with_a_clear_reason(
+    make_config: Callable[..., WorkflowConfig], sshd: SshdInfo, tmp_path: Path
 ) -> None:
     from airflow.sdk.exceptions import AirflowFailException
 
     cfg = make_config(sshd, transfer=TRANSFER)
     store = get_store(cfg.store.url)
-    task_id = new_task(store, server="local")
-    with pytest.raises(AirflowFailException, match="does not exist"):
+    task_id = new_task(store, server="local", hdfs_path=str(tmp_path / "hdfs"))
+    with pytest.raises(AirflowFailException, match="did the Hive export run"):
         ChunkedUploadOperator(task_id="data_upload").execute(_context(task_id))
     step = {s["step_name"]: s for s in store.get_task(task_id)["steps"]}["data_upload"]
-    assert step["status"] == StepStatus.FAILED and "sample" in step["error_message"]
+    assert step["status"] == StepStatus.FAILED and step["error_message"].startswith("sample: ")

@@ -1,10 +1,12 @@
-"""Where each task's files live: local staging, HDFS and the training server.
+"""Where each task's files live: HDFS, the worker's staging cache and the training server.
 
 One place for the layout so stages agree on it:
 
-    staging  <storage.staging_dir>/task_<id>/{sample,infer}/        (parquet parts from Hive)
+    HDFS     <hdfs_path>/task_<id>/{sample,infer}/                 (Hive's export: the stages' input)
+             <hdfs_path>/task_<id>/results/predictions.parquet     (result_download's output)
+             <hdfs_path>/task_<id>/predictions/                     (what hive_upload loads; Hive moves it)
+    staging  <storage.staging_dir>/task_<id>/{sample,infer}/        (this worker's copy of the export)
              <storage.staging_dir>/task_<id>/predictions/predictions.parquet
-    HDFS     <hdfs_path>/task_<id>/{sample,infer,predictions}/
     server   <remote_root>/task_<id>/data/{sample,infer}/
              <remote_root>/task_<id>/work/                         (checkpoint, feature processor)
              <remote_root>/task_<id>/output/predictions.parquet
@@ -37,8 +39,12 @@ def staging_predictions(staging_dir: str, task_id: int) -> Path:
 
 
 def hdfs_task_dir(hdfs_path: str, task_id: int, leaf: str) -> str:
-    assert leaf in (*DATASETS, "predictions"), leaf
+    assert leaf in (*DATASETS, "results", "predictions"), leaf
     return f"{hdfs_path.rstrip('/')}/{task_dirname(task_id)}/{leaf}"
+
+
+def hdfs_results(hdfs_path: str, task_id: int) -> str:
+    return f"{hdfs_task_dir(hdfs_path, task_id, 'results')}/{PREDICTIONS_FILE}"
 
 
 def remote_task_dir(remote_root: str, task_id: int) -> str:

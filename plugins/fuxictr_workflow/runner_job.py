@@ -13,6 +13,7 @@ import posixpath
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from fuxictr_workflow.workflow_log import WorkflowLogger
@@ -50,6 +51,13 @@ class RemoteJob:
 
 def job_dir(task_dir: str, stage: str) -> str:
     return posixpath.join(task_dir, "jobs", stage)
+
+
+def ended_at(final: dict[str, Any]) -> datetime | None:
+    """When the job ended, by the server's clock (naive UTC, as the store keeps times)."""
+    if final.get("ended_at") is None:
+        return None
+    return datetime.fromtimestamp(float(final["ended_at"]), UTC).replace(tzinfo=None)
 
 
 @dataclass
@@ -129,6 +137,10 @@ class JobFollower:
             self.final = {"state": "cancelled", "exit_code": None}
             return True
         if status["state"] in ("finished", "none") and not status.get("more"):
-            self.final = {"state": status["state"], "exit_code": status.get("exit_code")}
+            self.final = {
+                "state": status["state"],
+                "exit_code": status.get("exit_code"),
+                "ended_at": status.get("ended_at"),
+            }
             return True
         return False

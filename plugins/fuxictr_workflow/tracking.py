@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from fuxictr_workflow.stages import StepStatus, TaskStatus, stage
@@ -58,6 +59,9 @@ class StageRun:
     result: dict[str, Any] = field(default_factory=dict)
     cancelled: threading.Event = field(default_factory=threading.Event)
     suspended: bool = False
+    # when the stage's work ended, if before this process closes the step: a deferred job's
+    # task resumes only once it gets a pool slot again, which may be minutes after the job ended
+    ended_at: datetime | None = None
 
     def log(self, level: str, message: str) -> None:
         self.logger.log(self.task_id, self.step, level, message)
@@ -146,10 +150,12 @@ def track_stage(
         if run.suspended:
             run.info(f"{step} goes on on the training server; followed without holding a worker")
         elif closes_step:
-            seconds = (utcnow() - started).total_seconds()
+            # another machine's clock said when the job ended: keep it within this step's run
+            ended = min(max(run.ended_at or utcnow(), started), utcnow())
+            seconds = (ended - started).total_seconds()
             run.result.setdefault("seconds", round(seconds, 3))
             run.info(f"{step} finished in {seconds:.1f}s")
-            store.complete_step(task_id, step, run.result, alone=alone)
+            store.complete_step(task_id, step, run.result, alone=alone, completed_at=ended)
         elif alone:
             run.info(f"{step}: first part done; the stage completes when its second part runs")
             store.pause_step(task_id, step)

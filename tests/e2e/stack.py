@@ -25,11 +25,45 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def services_for(work: Path, executor: str) -> demo.Services:
+    """The demo's services with the e2e settings: small data, small transfer chunks, and
+    Airflow quick to notice dead task processes and schedulers."""
+    return demo.Services(
+        work,
+        free_port(),
+        sample_rows=SAMPLE_ROWS,
+        infer_rows=INFER_ROWS,
+        config={
+            # small chunks: a transfer spans enough time and chunks for a fault to land mid-way
+            "transfer": {"chunk_size": 4 * 1024, "parallel_workers": 1, "max_retries": 4},
+            "task": {"heartbeat_interval": 2, "retry_delay_s": 5},
+        },
+        airflow_env={
+            # a task whose process died is noticed within 30 s instead of Airflow's 5 minutes
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "15",
+            # a task left running by a killed scheduler is reset within 10 s, not 5 minutes
+            "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",
+        },
+        executor=executor,
+    )
+
+
+@contextmanager
+def running_stack(work: Path, executor: str) -> Iterator[Stack]:
+    services = services_for(work, executor)
+    try:
+        services.start()
+        yield Stack(services)
+    finally:
+        services.stop()
+
+
 class Stack:
     def __init__(self, services: demo.Services) -> None:
         self.services = services
         self.port = services.port
-        self.store = WorkflowStore(f"sqlite:///{services.work / 'workflow.db'}")
+        self.store = WorkflowStore(self.config().store.url)
         self._token: str | None = None
 
     @property
@@ -48,11 +82,10 @@ class Stack:
     @contextmanager
     def config_changed(self, sections: dict[str, dict[str, Any]]) -> Iterator[None]:
         """The stack's config.yaml with these keys changed, restored afterwards (every process
-        reads the file again once it changed)."""
+        reads the file again once it changed). A mapping value (a server's settings) is merged
+        into the one it changes."""
         original = self.config_path.read_text()
-        data = yaml.safe_load(original)
-        for section, values in sections.items():
-            data.setdefault(section, {}).update(values)
+        data = demo.merged(yaml.safe_load(original), sections)
         self.config_path.write_text(yaml.safe_dump(data, sort_keys=False))
         try:
             yield
@@ -84,6 +117,31 @@ class Stack:
                 return
             time.sleep(every)
         raise AssertionError(f"timed out waiting for {what}")
+
+    def wait_upload_part_way(self, task_id: int, timeout: float = 300) -> None:
+        """Until data_upload has verified some chunks but not all: the moment to inject a fault."""
+
+        def some_verified() -> bool:
+            chunks = self.store.chunks(task_id, "data_upload")
+            done = sum(c["status"] == "verified" for c in chunks)
+            if chunks and done == len(chunks):
+                raise AssertionError("data_upload finished before the fault could be injected")
+            return done > 0
+
+        self.wait_until("data_upload to be part-way", some_verified, timeout, every=0.005)
+
+    def verified_chunks(self, task_id: int) -> set[str]:
+        return {c["chunk_id"] for c in self.store.chunks(task_id, "data_upload") if c["status"] == "verified"}
+
+    def assert_no_verified_chunk_resent(
+        self, task_id: int, verified_before: set[str]
+    ) -> list[dict[str, Any]]:
+        """data_upload's chunks all verified, and none verified before a fault was sent again."""
+        chunks = self.store.chunks(task_id, "data_upload")
+        assert chunks and all(c["status"] == "verified" for c in chunks)
+        resent = [c["chunk_id"] for c in chunks if c["chunk_id"] in verified_before and c["send_count"] != 1]
+        assert not resent, f"verified chunks sent again: {resent}"
+        return chunks
 
     def step_status(self, task_id: int, step: str) -> str:
         return next(s["status"] for s in self.store.get_task(task_id)["steps"] if s["step_name"] == step)

@@ -100,26 +100,13 @@ def test_pipeline_end_to_end(stack: Stack) -> None:
 def test_sshd_killed_during_upload_resumes(stack: Stack) -> None:
     """sshd dies mid data_upload and comes back: the stage retries, re-sending no verified chunk."""
     task_id = stack.submit("fault-sshd")
-
-    def some_verified() -> bool:
-        chunks = stack.store.chunks(task_id, "data_upload")
-        done = sum(c["status"] == "verified" for c in chunks)
-        if chunks and done == len(chunks):
-            raise AssertionError("data_upload finished before the fault could be injected")
-        return done > 0
-
-    stack.wait_until("data_upload to be part-way", some_verified, every=0.005)
+    stack.wait_upload_part_way(task_id)
     stack.services.sshd.stop()
-    verified_at_kill = {
-        c["chunk_id"] for c in stack.store.chunks(task_id, "data_upload") if c["status"] == "verified"
-    }
+    verified_at_kill = stack.verified_chunks(task_id)
     time.sleep(2)
     stack.services.sshd.start()
     stack.assert_completed(task_id)
-    chunks = stack.store.chunks(task_id, "data_upload")
-    assert all(c["status"] == "verified" for c in chunks)
-    resent = [c["chunk_id"] for c in chunks if c["chunk_id"] in verified_at_kill and c["send_count"] != 1]
-    assert not resent, f"verified chunks sent again: {resent}"
+    chunks = stack.assert_no_verified_chunk_resent(task_id, verified_at_kill)
     upload = next(s for s in stack.store.get_task(task_id)["steps"] if s["step_name"] == "data_upload")
     assert upload["retry_count"] >= 1 or any(c["retry_count"] for c in chunks)
 
@@ -382,9 +369,19 @@ def test_mark_failed_in_airflow_stops_the_runner(stack: Stack, follower: str) ->
 
 
 def clear_train(stack: Stack, task_id: int) -> None:
-    """Clear train and its downstream task instances in the task's run, as the UI's Clear does."""
+    """Clear train and its downstream task instances in the task's run, as the UI's Clear does
+    once the UI shows the run failed. The store records the failure before the scheduler has
+    marked the downstream stages upstream_failed and the run failed; a clear inside that window
+    loses to the scheduler (the run ends failed with train never queued again)."""
     path = train_task_instance_path(stack, task_id)
     dag_id, run_id = path.split("/")[4], stack.store.get_task(task_id, with_steps=False)["dag_run_id"]
+    run_path = f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}"
+    stack.wait_until(
+        "Airflow to mark the run failed",
+        lambda: demo.api(stack.port, stack.token, "GET", run_path)["state"] == "failed",
+        120,
+        0.5,
+    )
     body = {
         "dry_run": False,
         "task_ids": ["train"],

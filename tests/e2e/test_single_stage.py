@@ -10,6 +10,7 @@ The package's stack (tests/e2e/conftest.py) serves the module; the tests run in 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from fuxictr_workflow import paths
 from fuxictr_workflow.airflow_runs import TASKS_TEST_RUN_PREFIX
 from fuxictr_workflow.stages import STAGE_NAMES
 from scripts import airflow_stack, demo
@@ -185,9 +187,14 @@ def test_trigger_naming_a_task_with_an_active_run_is_refused(stack: Stack) -> No
 def test_each_stage_alone_on_an_existing_task(stack: Stack, triggered: dict[str, Any]) -> None:
     """`airflow tasks test ... -t '{"task_id": N}'` for each stage task of a completed task,
     with the scheduler running: no traceback; the stage re-runs, no other stage is touched,
-    and the task ends completed again (pending between the two parts of a two-part stage)."""
+    and the task ends completed again (pending between the two parts of a two-part stage).
+
+    Each stage runs as on a worker that never saw the task (its staging dir emptied first):
+    what a stage needs from the one before comes from HDFS, never from a worker's disk."""
     task_id = triggered["task"]["id"]
+    staging = paths.staging_task_dir(stack.config().storage.staging_dir, task_id)
     for airflow_task in STAGE_TASKS:
+        shutil.rmtree(staging, ignore_errors=True)
         stage = airflow_task.split(".")[0]
         before = stack.store.get_task(task_id)
         tasks_test(stack, airflow_task, {"task_id": task_id})

@@ -348,7 +348,7 @@ def test_hostile_input_is_refused_by_the_stage_recheck(
     field, value = hostile(case, hive, marker, foreign_host)
     store = get_store(cfg.store.url)
     task_id = new_task(store, server="local", **body(tmp_path, **{field: value}))
-    write_predictions(cfg, task_id)
+    write_predictions(tmp_path, task_id)
     for operator, stage in (
         (HiveExportOperator, "data_fetch"),
         (HdfsDownloadOperator, "data_fetch"),
@@ -363,8 +363,9 @@ def test_hostile_input_is_refused_by_the_stage_recheck(
     assert_nothing_happened(hive_server, marker, foreign_host)
 
 
-def write_predictions(cfg: WorkflowConfig, task_id: int) -> Path:
-    local = paths.staging_predictions(cfg.storage.staging_dir, task_id)
+def write_predictions(tmp_path: Path, task_id: int) -> Path:
+    """What result_download leaves on HDFS for hive_upload (body()'s hdfs_path)."""
+    local = Path(paths.hdfs_results(str(tmp_path / "hdfs"), task_id))
     local.parent.mkdir(parents=True)
     pq.write_table(pa.table({"id": pa.array([1, 2], pa.int64()), "score": [0.1, 0.2]}), local)
     return local
@@ -377,7 +378,7 @@ def test_an_existing_table_we_did_not_create_is_never_loaded_into(
 
     store = get_store(cfg.store.url)
     task_id = new_task(store, server="local", **body(tmp_path, hive_table=f"{DB}.foreign_table"))
-    write_predictions(cfg, task_id)
+    write_predictions(tmp_path, task_id)
     HdfsUploadOperator(task_id="hdfs_upload").execute(context(task_id))
     with pytest.raises(AirflowFailException, match="not created by fuxictr-workflow"):
         HiveLoadOperator(task_id="hive_load").execute(context(task_id))

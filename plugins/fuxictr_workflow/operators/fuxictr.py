@@ -22,7 +22,7 @@ from fuxictr_workflow import airflow_runs, airflow_stops, paths
 from fuxictr_workflow.config import get_config
 from fuxictr_workflow.operators.base import WorkflowStageMixin
 from fuxictr_workflow.runner_bundle import ship_runner
-from fuxictr_workflow.runner_job import JobFollower, RemoteJob, RunnerOutput, job_dir
+from fuxictr_workflow.runner_job import JobFollower, RemoteJob, RunnerOutput, ended_at, job_dir
 from fuxictr_workflow.servers import (
     HOST_KEY_WARNING,
     Endpoint,
@@ -172,6 +172,7 @@ class FuxiCTRStageOperator(WorkflowStageMixin, SSHOperator):
             raise StageError(f"lost the {self.command_name} job on the training server: {event.get('error')}")
         output = self._read_output()
         if exit_code == 0 and output.metrics is not None:
+            run.ended_at = ended_at(event)
             run.result.update(output.metrics)
             return output.metrics
         if output.error:

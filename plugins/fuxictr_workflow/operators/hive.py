@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import pyarrow.parquet as pq
+import pyarrow as pa
 from airflow.providers.apache.hive.operators.hive import HiveOperator
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
-from fuxictr_workflow import hdfs, paths
+from fuxictr_workflow import handoff, hdfs, paths
 from fuxictr_workflow.operators.base import WorkflowStageMixin
 from fuxictr_workflow.sql_query import substitution_off
 from fuxictr_workflow.stages import Stage
@@ -155,45 +155,39 @@ class HiveExportOperator(_TrackedHiveOperator):
 
 
 class HdfsDownloadOperator(WorkflowStageMixin, BaseOperator):
-    """data_fetch, part 2: the exported parts → staging/task_<id>/{sample,infer}/."""
+    """data_fetch, part 2: checks the export and copies it to this worker's staging (a cache:
+    data_upload copies from HDFS again if it runs on another worker)."""
 
     stage = Stage.DATA_FETCH
     opens_step = False
 
     def execute_stage(self, context: Any, run: StageRun) -> dict[str, Any]:
-        cfg, task = self.workflow_config, self.workflow_task
-        for name in paths.DATASETS:
-            url = paths.hdfs_task_dir(task["hdfs_path"], task["id"], name)
-            local = paths.staging_dataset_dir(cfg.storage.staging_dir, task["id"], name)
-            try:
-                copied = hdfs.download_dir(url, local, cfg.hdfs.storage_options)
-            except FileNotFoundError as err:
-                raise StageError(str(err)) from None
-            if copied.files == 0:
-                raise StageError(f"{name}_sql exported no files to {url}", retryable=False)
-            run.result.update(
-                {f"{name}_files": copied.files, f"{name}_bytes": copied.bytes, f"{name}_rows": copied.rows}
-            )
-            run.info(f"{name}: {copied.files} files, {copied.bytes:,} bytes, {copied.rows:,} rows from {url}")
+        run.result.update(handoff.stage_datasets(self.workflow_config, self.workflow_task, run.info))
         if run.result["sample_rows"] == 0:
             raise StageError("sample_sql returned no rows: nothing to train on", retryable=False)
         return run.result
 
 
 class HdfsUploadOperator(WorkflowStageMixin, BaseOperator):
-    """hive_upload, part 1: staging predictions → <hdfs_path>/task_<id>/predictions/."""
+    """hive_upload, part 1: HDFS results/ (from result_download) → <hdfs_path>/task_<id>/predictions/.
+
+    A copy, not a move: Hive's LOAD DATA moves the files it loads, and a re-run of hive_upload
+    must find the results again."""
 
     stage = Stage.HIVE_UPLOAD
     closes_step = False
 
     def execute_stage(self, context: Any, run: StageRun) -> dict[str, Any]:
         cfg, task = self.workflow_config, self.workflow_task
-        local = paths.staging_predictions(cfg.storage.staging_dir, task["id"])
-        if not local.exists():
-            raise StageError(f"no predictions at {local} (did result_download run?)")
+        source = handoff.results_url(task)
         url = paths.hdfs_task_dir(task["hdfs_path"], task["id"], "predictions")
-        copied = hdfs.upload_file(local, url, cfg.hdfs.storage_options)
-        run.info(f"predictions: {copied.bytes:,} bytes, {copied.rows:,} rows to {url}")
+        try:
+            copied = hdfs.copy_file(source, url, cfg.hdfs.storage_options)
+        except FileNotFoundError:
+            raise StageError(
+                f"no predictions at {source} (did result_download run?)", retryable=False
+            ) from None
+        run.info(f"predictions: {copied.bytes:,} bytes, {copied.rows:,} rows from {source} to {url}")
         return {"rows": copied.rows, "bytes": copied.bytes}
 
 
@@ -205,13 +199,19 @@ class HiveLoadOperator(_TrackedHiveOperator):
 
     def hql_for(self, run: StageRun) -> str:
         cfg, task = self.workflow_config, self.workflow_task
-        local = paths.staging_predictions(cfg.storage.staging_dir, task["id"])
-        columns = predictions_columns(local, cfg.fuxictr.id_columns)
+        source = handoff.results_url(task)
+        try:
+            schema, rows = hdfs.parquet_schema(source, cfg.hdfs.storage_options)
+        except FileNotFoundError:
+            raise StageError(
+                f"no predictions at {source} (did result_download run?)", retryable=False
+            ) from None
+        columns = predictions_columns(schema, source, cfg.fuxictr.id_columns)
         database, table = task["hive_table"].split(".")
         ensure_ours(database, table, cfg.hive.hiveserver2_conn_id)
         run.result.update(
             {
-                "rows": pq.ParquetFile(local).metadata.num_rows,
+                "rows": rows,
                 "hive_table": task["hive_table"],
                 "partition": task["id"],
             }
@@ -260,20 +260,17 @@ def score_columns(names: list[str]) -> list[str]:
     return [n for n in names if n == "score" or n.startswith("score_")]
 
 
-def predictions_columns(local: Path, id_columns: list[str]) -> list[tuple[str, str]]:
+def predictions_columns(schema: pa.Schema, source: str, id_columns: list[str]) -> list[tuple[str, str]]:
     """The table schema: the configured id columns (types from the file) + the score column(s),
     `score DOUBLE` for a single-task model, `score_<label> DOUBLE` per task for a multi-task one.
 
-    Checked against the file first, so a mismatch is named here rather than as NULLs in Hive."""
-    if not local.exists():
-        raise StageError(f"no predictions at {local} (did result_download run?)")
-    schema = pq.read_schema(local)
+    Checked against the file's schema first, so a mismatch is named here rather than as NULLs in Hive."""
     scores = [n for n in score_columns(schema.names) if n not in id_columns]
     wanted = [*id_columns, *(scores or ["score"])]
     missing = [c for c in wanted if c not in schema.names]
     if missing:
         raise StageError(
-            f"predictions file {local} lacks column(s) {', '.join(missing)} "
+            f"predictions file {source} lacks column(s) {', '.join(missing)} "
             f"(fuxictr.id_columns is {id_columns}; the file has {schema.names})",
             retryable=False,
         )

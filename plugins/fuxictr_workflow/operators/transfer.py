@@ -4,8 +4,11 @@ The engine (fuxictr_workflow.transfer) does the work; these operators pick the s
 the paths of the workflow task (paths.py layout unless given), log progress lines in the
 workflow log and put the transfer's figures in the step result.
 
-    ChunkedUploadOperator(task_id="data_upload")         staging sample/ + infer/ → server data dirs
-    ChunkedDownloadOperator(task_id="result_download")   server predictions → staging predictions
+    ChunkedUploadOperator(task_id="data_upload")         HDFS export → staging → server data dirs
+    ChunkedDownloadOperator(task_id="result_download")   server predictions → staging → HDFS results/
+
+With the task layout, the HDFS legs are the hand-off between stages (handoff.py), so each
+stage may run on a different worker; with explicit paths the operator moves only those.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from fuxictr_workflow import paths
+from fuxictr_workflow import handoff, paths
 from fuxictr_workflow.config import WorkflowConfig
 from fuxictr_workflow.operators.base import WorkflowStageMixin
 from fuxictr_workflow.servers import Endpoint, RemoteRootError, SSHAccessError, endpoint, with_prepared_root
@@ -98,6 +101,9 @@ class ChunkedTransferOperator(WorkflowStageMixin, BaseOperator):
     def execute_stage(self, context: Any, run: StageRun) -> dict[str, Any]:
         cfg = self.workflow_config
         task_id = int(self.workflow_task["id"])
+        task_layout = self.local_paths is None
+        if task_layout and self.direction == "upload":
+            handoff.stage_datasets(cfg, self.workflow_task, run.info)
         try:
             ep = endpoint(cfg, self.server_name())
         except KeyError as err:
@@ -138,6 +144,8 @@ class ChunkedTransferOperator(WorkflowStageMixin, BaseOperator):
             f"({result.mb_per_s:.1f} MB/s); chunks sent {result.chunks_sent}, "
             f"skipped {result.chunks_skipped}, retried {result.chunks_retried}"
         )
+        if task_layout and self.direction == "download":
+            handoff.publish_predictions(cfg, self.workflow_task, run.info)
         return result.as_dict()
 
 

@@ -100,7 +100,12 @@ def _state(job_dir: str) -> dict:
         return {"state": "starting" if age is not None and age < CLAIM_STALE_S else "none"}
     info = json.loads(info_text)
     if exit_text is not None and exit_text.strip().lstrip("-").isdigit():
-        return {**info, "state": "finished", "exit_code": int(exit_text)}
+        # when the job ended (the exit code file's time): a follower may only see it much later
+        try:
+            ended_at = os.stat(_path(job_dir, "exit_code")).st_mtime
+        except FileNotFoundError:  # archived between the read and the stat: a new job starts
+            ended_at = None
+        return {**info, "state": "finished", "exit_code": int(exit_text), "ended_at": ended_at}
     if _alive(info["supervisor_pid"], info["supervisor_ticks"]):
         return {**info, "state": "running"}
     # the supervisor died without writing an exit code (the server rebooted, or it was killed)

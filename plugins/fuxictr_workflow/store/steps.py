@@ -7,6 +7,7 @@ write rows directly.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -107,12 +108,19 @@ class Steps:
         return self.db.write(run)
 
     def complete_step(
-        self, task_id: int, step_name: str, result: dict[str, Any] | None = None, *, alone: bool = False
+        self,
+        task_id: int,
+        step_name: str,
+        result: dict[str, Any] | None = None,
+        *,
+        alone: bool = False,
+        completed_at: datetime | None = None,
     ) -> None:
-        """Mark a running step completed. In a pipeline run the task stays running until its last
-        stage completes; a step run ``alone`` (one stage re-run by itself) leaves the task in the
-        status its steps say (see :meth:`_settle_task`)."""
-        now = utcnow()
+        """Mark a running step completed (at ``completed_at``, when its work ended earlier than
+        now). In a pipeline run the task stays running until its last stage completes; a step
+        run ``alone`` (one stage re-run by itself) leaves the task in the status its steps say
+        (see :meth:`_settle_task`)."""
+        now = completed_at or utcnow()
 
         def run(conn: Connection) -> None:
             values: dict[str, Any] = {"completed_at": now}
