@@ -187,14 +187,32 @@ def train_task_instance_path(stack: Stack, task_id: int) -> str:
     return f"/api/v2/dags/{dag_id}/dagRuns/{quote(task['dag_run_id'], safe='')}/taskInstances/train"
 
 
-def freeze_followed_runner(stack: Stack, task_id: int, ti_state: str) -> tuple[ProcessRef, int]:
-    """Freeze (SIGSTOP) the task's train runner as soon as it runs, so it cannot end by itself
-    (the demo training takes 3 s on a quiet machine), then wait until train's task instance is
-    in `ti_state` and something follows the job (the task's heartbeat moves after that: the
-    trigger's or the worker's polls). Returns the runner and its process group; the caller
-    sends SIGCONT to the group once the fault is in place."""
-    stack.wait_until("the train runner", lambda: bool(runner_processes(task_id, "train")), 600, 0.05)
+def recorded_train_runner(stack: Stack, task_id: int) -> ProcessRef:
+    """The task's train runner once its job has recorded it (job.json names its pid). The
+    runner shows in /proc a moment before its supervisor writes job.json; a runner frozen
+    inside that moment would freeze its supervisor too, and `job.py start` would wait in vain
+    for the job to record itself."""
+
+    def recorded() -> bool:
+        found = runner_processes(task_id, "train")
+        job = train_job(stack, task_id) / "job.json"
+        try:
+            return len(found) == 1 and json.loads(job.read_text())["pid"] == found[0].pid
+        except (OSError, ValueError, KeyError):
+            return False
+
+    stack.wait_until("the train runner to be recorded", recorded, 600, 0.02)
     (runner,) = runner_processes(task_id, "train")
+    return runner
+
+
+def freeze_followed_runner(stack: Stack, task_id: int, ti_state: str) -> tuple[ProcessRef, int]:
+    """Freeze (SIGSTOP) the task's train runner as soon as its job is recorded, so it cannot
+    end by itself (the demo training takes 3 s on a quiet machine), then wait until train's task
+    instance is in `ti_state` and something follows the job (the task's heartbeat moves after
+    that: the trigger's or the worker's polls). Returns the runner and its process group; the
+    caller sends SIGCONT to the group once the fault is in place."""
+    runner = recorded_train_runner(stack, task_id)
     group = os.getpgid(runner.pid)
     os.killpg(group, signal.SIGSTOP)
     path = train_task_instance_path(stack, task_id)
@@ -218,8 +236,7 @@ def test_triggerer_killed_mid_train_follows_the_same_job(stack: Stack) -> None:
     """While train runs the task is deferred: the triggerer follows the job. SIGKILL it and
     start it again: the training is not restarted, and the task completes."""
     task_id = stack.submit("fault-triggerer")
-    stack.wait_until("the train runner", lambda: bool(runner_processes(task_id, "train")), 600, 0.1)
-    (runner,) = runner_processes(task_id, "train")
+    runner = recorded_train_runner(stack, task_id)
     home = stack.services.airflow_home
     airflow_stack.stop_one(home, "triggerer", sig=9)
     time.sleep(3)
@@ -305,8 +322,7 @@ def test_cancel_stops_the_runner_on_the_training_server(stack: Stack) -> None:
     The runner is frozen (SIGSTOP) once seen, so it cannot finish by itself before the cancel
     lands: only the stage's on_kill (TERM, then CONT) can end it."""
     task_id = stack.submit("cancel-train")
-    stack.wait_until("the train runner", lambda: bool(runner_processes(task_id, "train")), 600, 0.1)
-    (runner,) = runner_processes(task_id, "train")
+    runner = recorded_train_runner(stack, task_id)
     group = os.getpgid(runner.pid)
     os.killpg(group, signal.SIGSTOP)
     try:
@@ -358,7 +374,7 @@ def test_mark_failed_in_airflow_stops_the_runner(stack: Stack, follower: str) ->
                 airflow_stack.start_one(home, "triggerer", stack.services.env)
     if follower == "triggerer":
         # what the failed step promises: clearing train (and what follows) in Airflow runs it again
-        clear_train(stack, task_id)
+        clear_train(stack, task_id, "failed")
         stack.wait_until(
             "train to start again",
             lambda: stack.store.get_task(task_id, with_steps=False)["status"] == "running",
@@ -368,17 +384,18 @@ def test_mark_failed_in_airflow_stops_the_runner(stack: Stack, follower: str) ->
         stack.assert_completed(task_id)
 
 
-def clear_train(stack: Stack, task_id: int) -> None:
-    """Clear train and its downstream task instances in the task's run, as the UI's Clear does
-    once the UI shows the run failed. The store records the failure before the scheduler has
-    marked the downstream stages upstream_failed and the run failed; a clear inside that window
-    loses to the scheduler (the run ends failed with train never queued again)."""
+def clear_train(stack: Stack, task_id: int, run_state: str) -> None:
+    """Clear train and its downstream task instances in the task's run, as the UI's Clear does,
+    once the UI shows the run in `run_state`. After a failure that is "failed": the store
+    records the failure before the scheduler has marked the downstream stages upstream_failed
+    and the run failed, and a clear inside that window loses to the scheduler (the run ends
+    failed with train never queued again)."""
     path = train_task_instance_path(stack, task_id)
     dag_id, run_id = path.split("/")[4], stack.store.get_task(task_id, with_steps=False)["dag_run_id"]
     run_path = f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}"
     stack.wait_until(
-        "Airflow to mark the run failed",
-        lambda: demo.api(stack.port, stack.token, "GET", run_path)["state"] == "failed",
+        f"Airflow to show the run {run_state}",
+        lambda: demo.api(stack.port, stack.token, "GET", run_path)["state"] == run_state,
         120,
         0.5,
     )
@@ -401,7 +418,7 @@ def test_clear_mid_train_follows_the_same_job(stack: Stack) -> None:
     try:
         path = train_task_instance_path(stack, task_id)
         state = lambda: demo.api(stack.port, stack.token, "GET", path)  # noqa: E731
-        clear_train(stack, task_id)
+        clear_train(stack, task_id, "running")
         stack.wait_until(
             "train's next try to follow the job",
             lambda: state()["try_number"] > 1 and state()["state"] == "deferred",

@@ -14,6 +14,7 @@ import posixpath
 import shlex
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.providers.ssh.operators.ssh import SSHOperator
@@ -44,13 +45,21 @@ JOB_COMMAND_TIMEOUT_S = 120
 
 
 def describe_job(found: dict[str, Any], command: str, address: str, argv: str) -> str:
-    """The workflow log's line for what `job.py start` found or did."""
+    """The workflow log's line for what `job.py start` found or did. A job found running was
+    started by an earlier try, whose process may have died before it could log its start: the
+    line says when the job started, so the log still tells it."""
     where = f"on {address} (process group {found.get('pgid')})"
     if found.get("started"):
         return f"{command} job started {where}: {argv}"
     if found["state"] == "finished":
         return f"{command} job {where} has already ended (exit {found.get('exit_code')}); taking its result"
-    return f"{command} job already running {where}; following it instead of starting another"
+    if found["state"] == "starting":
+        return f"{command} job on {address} is being started by an earlier try; following it"
+    since = ""
+    if found.get("started_at") is not None:
+        started = datetime.fromtimestamp(float(found["started_at"]), UTC).isoformat(timespec="seconds")
+        since = f", started {started}"
+    return f"{command} job already running {where}{since}; following it instead of starting another"
 
 
 def _cancelled(run: StageRun) -> bool:
@@ -128,6 +137,13 @@ class FuxiCTRStageOperator(WorkflowStageMixin, SSHOperator):
             # a completed stage run again on purpose (`airflow tasks test`, a cleared task) trains
             # anew; otherwise a job that ended well is this stage's result
             found = job.start(argv, again=self._step_status() == StepStatus.COMPLETED)
+            if found["state"] == "failed_to_start":
+                # job.py claimed the job dir and forked the job, which did not record itself in
+                # time (an overloaded server): the next try finds it running or starts it again
+                raise StageError(
+                    f"the {self.command_name} job on {ep.address} did not record its start within "
+                    f"{found.get('waited_s')} s"
+                )
             if found["state"] != "finished" and _cancelled(run):
                 # a cancel recorded before this job started could not stop it (cancel_jobs.py)
                 job.stop()

@@ -34,6 +34,9 @@ import time
 
 READ_MAX = 1 << 20
 STOP_GRACE_S = 10.0
+# how long `start` waits for a forked job to record itself (job.json) before it reports
+# failed_to_start; the claim it leaves makes the next `start` report "starting" meanwhile
+START_WAIT_S = 30.0
 
 
 def _path(job_dir: str, name: str) -> str:
@@ -180,10 +183,10 @@ def start(job_dir: str, argv: list[str], again: bool = False) -> dict:
         except BaseException:
             os._exit(1)
     os.waitpid(pid, 0)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + START_WAIT_S
     while (found := state(job_dir))["state"] in ("none", "starting"):
         if time.monotonic() > deadline:
-            return {"state": "failed_to_start", "started": False}
+            return {"state": "failed_to_start", "started": False, "waited_s": START_WAIT_S}
         time.sleep(0.02)
     return {**found, "started": True}
 
