@@ -10,7 +10,7 @@ EXECUTOR ?= local
 # when make started: the demo summary counts its set-up (apt, venv) too
 MAKE_STARTED := $(shell date +%s.%N)
 
-.PHONY: test demo serve stop deps venv lint clean
+.PHONY: test test-fast demo serve stop deps venv lint clean
 
 deps:
 	@scripts/install-system-deps.sh
@@ -36,8 +36,13 @@ serve: deps venv
 stop:
 	@$(PY) scripts/demo.py stop
 
+# everything: the fast tier (no Airflow or Hive stack), then, if it passed, the stack tier
 test: deps venv
-	@scripts/run-tests.sh $(PYTEST_ARGS)
+	@scripts/run-tests.sh all $(PYTEST_ARGS)
+
+# the fast tier alone: the inner loop
+test-fast: deps venv
+	@scripts/run-tests.sh fast $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -137,3 +137,15 @@ def newest_task_id(store: WorkflowStore) -> int | None:
     """The newest task's id (ids only grow): unchanged means no task was created meanwhile."""
     rows = store.list_tasks(limit=1)
     return int(rows[0]["id"]) if rows else None
+
+
+# The fixtures that start an Airflow or Hive stack (directly or through the fixtures they use).
+# A test that needs none of them is in the fast tier: `make test` runs that tier first and
+# stops there on a failure; `make test-fast` runs it alone.
+STACK_FIXTURES = frozenset({"hive_server", "api_server", "stack", "ui_stack", "browser"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if STACK_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.stack)
