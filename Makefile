@@ -10,7 +10,7 @@ EXECUTOR ?= local
 # when make started: the demo summary counts its set-up (apt, venv) too
 MAKE_STARTED := $(shell date +%s.%N)
 
-.PHONY: test demo serve stop deps venv lint clean
+.PHONY: test test-stress demo serve stop deps venv lint clean
 
 deps:
 	@scripts/install-system-deps.sh
@@ -38,6 +38,9 @@ stop:
 
 test: deps venv
 	@scripts/run-tests.sh $(PYTEST_ARGS)
+
+test-stress: deps venv
+	@scripts/run-tests.sh -m stress $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
