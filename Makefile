@@ -10,7 +10,7 @@ EXECUTOR ?= local
 # when make started: the demo summary counts its set-up (apt, venv) too
 MAKE_STARTED := $(shell date +%s.%N)
 
-.PHONY: test test-fast demo serve stop deps venv lint clean
+.PHONY: test test-fast test-stress demo serve stop deps venv lint clean
 
 deps:
 	@scripts/install-system-deps.sh
@@ -43,6 +43,10 @@ test: deps venv
 # the fast tier alone: the inner loop
 test-fast: deps venv
 	@scripts/run-tests.sh fast $(PYTEST_ARGS)
+
+# the stand-in restart stress tests (20 restarts of each server under busy CPUs)
+test-stress: deps venv
+	@scripts/run-tests.sh stress $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

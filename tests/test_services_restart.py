@@ -1,12 +1,15 @@
-"""The stand-in servers stop for good and start again, every time, on a busy machine.
+"""The stand-in servers stop for good and start again, every time.
 
-Each server is stopped and started 20 times in a row while other processes keep every CPU
-busy (a fresh CI machine is slower and busier than a quiet one); after every start the server
-must serve: sshd runs a command, HiveServer2 answers a query. sshd's loop runs here beside one
-full-priority spinner per CPU; Hive's runs beside the rest of the suite (see
-tests/services/restart_loop.py) and its test checks the loop's report. The process bookkeeping under
-it (scripts/processes.py) is checked on real processes: a zombie or a reused pid is never
-taken for a running server, and a stop reaps what it started.
+Each server is stopped and started several times in a row; after every start the server must
+serve (sshd runs a command, HiveServer2 answers a query) and nothing of the stopped server may
+be left. The default suite restarts each server 3 times on quiet CPUs, Hive's in the
+foreground of its test. The `stress` variants (`make test-stress`, see tests/services/stress.py)
+restart each 20 times while other processes keep every CPU busy (a fresh CI machine is slower
+and busier than a quiet one): sshd's loop beside one full-priority spinner per CPU, Hive's
+beside the rest of the suite (see tests/services/restart_loop.py), its test checking the
+loop's report. The checks per restart are the same in both. The process bookkeeping under it
+(scripts/processes.py) is checked on real processes: a zombie or a reused pid is never taken
+for a running server, and a stop reaps what it started.
 """
 
 from __future__ import annotations
@@ -17,20 +20,24 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from scripts.processes import ProcessRef
 from scripts.sshd import LocalSshd, SshdInfo
-from tests.services.hive_restarts import RESTARTS, BackgroundRestarts
+from tests.services import restart_loop
+from tests.services.hive_restarts import BackgroundRestarts
 from tests.services.restart_loop import gone, spinners
+from tests.services.stress import RESTART_MODES, RestartMode
 
 
-@pytest.fixture
-def busy_cpus() -> Iterator[None]:
-    """One spinning process per CPU, at full priority, for the duration of the test."""
-    spin = spinners(niceness=0)
+@contextmanager
+def busy_cpus(busy: bool) -> Iterator[None]:
+    """If `busy`: one spinning process per CPU, at full priority, meanwhile."""
+    spin = spinners(niceness=0) if busy else []
     try:
         yield
     finally:
@@ -50,12 +57,17 @@ def ssh_echo(info: SshdInfo, word: str) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_sshd_restarts_and_serves_every_time(tmp_path: Path, busy_cpus: None) -> None:
+@pytest.mark.parametrize("mode", RESTART_MODES)
+def test_sshd_restarts_and_serves_every_time(tmp_path: Path, mode: RestartMode) -> None:
+    with busy_cpus(mode.busy):
+        restart_sshd(tmp_path, mode.restarts)
+
+
+def restart_sshd(tmp_path: Path, restarts: int) -> None:
     server = LocalSshd(tmp_path / "sshd")
     info = server.start()
     try:
-        for i in range(RESTARTS):
+        for i in range(restarts):
             server.stop()
             assert server.running() is None and not server.serving()
             assert gone(info.process)
@@ -68,16 +80,28 @@ def test_sshd_restarts_and_serves_every_time(tmp_path: Path, busy_cpus: None) ->
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(2700)
-def test_hive_restarts_and_answers_every_time(hive_restarts: BackgroundRestarts | None) -> None:
-    """The loop (tests/services/restart_loop.py) started with the session and has run beside
-    the other tests: every one of its restarts stopped the old server completely and the new
-    one answered its query."""
-    assert hive_restarts is not None
-    rows = hive_restarts.wait(timeout=2400)
+@pytest.mark.stack  # it starts Spark Thrift Servers of its own
+@pytest.mark.parametrize("mode", RESTART_MODES)
+def test_hive_restarts_and_answers_every_time(
+    tmp_path: Path, mode: RestartMode, hive_restarts: BackgroundRestarts | None
+) -> None:
+    """Every restart of the loop (tests/services/restart_loop.py) stopped the old server
+    completely and the new one answered its query. Stress: the loop started with the session
+    and has run beside the other tests; else it runs here."""
+    if mode.busy:
+        assert hive_restarts is not None
+        rows = hive_restarts.wait(timeout=2400)
+    else:
+        report = tmp_path / "report.jsonl"
+        restart_loop.run(tmp_path / "hive", mode.restarts, report, busy=False)
+        rows = restart_loop.read_report(report)
+    check_hive_report(rows, mode.restarts)
+
+
+def check_hive_report(rows: list[dict[str, Any]], count: int) -> None:
     restarts = [r for r in rows if "i" in r]
     assert rows[-1].get("done") and rows[-1]["last_gone"], rows[-1]
-    assert [r["i"] for r in restarts] == list(range(RESTARTS)), rows
+    assert [r["i"] for r in restarts] == list(range(count)), rows
     for r in restarts:
         assert r["stopped"] and r["old_gone"], f"restart {r['i']}: the old server was not gone: {r}"
         assert r["answered"] == r["i"] + 1, f"restart {r['i']}: the server did not answer: {r}"

@@ -1,10 +1,10 @@
 """The background Hive restart loop (restart_loop.py) for the test session: started with the
-session when the restart test is selected, so it runs beside the other tests; the test waits
-for its report."""
+session when the stress variant of the restart test is selected (`-m stress`, see stress.py),
+so it runs beside the other tests; the test waits for its report. The default variant runs
+its few restarts in the foreground and needs none of this."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 
 from scripts.processes import ProcessRef
+from tests.services.restart_loop import read_report
+from tests.services.stress import MARK, STRESS
 
 RESTART_TEST = "test_hive_restarts_and_answers_every_time"
-RESTARTS = 20
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -30,9 +31,7 @@ class BackgroundRestarts:
     report: Path
 
     def rows(self) -> list[dict[str, Any]]:
-        if not self.report.exists():
-            return []
-        return [json.loads(line) for line in self.report.read_text().splitlines() if line.strip()]
+        return read_report(self.report)
 
     def wait(self, timeout: float) -> list[dict[str, Any]]:
         """The report once the loop has ended (or failed), or as far as it got by `timeout`."""
@@ -54,14 +53,17 @@ class BackgroundRestarts:
 def hive_restarts(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[BackgroundRestarts | None]:
-    if not any(item.name.startswith(RESTART_TEST) for item in request.session.items):
+    if not any(
+        item.name.startswith(RESTART_TEST) and item.get_closest_marker(MARK) for item in request.session.items
+    ):
         yield None
         return
     work = tmp_path_factory.mktemp("hive_restarts")
     report = work / "report.jsonl"
     log = open(work / "loop.log", "ab")  # noqa: SIM115 - handed to the child
+    argv = [sys.executable, "-m", "tests.services.restart_loop", str(work / "hive"), str(STRESS.restarts)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.services.restart_loop", str(work / "hive"), str(RESTARTS), str(report)],
+        [*argv, str(report)],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])},
         stdout=log,

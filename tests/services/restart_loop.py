@@ -1,16 +1,18 @@
-"""Stop and start one stand-in Hive server again and again, in the background of the suite.
+"""Stop and start one stand-in Hive server again and again, writing a report.
 
     python -m tests.services.restart_loop DIR RESTARTS REPORT
 
 After every start the server must answer a query, and nothing of the stopped server may be
 left (not running, no zombie, no member of its process group). One JSON line per restart goes
-to REPORT; a last line {"done": true} ends it. One spinner per CPU runs at niceness 10 for the
-whole loop, so the CPUs stay busy even when nothing else runs; in the full suite the other
-tests' Airflow, Hive, sshd and FuXiCTR processes compete too, at full priority.
+to REPORT; a last line {"done": true} ends it.
 
-A JVM start takes 20-50 s on two busy CPUs: twenty of them in a row, in the foreground, would
-be a third of the suite's time budget, so the loop runs beside the other tests and
-tests/test_services_restart.py waits for its report.
+The default suite calls `run` in the foreground of its test with a few restarts and quiet
+CPUs. The stress variant (`make test-stress`) runs it as above, in the background of the
+suite (tests/services/hive_restarts.py), with 20 restarts and one spinner per CPU at niceness
+10 for the whole loop, so the CPUs stay busy even when nothing else runs; in the full suite
+the other tests' Airflow, Hive, sshd and FuXiCTR processes compete too, at full priority.
+A JVM start takes 20-50 s on two busy CPUs: twenty of them in a row, in the foreground,
+would be a third of the suite's time budget, hence the background.
 """
 
 from __future__ import annotations
@@ -68,11 +70,16 @@ def answer(port: int, i: int) -> Any:
         conn.close()
 
 
-def run(directory: Path, restarts: int, report: Path) -> None:
-    # stopped by the session's end (SIGTERM): the server and the spinners go too
-    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
+def read_report(report: Path) -> list[dict[str, Any]]:
+    if not report.exists():
+        return []
+    return [json.loads(line) for line in report.read_text().splitlines() if line.strip()]
+
+
+def run(directory: Path, restarts: int, report: Path, busy: bool = True) -> None:
+    """`restarts` restarts of one server, reported to `report`; `busy`: spinners meanwhile."""
     server = HiveServer(directory)
-    spin = spinners()
+    spin = spinners() if busy else []
     try:
         with report.open("a") as out:
             try:
@@ -103,4 +110,6 @@ def run(directory: Path, restarts: int, report: Path) -> None:
 
 
 if __name__ == "__main__":
+    # stopped by the session's end (SIGTERM): the server and the spinners go too
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
     run(Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]))
