@@ -75,7 +75,10 @@ class Services:
         config: dict[str, Any] | None = None,
         airflow_env: dict[str, str] | None = None,
         executor: str = "local",
+        hive: HiveServer | None = None,
     ) -> None:
+        """`hive`: a Hive server someone else started and stops (the test session's one JVM);
+        by default the services start and stop their own."""
         if executor not in EXECUTORS:
             raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
         self.work = work
@@ -86,7 +89,8 @@ class Services:
         self.executor = executor
         self.env: dict[str, str] = {}
         self.sshd = LocalSshd(work / "sshd")
-        self.hive = HiveServer(work / "hive")
+        self.owns_hive = hive is None
+        self.hive = hive or HiveServer(work / "hive")
         self.postgres = PostgresServer(work / "postgres")
         self.redis = RedisServer(work / "redis")
         self.airflow_home = work / "airflow"
@@ -162,7 +166,8 @@ class Services:
         self.redis.stop()
         self.postgres.stop()
         self.postgres.remove_data()
-        self.hive.stop()
+        if self.owns_hive:
+            self.hive.stop()
         self.sshd.stop()
 
 

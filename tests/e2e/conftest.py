@@ -8,12 +8,14 @@ from collections.abc import Iterator
 
 import pytest
 
+from scripts.hive_server import HiveServer
+from tests.e2e.launch import Launched, launch
 from tests.e2e.stack import Stack, running_stack
 
 
 @pytest.fixture(scope="package")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(tmp_path_factory.mktemp("e2e"), "local") as started:
+def stack(tmp_path_factory: pytest.TempPathFactory, hive_server: HiveServer) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("e2e"), "local", hive_server) as started:
         yield started
 
 
@@ -24,3 +26,9 @@ def healed(stack: Stack) -> None:
     restarted = stack.services.heal()
     if restarted:
         print(f"restarted before this test: {', '.join(restarted)}")
+
+
+@pytest.fixture(scope="package")
+def launched(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Launched:
+    """The fault-free runs of the package, started together before its first test checks one."""
+    return launch(stack, tmp_path_factory.mktemp("dags_test"))

@@ -15,6 +15,7 @@ import yaml
 from fuxictr_workflow.config import WorkflowConfig, load_config
 from fuxictr_workflow.store import WorkflowStore
 from scripts import demo
+from scripts.hive_server import HiveServer
 
 SAMPLE_ROWS, INFER_ROWS = 6000, 1500
 
@@ -25,9 +26,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def services_for(work: Path, executor: str) -> demo.Services:
+def services_for(work: Path, executor: str, hive: HiveServer | None = None) -> demo.Services:
     """The demo's services with the e2e settings: small data, small transfer chunks, and
-    Airflow quick to notice dead task processes and schedulers."""
+    Airflow quick to notice dead task processes and schedulers; `hive` is the session's server
+    (one JVM for the whole test session)."""
     return demo.Services(
         work,
         free_port(),
@@ -46,12 +48,13 @@ def services_for(work: Path, executor: str) -> demo.Services:
             "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",
         },
         executor=executor,
+        hive=hive,
     )
 
 
 @contextmanager
-def running_stack(work: Path, executor: str) -> Iterator[Stack]:
-    services = services_for(work, executor)
+def running_stack(work: Path, executor: str, hive: HiveServer | None = None) -> Iterator[Stack]:
+    services = services_for(work, executor, hive)
     try:
         services.start()
         yield Stack(services)

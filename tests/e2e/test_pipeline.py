@@ -1,70 +1,44 @@
 """End to end through the real processes: sshd, Spark Thrift Server, Airflow api-server +
-scheduler + dag-processor (LocalExecutor), FuXiCTR training — the `make demo` stack on
-smaller data — plus pipeline-level fault tests: each kills a real process mid-stage and
-checks that nothing is lost and the task still completes.
+scheduler + dag-processor + triggerer (LocalExecutor), FuXiCTR training — the `make demo`
+stack on smaller data — plus pipeline-level fault tests: each injects a real fault (a killed
+process, cut SSH sessions, a user's mark or clear in Airflow) and checks that nothing is lost
+or done twice and the task still completes.
 
-The package's stack (tests/e2e/conftest.py) serves the module; each test submits its own
-task through the REST API.
+The package's stack (tests/e2e/conftest.py) serves the module; the fault-free runs start
+together before the first test (tests/e2e/launch.py). The train-stage fault tests re-run train
+in the completed API task's run, as a user clears it in the UI (its data is staged already),
+one after another in file order: each leaves the task finished for the next.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
-import subprocess
-import threading
 import time
-from pathlib import Path
-from typing import Any
-from urllib.parse import quote
 
 import pytest
-import yaml
 
-from fuxictr_workflow import paths, runner_job
-from fuxictr_workflow.dag_params import dag_id_for
+from benchmarks.scale import max_overlap, step_interval
 from fuxictr_workflow.stages import STAGE_NAMES
 from fuxictr_workflow.store import WorkflowStore
 from scripts import airflow_stack, demo
-from scripts.processes import ProcessRef
+from tests.e2e import train_job
+from tests.e2e.launch import LATE_TABLE, Launched, LogFollower
 from tests.e2e.stack import INFER_ROWS, SAMPLE_ROWS, Stack
+from tests.e2e.train_job import (
+    airflow_task_process,
+    assert_trained_once,
+    freeze_followed_runner,
+    recorded_runner,
+    rerun_train,
+    runner_processes,
+)
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
-
-
-class LogFollower(threading.Thread):
-    """A WebSocket client following one task's log, reconnecting with `after` on drops."""
-
-    def __init__(self, stack: Stack, task_id: int) -> None:
-        super().__init__(daemon=True)
-        self.stack, self.task_id = stack, task_id
-        self.events: list[dict[str, Any]] = []
-        self.reconnects = 0
-        self.closed_normally = False
-
-    def run(self) -> None:
-        asyncio.run(self._follow())
-
-    async def _follow(self) -> None:
-        import websockets
-
-        base = f"ws://127.0.0.1:{self.stack.port}/api/workflow/tasks/{self.task_id}/logs?token={self.stack.token}"
-        deadline = time.monotonic() + 900
-        while time.monotonic() < deadline:
-            try:
-                async with websockets.connect(f"{base}&after={len(self.events)}", open_timeout=10) as ws:
-                    async for raw in ws:
-                        self.events.append(json.loads(raw))
-                    self.closed_normally = ws.close_code == 1000
-                    return
-            except (OSError, websockets.ConnectionClosedError, websockets.InvalidStatus, TimeoutError):
-                self.reconnects += 1
-                await asyncio.sleep(0.5)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
-def assert_stage_sequence(events: list[dict[str, Any]], task_id: int) -> None:
+def assert_stage_sequence(events: list[dict], task_id: int) -> None:
     """Every stage reports started and finished, stages in order."""
     assert all(set(e) == {"task_id", "step", "message", "level", "timestamp"} for e in events)
     assert {e["task_id"] for e in events} == {task_id}
@@ -81,10 +55,8 @@ def assert_stage_sequence(events: list[dict[str, Any]], task_id: int) -> None:
         assert starts[step] < ends[step], step
 
 
-def test_pipeline_end_to_end(stack: Stack) -> None:
-    task_id = stack.submit("e2e")
-    follower = LogFollower(stack, task_id)
-    follower.start()
+def test_pipeline_end_to_end(stack: Stack, launched: Launched) -> None:
+    task_id, follower = launched.api_task, launched.follower
     task = stack.assert_completed(task_id)
     follower.join(120)
     assert follower.closed_normally, "the WebSocket did not close normally after the final state"
@@ -97,180 +69,48 @@ def test_pipeline_end_to_end(stack: Stack) -> None:
     assert list(log_dir.glob("*.log")), "no per-task log files"
 
 
-def test_sshd_killed_during_upload_resumes(stack: Stack) -> None:
-    """sshd dies mid data_upload and comes back: the stage retries, re-sending no verified chunk."""
-    task_id = stack.submit("fault-sshd")
-    stack.wait_upload_part_way(task_id)
-    stack.services.sshd.stop()
-    verified_at_kill = stack.verified_chunks(task_id)
-    time.sleep(2)
-    stack.services.sshd.start()
-    stack.assert_completed(task_id)
-    chunks = stack.assert_no_verified_chunk_resent(task_id, verified_at_kill)
-    upload = next(s for s in stack.store.get_task(task_id)["steps"] if s["step_name"] == "data_upload")
-    assert upload["retry_count"] >= 1 or any(c["retry_count"] for c in chunks)
-
-
-def test_hive_killed_during_fetch_recovers(stack: Stack) -> None:
-    """The Hive server dies while data_fetch runs and is started again: the stage retries and
-    completes, with the staged data not duplicated."""
-    task_id = stack.submit("fault-hive")
-    stack.wait_until("data_fetch to run", lambda: stack.step_status(task_id, "data_fetch") == "running")
-    stack.services.hive.stop()
-    time.sleep(2)
-    stack.services.hive.start()
-    task = stack.assert_completed(task_id)
-    fetch = json.loads(next(s["result"] for s in task["steps"] if s["step_name"] == "data_fetch") or "{}")
-    rows = {k: v for k, v in fetch.items() if "rows" in k}
-    assert rows, f"data_fetch result has no row counts: {fetch}"
-    assert sum(v for v in rows.values() if isinstance(v, int)) == SAMPLE_ROWS + INFER_ROWS, rows
-
-
-def test_scheduler_killed_mid_train_continues(stack: Stack) -> None:
-    """The scheduler (and with it the running task process) dies during train and is started
-    again: the run continues to completion."""
-    task_id = stack.submit("fault-scheduler")
-    stack.wait_until("train to run", lambda: stack.step_status(task_id, "train") == "running", timeout=600)
-    home = stack.services.airflow_home
-    airflow_stack.stop_one(home, "scheduler", sig=9)
-    time.sleep(3)
-    airflow_stack.start_one(home, "scheduler", stack.services.env)
-    stack.assert_completed(task_id)
-
-
-def runner_processes(task_id: int, command: str) -> list[ProcessRef]:
-    """The runner processes working on `command` for the task on the training server (this machine)."""
-    marker = f"/{paths.task_dirname(task_id)}/"
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-            # the runner's own process: `python .../runner.py <command> ...` (job.py's supervisor
-            # names runner.py further along its argv)
-            found_one = entry.name.isdigit() and len(argv) > 1 and argv[1].endswith(b"runner.py")
-        except OSError:
-            continue
-        words = [a.decode(errors="replace") for a in argv]
-        if found_one and command in words and any(marker in w for w in words):
-            try:
-                found.append(ProcessRef.of(int(entry.name)))
-            except OSError:
-                continue
-    return found
-
-
-def train_job(stack: Stack, task_id: int) -> Path:
-    return Path(
-        runner_job.job_dir(paths.remote_task_dir(str(stack.services.work / "server"), task_id), "train")
+def test_pipelines_started_together_share_the_training_pool(stack: Stack, launched: Launched) -> None:
+    """The API task and the REST-triggered run ran side by side; the server's pool
+    (max_concurrent_trainings) let one train or infer run at a time across them."""
+    stack.wait_until(
+        "a task for the REST run", lambda: stack.store.find_task_by_run(launched.rest_run), 300, 1
     )
-
-
-def assert_trained_once(stack: Stack, task_id: int, runner: ProcessRef) -> None:
-    """The train job that ran to the end is the one first seen: same pid, same kernel start
-    time, never restarted (a restart would have kept the first run as job.json.prev)."""
-    job = json.loads((train_job(stack, task_id) / "job.json").read_text())
-    assert job["pid"] == runner.pid
-    assert not (train_job(stack, task_id) / "job.json.prev").exists()
-    ticks = [
-        e["message"]
-        for e in stack.store.logs_after(task_id, limit=100_000)
-        if "train job started" in e["message"]
+    tasks = [
+        stack.assert_completed(t)
+        for t in (launched.api_task, int(stack.store.find_task_by_run(launched.rest_run)))
     ]
-    assert len(ticks) == 1, ticks
+    slots = stack.config().server(stack.config().default_server).max_concurrent_trainings
+    pooled = [step_interval(task, step) for task in tasks for step in ("train", "infer")]
+    assert max_overlap(pooled) <= slots, pooled
 
 
-def train_task_instance_path(stack: Stack, task_id: int) -> str:
-    """Airflow's REST path of the workflow task's train task instance."""
-    task = stack.store.get_task(task_id, with_steps=False)
-    cfg = stack.config()
-    dag_id = dag_id_for(task["server"] or cfg.default_server, cfg.default_server)
-    return f"/api/v2/dags/{dag_id}/dagRuns/{quote(task['dag_run_id'], safe='')}/taskInstances/train"
+def test_airflow_dags_test_runs_all_stages(stack: Stack, launched: Launched) -> None:
+    """`airflow dags test fuxictr_workflow -c conf.json` (no scheduler, own Airflow DB) runs the six
+    stages; a run without a task id creates its task row; the per-task log directory rotates."""
+    run = launched.dags_test
+    out = run.result(timeout=540)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    store = WorkflowStore(run.store_url)
+    (task,) = store.list_tasks()
+    task = store.get_task(task["id"])
+    assert (task["status"], task["current_step"], task["name"]) == ("completed", 5, "dags-test")
+    assert all(s["status"] == "completed" and s["started_at"] and s["completed_at"] for s in task["steps"])
+    steps_logged = {e["step"] for e in store.logs_after(task["id"], limit=100_000)}
+    assert set(STAGE_NAMES) <= steps_logged
+    log_files = list((run.root / "log_dir" / f"task_{task['id']}").glob("*.log"))
+    assert len(log_files) >= 2, "the log directory did not rotate"
 
 
-def recorded_train_runner(stack: Stack, task_id: int) -> ProcessRef:
-    """The task's train runner once its job has recorded it (job.json names its pid). The
-    runner shows in /proc a moment before its supervisor writes job.json; a runner frozen
-    inside that moment would freeze its supervisor too, and `job.py start` would wait in vain
-    for the job to record itself."""
-
-    def recorded() -> bool:
-        found = runner_processes(task_id, "train")
-        job = train_job(stack, task_id) / "job.json"
-        try:
-            return len(found) == 1 and json.loads(job.read_text())["pid"] == found[0].pid
-        except (OSError, ValueError, KeyError):
-            return False
-
-    stack.wait_until("the train runner to be recorded", recorded, 600, 0.02)
-    (runner,) = runner_processes(task_id, "train")
-    return runner
+# -- train-stage faults, on the completed API task's train re-run (file order matters) --
 
 
-def freeze_followed_runner(stack: Stack, task_id: int, ti_state: str) -> tuple[ProcessRef, int]:
-    """Freeze (SIGSTOP) the task's train runner as soon as its job is recorded, so it cannot
-    end by itself (the demo training takes 3 s on a quiet machine), then wait until train's task
-    instance is in `ti_state` and something follows the job (the task's heartbeat moves after
-    that: the trigger's or the worker's polls). Returns the runner and its process group; the
-    caller sends SIGCONT to the group once the fault is in place."""
-    runner = recorded_train_runner(stack, task_id)
-    group = os.getpgid(runner.pid)
-    os.killpg(group, signal.SIGSTOP)
-    path = train_task_instance_path(stack, task_id)
-    stack.wait_until(
-        f"train to be {ti_state}",
-        lambda: demo.api(stack.port, stack.token, "GET", path)["state"] == ti_state,
-        300,
-        0.5,
-    )
-    beat = stack.store.get_task(task_id, with_steps=False)["heartbeat_at"]
-    stack.wait_until(
-        "the job to be followed",
-        lambda: stack.store.get_task(task_id, with_steps=False)["heartbeat_at"] != beat,
-        300,
-        0.2,
-    )
-    return runner, group
-
-
-def test_triggerer_killed_mid_train_follows_the_same_job(stack: Stack) -> None:
-    """While train runs the task is deferred: the triggerer follows the job. SIGKILL it and
-    start it again: the training is not restarted, and the task completes."""
-    task_id = stack.submit("fault-triggerer")
-    runner = recorded_train_runner(stack, task_id)
-    home = stack.services.airflow_home
-    airflow_stack.stop_one(home, "triggerer", sig=9)
-    time.sleep(3)
-    airflow_stack.start_one(home, "triggerer", stack.services.env)
-    stack.assert_completed(task_id)
-    assert_trained_once(stack, task_id, runner)
-
-
-def airflow_task_process(stack: Stack, task_id: int, stage: str) -> ProcessRef | None:
-    """The Airflow task process running `stage` of the workflow task (LocalExecutor titles it
-    ``airflow worker -- <task instance id>``), if one runs."""
-    cfg = stack.config()
-    dag_id = dag_id_for(
-        stack.store.get_task(task_id, with_steps=False)["server"] or cfg.default_server, cfg.default_server
-    )
-    run_id = stack.store.get_task(task_id, with_steps=False)["dag_run_id"]
-    path = f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}/taskInstances/{stage}"
-    ti_id = demo.api(stack.port, stack.token, "GET", path)["id"]
-    for entry in Path("/proc").iterdir():
-        try:
-            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-            if entry.name.isdigit() and title == f"airflow worker -- {ti_id}":
-                return ProcessRef.of(int(entry.name))
-        except OSError:
-            continue
-    return None
-
-
-def test_worker_killed_mid_train_follows_the_same_job(stack: Stack) -> None:
+def test_worker_killed_mid_train_follows_the_same_job(stack: Stack, launched: Launched) -> None:
     """With train followed from its worker slot (`task.follow_jobs_from: worker`), SIGKILL the
     Airflow task process mid-train: its next try finds the job running and follows it; the
     training is not restarted and the task completes."""
+    task_id = launched.api_task
     with stack.config_changed({"task": {"follow_jobs_from": "worker"}}):
-        task_id = stack.submit("fault-worker")
+        since = rerun_train(stack, task_id)
         runner, group = freeze_followed_runner(stack, task_id, "running")
         try:
             stack.wait_until(
@@ -288,21 +128,63 @@ def test_worker_killed_mid_train_follows_the_same_job(stack: Stack) -> None:
                 "the next try to follow the job",
                 lambda: any(
                     "following it instead of starting another" in e["message"]
-                    for e in stack.store.logs_after(task_id, limit=100_000)
+                    for e in stack.store.logs_after(task_id, limit=100_000)[since:]
                 ),
-                600,
+                300,
                 0.5,
             )
         finally:
             os.killpg(group, signal.SIGCONT)
         stack.assert_completed(task_id)
-    assert_trained_once(stack, task_id, runner)
+    assert_trained_once(stack, task_id, runner, since)
 
 
-def test_ssh_sessions_cut_mid_train_are_reattached(stack: Stack) -> None:
+def test_clear_mid_train_follows_the_same_job(stack: Stack, launched: Launched) -> None:
+    """A user clears train in Airflow while it trains: the job is left running (the trigger's
+    on_kill sees a cleared task instance), the next try follows it, and the training is not
+    restarted. The runner is frozen meanwhile, so it cannot end by itself before the clear."""
+    task_id = launched.api_task
+    since = rerun_train(stack, task_id)
+    runner, group = freeze_followed_runner(stack, task_id, "deferred")
+    try:
+        train_job.clear_train(stack, task_id, "running", downstream=False)
+        stack.wait_until(
+            "train's next try to follow the job",
+            lambda: (
+                (ti := train_job.ti_state(stack, task_id))["try_number"] > 1 and ti["state"] == "deferred"
+            ),
+            300,
+            0.5,
+        )
+        assert runner.running(), "clearing train ended the training"
+    finally:
+        os.killpg(group, signal.SIGCONT)
+    stack.assert_completed(task_id)
+    assert_trained_once(stack, task_id, runner, since)
+
+
+def test_triggerer_killed_mid_train_follows_the_same_job(stack: Stack, launched: Launched) -> None:
+    """While train runs the task is deferred: the triggerer follows the job. SIGKILL it and
+    start it again: the training is not restarted, and the task completes."""
+    task_id = launched.api_task
+    since = rerun_train(stack, task_id)
+    runner, group = freeze_followed_runner(stack, task_id, "deferred")
+    home = stack.services.airflow_home
+    try:
+        airflow_stack.stop_one(home, "triggerer", sig=9)
+        time.sleep(3)
+        airflow_stack.start_one(home, "triggerer", stack.services.env)
+    finally:
+        os.killpg(group, signal.SIGCONT)
+    stack.assert_completed(task_id)
+    assert_trained_once(stack, task_id, runner, since)
+
+
+def test_ssh_sessions_cut_mid_train_are_reattached(stack: Stack, launched: Launched) -> None:
     """Every SSH session to the training server is cut while train runs (the listener stays):
     the job does not depend on them, the follower reconnects, and the task completes."""
-    task_id = stack.submit("fault-ssh-sessions")
+    task_id = launched.api_task
+    since = rerun_train(stack, task_id)
     # the trigger follows the job (once the task deferred) and keeps its connection open between polls
     runner, group = freeze_followed_runner(stack, task_id, "deferred")
     try:
@@ -314,15 +196,92 @@ def test_ssh_sessions_cut_mid_train_are_reattached(stack: Stack) -> None:
     finally:
         os.killpg(group, signal.SIGCONT)
     stack.assert_completed(task_id)
-    assert_trained_once(stack, task_id, runner)
+    assert_trained_once(stack, task_id, runner, since)
 
 
-def test_cancel_stops_the_runner_on_the_training_server(stack: Stack) -> None:
+def test_scheduler_killed_mid_train_continues(stack: Stack, launched: Launched) -> None:
+    """The scheduler (and with it a running task process) dies during train and is started
+    again: the run continues to completion."""
+    task_id = launched.api_task
+    rerun_train(stack, task_id)
+    recorded_runner(stack, task_id)
+    home = stack.services.airflow_home
+    airflow_stack.stop_one(home, "scheduler", sig=9)
+    time.sleep(3)
+    airflow_stack.start_one(home, "scheduler", stack.services.env)
+    stack.assert_completed(task_id)
+
+
+def test_api_server_restart_while_following(stack: Stack, launched: Launched) -> None:
+    """The API server restarts while a WebSocket client follows a running task: it reconnects
+    and the log it has has no gap and no duplicate."""
+    task_id = launched.api_task
+    since = rerun_train(stack, task_id)
+    follower = LogFollower(stack, task_id)
+    follower.start()
+    stack.wait_until("the re-run's lines", lambda: len(follower.events) > since, timeout=300)
+    home = stack.services.airflow_home
+    airflow_stack.stop_one(home, "api-server")
+    time.sleep(2)
+    airflow_stack.start_one(home, "api-server", stack.services.env)
+    airflow_stack.wait_healthy(stack.port)
+    stack.assert_completed(task_id)
+    follower.join(180)
+    assert follower.reconnects >= 1
+    stored = [e["message"] for e in stack.store.logs_after(task_id, limit=100_000)]
+    assert [e["message"] for e in follower.events] == stored
+
+
+@pytest.mark.parametrize("follower", ["worker", "none", "triggerer"])
+def test_mark_failed_in_airflow_stops_the_runner(stack: Stack, launched: Launched, follower: str) -> None:
+    """A user marks train failed in Airflow (its REST API, as the UI does) mid-train: the
+    runner on the training server ends, the step fails saying so, the task fails with it (so
+    clearing train in Airflow runs it again) and no later stage runs. Whoever follows the job
+    stops it: the trigger's on_kill, the operator's when followed from a worker slot, and the
+    DAG's failure callback when nothing follows it (the triggerer is down)."""
+    task_id = launched.api_task
+    home = stack.services.airflow_home
+    follow_from = "worker" if follower == "worker" else "triggerer"
+    with stack.config_changed({"task": {"follow_jobs_from": follow_from}}):
+        since = rerun_train(stack, task_id)
+        runner, group = freeze_followed_runner(
+            stack, task_id, "running" if follower == "worker" else "deferred"
+        )
+        try:
+            if follower == "none":
+                airflow_stack.stop_one(home, "triggerer")
+            path = train_job.task_instance_path(stack, task_id)
+            demo.api(stack.port, stack.token, "PATCH", path, {"new_state": "failed"})
+            stack.wait_until("the runner to end", lambda: not runner.running(), timeout=180, every=0.5)
+            task = stack.wait_final(task_id, timeout=300)
+            assert task["status"] == "failed", task
+            (train,) = (s for s in task["steps"] if s["step_name"] == "train")
+            assert train["status"] == "failed" and "marked failed" in train["error_message"], train
+            assert "job on the training server was stopped" in train["error_message"], train
+            assert not runner_processes(task_id, "infer")
+            # the follower's on_kill acted (the DAG's failure callback may have closed the step first)
+            marked = "train was marked failed in Airflow; its job on the training server was stopped"
+            said = [e["message"] for e in stack.store.logs_after(task_id, limit=100_000)[since:]]
+            assert (marked in said) is (follower != "none"), said[-10:]
+        finally:
+            if runner.running():
+                os.killpg(group, signal.SIGKILL)
+            if follower == "none":
+                airflow_stack.start_one(home, "triggerer", stack.services.env)
+    if follower == "triggerer":
+        # what the failed step promises: clearing train (and what follows) in Airflow runs it again
+        rerun_train(stack, task_id)
+        stack.assert_completed(task_id)
+
+
+def test_cancel_stops_the_runner_on_the_training_server(stack: Stack, launched: Launched) -> None:
     """Cancel during train ends the runner on the training server, not just the Airflow task.
     The runner is frozen (SIGSTOP) once seen, so it cannot finish by itself before the cancel
-    lands: only the stage's on_kill (TERM, then CONT) can end it."""
-    task_id = stack.submit("cancel-train")
-    runner = recorded_train_runner(stack, task_id)
+    lands: only the stage's on_kill (TERM, then CONT) can end it. A cancelled task is final:
+    this is the last test on the API task."""
+    task_id = launched.api_task
+    rerun_train(stack, task_id)
+    runner = recorded_runner(stack, task_id)
     group = os.getpgid(runner.pid)
     os.killpg(group, signal.SIGSTOP)
     try:
@@ -337,126 +296,15 @@ def test_cancel_stops_the_runner_on_the_training_server(stack: Stack) -> None:
             os.killpg(group, signal.SIGKILL)
 
 
-@pytest.mark.parametrize("follower", ["triggerer", "worker", "none"])
-def test_mark_failed_in_airflow_stops_the_runner(stack: Stack, follower: str) -> None:
-    """A user marks train failed in Airflow (its REST API, as the UI does) mid-train: the
-    runner on the training server ends, the step fails saying so, the task fails with it (so
-    clearing train in Airflow runs it again) and no later stage runs. Whoever follows the job
-    stops it: the trigger's on_kill, the operator's when followed from a worker slot, and the
-    DAG's failure callback when nothing follows it (the triggerer is down)."""
-    home = stack.services.airflow_home
-    follow_from = "worker" if follower == "worker" else "triggerer"
-    with stack.config_changed({"task": {"follow_jobs_from": follow_from}}):
-        task_id = stack.submit(f"mark-failed-{follower}")
-        runner, group = freeze_followed_runner(
-            stack, task_id, "running" if follower == "worker" else "deferred"
-        )
-        try:
-            path = train_task_instance_path(stack, task_id)
-            if follower == "none":
-                airflow_stack.stop_one(home, "triggerer")
-            demo.api(stack.port, stack.token, "PATCH", path, {"new_state": "failed"})
-            stack.wait_until("the runner to end", lambda: not runner.running(), timeout=180, every=0.5)
-            task = stack.wait_final(task_id, timeout=300)
-            assert task["status"] == "failed", task
-            (train,) = (s for s in task["steps"] if s["step_name"] == "train")
-            assert train["status"] == "failed" and "marked failed" in train["error_message"], train
-            assert "job on the training server was stopped" in train["error_message"], train
-            assert not runner_processes(task_id, "infer")
-            # the follower's on_kill acted (the DAG's failure callback may have closed the step first)
-            marked = "train was marked failed in Airflow; its job on the training server was stopped"
-            said = [e["message"] for e in stack.store.logs_after(task_id, limit=100_000)]
-            assert (marked in said) is (follower != "none"), said[-10:]
-        finally:
-            if runner.running():
-                os.killpg(group, signal.SIGKILL)
-            if follower == "none":
-                airflow_stack.start_one(home, "triggerer", stack.services.env)
-    if follower == "triggerer":
-        # what the failed step promises: clearing train (and what follows) in Airflow runs it again
-        clear_train(stack, task_id, "failed")
-        stack.wait_until(
-            "train to start again",
-            lambda: stack.store.get_task(task_id, with_steps=False)["status"] == "running",
-            300,
-            0.5,
-        )
-        stack.assert_completed(task_id)
+# -- data_fetch and data_upload faults, on the retry of the task that failed at data_fetch --
 
 
-def clear_train(stack: Stack, task_id: int, run_state: str) -> None:
-    """Clear train and its downstream task instances in the task's run, as the UI's Clear does,
-    once the UI shows the run in `run_state`. After a failure that is "failed": the store
-    records the failure before the scheduler has marked the downstream stages upstream_failed
-    and the run failed, and a clear inside that window loses to the scheduler (the run ends
-    failed with train never queued again)."""
-    path = train_task_instance_path(stack, task_id)
-    dag_id, run_id = path.split("/")[4], stack.store.get_task(task_id, with_steps=False)["dag_run_id"]
-    run_path = f"/api/v2/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}"
-    stack.wait_until(
-        f"Airflow to show the run {run_state}",
-        lambda: demo.api(stack.port, stack.token, "GET", run_path)["state"] == run_state,
-        120,
-        0.5,
-    )
-    body = {
-        "dry_run": False,
-        "task_ids": ["train"],
-        "dag_run_id": run_id,
-        "include_downstream": True,
-        "only_failed": False,
-    }
-    demo.api(stack.port, stack.token, "POST", f"/api/v2/dags/{dag_id}/clearTaskInstances", body)
-
-
-def test_clear_mid_train_follows_the_same_job(stack: Stack) -> None:
-    """A user clears train in Airflow while it trains: the job is left running (the trigger's
-    on_kill sees a cleared task instance), the next try follows it, and the training is not
-    restarted. The runner is frozen meanwhile, so it cannot end by itself before the clear."""
-    task_id = stack.submit("clear-train")
-    runner, group = freeze_followed_runner(stack, task_id, "deferred")
-    try:
-        path = train_task_instance_path(stack, task_id)
-        state = lambda: demo.api(stack.port, stack.token, "GET", path)  # noqa: E731
-        clear_train(stack, task_id, "running")
-        stack.wait_until(
-            "train's next try to follow the job",
-            lambda: state()["try_number"] > 1 and state()["state"] == "deferred",
-            300,
-            0.5,
-        )
-        assert runner.running(), "clearing train ended the training"
-    finally:
-        os.killpg(group, signal.SIGCONT)
-    stack.assert_completed(task_id)
-    assert_trained_once(stack, task_id, runner)
-
-
-def test_api_server_restart_while_following(stack: Stack) -> None:
-    """The API server restarts while a WebSocket client follows: it reconnects and the log it
-    has has no gap and no duplicate."""
-    task_id = stack.submit("fault-api")
-    follower = LogFollower(stack, task_id)
-    follower.start()
-    stack.wait_until("some log lines", lambda: len(follower.events) >= 3, timeout=300)
-    home = stack.services.airflow_home
-    airflow_stack.stop_one(home, "api-server")
-    time.sleep(2)
-    airflow_stack.start_one(home, "api-server", stack.services.env)
-    airflow_stack.wait_healthy(stack.port)
-    stack.assert_completed(task_id)
-    follower.join(180)
-    assert follower.reconnects >= 1
-    stored = [e["message"] for e in stack.store.logs_after(task_id, limit=100_000)]
-    assert [e["message"] for e in follower.events] == stored
-
-
-def test_failed_stage_then_retry_resumes(stack: Stack) -> None:
+def test_failed_stage_retried_through_hive_and_sshd_faults(stack: Stack, launched: Launched) -> None:
     """A Hive error fails data_fetch with Hive's message and leaves later steps pending; once the
-    cause is fixed, `retry` resumes from that stage and the task completes."""
-    body = {**demo.SEED_BODY, "name": "retry", "hdfs_path": str(stack.services.work / "hdfs"),
-            "sample_sql": "SELECT * FROM demo.ctr_late WHERE dt = '2024-01-01'"}  # fmt: skip
-    task_id = demo.api(stack.port, stack.token, "POST", "/api/workflow/tasks", body)["task_id"]
+    cause is fixed, `retry` resumes from that stage. During the retry the Hive server dies while
+    data_fetch runs and sshd dies mid data_upload, each started again: each stage retries, the
+    staged data is not duplicated, no verified chunk is sent again, and the task completes."""
+    task_id = launched.failing_task
     task = stack.wait_final(task_id)
     assert task["status"] == "failed" and task["current_step"] == 0
     failed = task["steps"][0]
@@ -464,40 +312,26 @@ def test_failed_stage_then_retry_resumes(stack: Stack) -> None:
     assert [s["status"] for s in task["steps"][1:]] == ["pending"] * 5
     env = {k: v for k, v in stack.services.env.items() if k.startswith("AIRFLOW_CONN_")}
     source = stack.services.work / "source" / "sample"
-    demo.hive_run([f"CREATE TABLE IF NOT EXISTS demo.ctr_late USING parquet LOCATION 'file://{source}'"], env)
+    demo.hive_run([f"CREATE TABLE IF NOT EXISTS {LATE_TABLE} USING parquet LOCATION 'file://{source}'"], env)
     demo.api(stack.port, stack.token, "POST", f"/api/workflow/tasks/{task_id}/retry")
+
+    stack.wait_until("data_fetch to run", lambda: stack.step_status(task_id, "data_fetch") == "running")
+    stack.services.hive.stop()
+    time.sleep(2)
+    stack.services.hive.start()
+
+    stack.wait_upload_part_way(task_id)
+    stack.services.sshd.stop()
+    verified_at_kill = stack.verified_chunks(task_id)
+    time.sleep(2)
+    stack.services.sshd.start()
+
     task = stack.assert_completed(task_id)
     assert task["steps"][0]["retry_count"] >= 1
-
-
-def test_airflow_dags_test_runs_all_stages(stack: Stack, tmp_path: Path) -> None:
-    """`airflow dags test fuxictr_workflow -c conf.json` (no scheduler, own Airflow DB) runs the six
-    stages; a run without a task id creates its task row; the per-task log directory rotates."""
-    config = yaml.safe_load((stack.services.work / "config.yaml").read_text())
-    config["task"]["log_rotation_size"] = 4096
-    config["store"]["url"] = f"sqlite:///{tmp_path / 'workflow.db'}"
-    config["storage"] = {k: str(tmp_path / k) for k in ("staging_dir", "log_dir")}
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    conf = {**demo.SEED_BODY, "name": "dags-test", "hdfs_path": str(tmp_path / "hdfs")}
-    (tmp_path / "conf.json").write_text(json.dumps(conf))
-    env = {
-        **stack.services.env,
-        "AIRFLOW_HOME": str(tmp_path / "airflow"),
-        "FUXICTR_WORKFLOW_CONFIG": str(tmp_path / "config.yaml"),
-    }
-    airflow = str(airflow_stack.VENV_BIN / "airflow")
-    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    out = subprocess.run(
-        [airflow, "dags", "test", "fuxictr_workflow", "-c", (tmp_path / "conf.json").read_text()],
-        env=env, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    store = WorkflowStore(config["store"]["url"])
-    (task,) = store.list_tasks()
-    task = store.get_task(task["id"])
-    assert (task["status"], task["current_step"], task["name"]) == ("completed", 5, "dags-test")
-    assert all(s["status"] == "completed" and s["started_at"] and s["completed_at"] for s in task["steps"])
-    steps_logged = {e["step"] for e in store.logs_after(task["id"], limit=100_000)}
-    assert set(STAGE_NAMES) <= steps_logged
-    log_files = list((tmp_path / "log_dir" / f"task_{task['id']}").glob("*.log"))
-    assert len(log_files) >= 2, "the log directory did not rotate"
+    fetch = json.loads(task["steps"][0]["result"] or "{}")
+    rows = {k: v for k, v in fetch.items() if "rows" in k}
+    assert rows, f"data_fetch result has no row counts: {fetch}"
+    assert sum(v for v in rows.values() if isinstance(v, int)) == SAMPLE_ROWS + INFER_ROWS, rows
+    chunks = stack.assert_no_verified_chunk_resent(task_id, verified_at_kill)
+    upload = task["steps"][1]
+    assert upload["retry_count"] >= 1 or any(c["retry_count"] for c in chunks)

@@ -23,6 +23,7 @@ from fuxictr_workflow import paths
 from fuxictr_workflow.airflow_runs import TASKS_TEST_RUN_PREFIX
 from fuxictr_workflow.stages import STAGE_NAMES
 from scripts import airflow_stack, demo
+from tests.e2e.launch import Launched, fields, trigger
 from tests.e2e.stack import INFER_ROWS, Stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
@@ -48,24 +49,6 @@ CRASH_MARKERS = ("ServerResponseError", "TI may be stuck", "[DAG TEST] Error run
 def api(stack: Stack, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     """The plugin's or Airflow's REST API, patient with a machine busy running stages."""
     return demo.api(stack.port, stack.token, method, path, body, timeout=180)
-
-
-def fields(stack: Stack, name: str) -> dict[str, str]:
-    return {**demo.SEED_BODY, "name": name, "hdfs_path": str(stack.services.work / "hdfs")}
-
-
-def trigger(stack: Stack, conf: dict[str, Any]) -> dict[str, Any]:
-    """A DAG run with conf through Airflow's official Python client (POST .../dagRuns, as the
-    UI's trigger form sends it, with a logical date)."""
-    from airflow_client.client import ApiClient, Configuration
-    from airflow_client.client.api.dag_run_api import DagRunApi
-    from airflow_client.client.models.trigger_dag_run_post_body import TriggerDAGRunPostBody
-
-    config = Configuration(host=f"http://127.0.0.1:{stack.port}", access_token=stack.token)
-    with ApiClient(config) as client:
-        body = TriggerDAGRunPostBody(logical_date=datetime.now(UTC), conf=conf)
-        run = DagRunApi(client).trigger_dag_run(DAG, body, _request_timeout=180)
-    return {"dag_run_id": run.dag_run_id, "state": str(run.state.value)}
 
 
 def airflow_run(stack: Stack, run_id: str) -> dict[str, Any]:
@@ -126,11 +109,11 @@ def wait_task_of_run(stack: Stack, run_id: str, timeout: float = 600) -> int:
 
 
 @pytest.fixture(scope="module")
-def triggered(stack: Stack) -> dict[str, Any]:
-    """A whole pipeline run triggered through Airflow's REST API, and its task once completed."""
-    run = trigger(stack, fields(stack, "rest-trigger"))
-    task_id = wait_task_of_run(stack, run["dag_run_id"])
-    return {"run_id": run["dag_run_id"], "task": stack.assert_completed(task_id)}
+def triggered(stack: Stack, launched: Launched) -> dict[str, Any]:
+    """The pipeline run triggered through Airflow's REST API when the package started, and its
+    task once completed."""
+    task_id = wait_task_of_run(stack, launched.rest_run)
+    return {"run_id": launched.rest_run, "task": stack.assert_completed(task_id)}
 
 
 def test_rest_trigger_runs_to_the_end_as_a_task(stack: Stack, triggered: dict[str, Any]) -> None:

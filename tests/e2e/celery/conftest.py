@@ -9,10 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from scripts.hive_server import HiveServer
 from tests.e2e.stack import Stack, running_stack
 
 
 @pytest.fixture(scope="package")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(tmp_path_factory.mktemp("e2e-celery"), "celery") as started:
+def stack(tmp_path_factory: pytest.TempPathFactory, hive_server: HiveServer) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("e2e-celery"), "celery", hive_server) as started:
         yield started

@@ -1,0 +1,146 @@
+"""The runs the e2e package starts together, before its first test: pipelines that inject no
+fault run side by side on the one stack (the training pool orders their train and infer), and
+the tests check them one by one.
+
+    api_task     created through the plugin's API, its log followed over the WebSocket from the
+                 start; once completed it is the task the train-stage fault tests re-run
+    rest_run     a DAG run triggered through Airflow's REST API (the official client) with the
+                 six fields in conf, as the UI's trigger form sends it
+    failing_task reads a table that does not exist yet: data_fetch fails with Hive's error
+    dags_test    `airflow dags test` in a process of its own (own metadata DB, own store, no
+                 scheduler), in a thread
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from scripts import airflow_stack, demo
+from tests.e2e.stack import Stack
+
+DAG = "fuxictr_workflow"
+LATE_TABLE = "demo.ctr_late"
+
+
+class LogFollower(threading.Thread):
+    """A WebSocket client following one task's log, reconnecting with `after` on drops."""
+
+    def __init__(self, stack: Stack, task_id: int) -> None:
+        super().__init__(daemon=True)
+        self.stack, self.task_id = stack, task_id
+        self.events: list[dict[str, Any]] = []
+        self.reconnects = 0
+        self.closed_normally = False
+
+    def run(self) -> None:
+        asyncio.run(self._follow())
+
+    async def _follow(self) -> None:
+        import websockets
+
+        base = f"ws://127.0.0.1:{self.stack.port}/api/workflow/tasks/{self.task_id}/logs?token={self.stack.token}"
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            try:
+                async with websockets.connect(f"{base}&after={len(self.events)}", open_timeout=10) as ws:
+                    async for raw in ws:
+                        self.events.append(json.loads(raw))
+                    self.closed_normally = ws.close_code == 1000
+                    return
+            except (OSError, websockets.ConnectionClosedError, websockets.InvalidStatus, TimeoutError):
+                self.reconnects += 1
+                await asyncio.sleep(0.5)
+
+
+def fields(stack: Stack, name: str) -> dict[str, str]:
+    return {**demo.SEED_BODY, "name": name, "hdfs_path": str(stack.services.work / "hdfs")}
+
+
+def trigger(stack: Stack, conf: dict[str, Any]) -> dict[str, Any]:
+    """A DAG run with conf through Airflow's official Python client (POST .../dagRuns, as the
+    UI's trigger form sends it, with a logical date)."""
+    from airflow_client.client import ApiClient, Configuration
+    from airflow_client.client.api.dag_run_api import DagRunApi
+    from airflow_client.client.models.trigger_dag_run_post_body import TriggerDAGRunPostBody
+
+    config = Configuration(host=f"http://127.0.0.1:{stack.port}", access_token=stack.token)
+    with ApiClient(config) as client:
+        body = TriggerDAGRunPostBody(logical_date=datetime.now(UTC), conf=conf)
+        run = DagRunApi(client).trigger_dag_run(DAG, body, _request_timeout=180)
+    return {"dag_run_id": run.dag_run_id, "state": str(run.state.value)}
+
+
+class DagsTest(threading.Thread):
+    """`airflow dags test fuxictr_workflow -c conf.json` against a copy of the stack's config
+    with its own store, staging and log dir (log files rotating at 4 KiB), and its own Airflow
+    metadata DB (`db migrate` first)."""
+
+    def __init__(self, stack: Stack, root: Path) -> None:
+        super().__init__(daemon=True)
+        self.root = root
+        config = yaml.safe_load(stack.config_path.read_text())
+        config["task"]["log_rotation_size"] = 4096
+        config["store"]["url"] = f"sqlite:///{root / 'workflow.db'}"
+        config["storage"] = {k: str(root / k) for k in ("staging_dir", "log_dir")}
+        self.store_url = config["store"]["url"]
+        (root / "config.yaml").write_text(yaml.safe_dump(config))
+        self.conf = {**fields(stack, "dags-test"), "hdfs_path": str(root / "hdfs")}
+        self.env = {
+            **stack.services.env,
+            "AIRFLOW_HOME": str(root / "airflow"),
+            "FUXICTR_WORKFLOW_CONFIG": str(root / "config.yaml"),
+        }
+        self.out: subprocess.CompletedProcess[str] | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        airflow = str(airflow_stack.VENV_BIN / "airflow")
+        try:
+            subprocess.run(
+                [airflow, "db", "migrate"], env=self.env, check=True, capture_output=True, timeout=300
+            )
+            self.out = subprocess.run(
+                [airflow, "dags", "test", DAG, "-c", json.dumps(self.conf)],
+                env=self.env, capture_output=True, text=True, timeout=900,
+            )  # fmt: skip
+        except BaseException as err:  # reported by the test that joins the thread
+            self.error = err
+
+    def result(self, timeout: float) -> subprocess.CompletedProcess[str]:
+        self.join(timeout)
+        assert not self.is_alive(), f"`airflow dags test` still running after {timeout:.0f}s"
+        if self.error is not None:
+            raise self.error
+        assert self.out is not None
+        return self.out
+
+
+@dataclass
+class Launched:
+    api_task: int
+    follower: LogFollower
+    rest_run: str
+    failing_task: int
+    dags_test: DagsTest
+
+
+def launch(stack: Stack, root: Path) -> Launched:
+    api_task = stack.submit("e2e")
+    follower = LogFollower(stack, api_task)
+    follower.start()
+    rest_run = trigger(stack, fields(stack, "rest-trigger"))["dag_run_id"]
+    failing = {**fields(stack, "retry"), "sample_sql": f"SELECT * FROM {LATE_TABLE} WHERE dt = '2024-01-01'"}
+    failing_task = int(demo.api(stack.port, stack.token, "POST", "/api/workflow/tasks", failing)["task_id"])
+    dags_test = DagsTest(stack, root)
+    dags_test.start()
+    return Launched(api_task, follower, rest_run, failing_task, dags_test)
