@@ -7,6 +7,7 @@ The stack has two training servers, so two DAGs: ``fuxictr_workflow`` (server ``
 (viewer, scoped to the local DAG). The scopes come from a SimpleAuthManager subclass used only
 here (tests/services/dag_scoped_auth.py): SimpleAuthManager has no per-DAG rights, so the
 test asks a real auth manager that has them whether the plugin asked about the right DAG.
+The api-server is the one all tests/security modules share (stack.py).
 """
 
 from __future__ import annotations
@@ -14,25 +15,19 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fuxictr_workflow.store import WorkflowStore
-from scripts import airflow_stack
 from tests.conftest import new_task
-from tests.services.airflow_app import ApiServer, start_api_server
+from tests.security.stack import ALLOWED_PREFIX, CLI_TOKEN_S, DB, MAIN, OTHER, WS_CAP, call, token
+from tests.services.airflow_app import ApiServer
 
 pytestmark = pytest.mark.timeout(600)
 
-REPO = Path(__file__).resolve().parents[2]
-MAIN, OTHER = "fuxictr_workflow", "fuxictr_workflow__gpu2"
-CLI_TOKEN_S = 6  # lifetime of /auth/token/cli tokens in this stack: the expiry test waits for it
-WS_CAP = 2
 EVIL = "http://evil.example"
 
 BODY = {
@@ -40,75 +35,17 @@ BODY = {
     "experiment_id": "exp_001",
     "sample_sql": "SELECT * FROM train_data WHERE secret_main = 1",
     "infer_sql": "SELECT * FROM infer_data WHERE date = '2024-01-02'",
-    "hdfs_path": "/hdfs/path/to/data",
-    "hive_table": "hive_db.output_table",
+    "hdfs_path": f"{ALLOWED_PREFIX}/path/to/data",  # what the shared stack allows (stack.py)
+    "hive_table": f"{DB}.output_table",
 }
 OTHER_BODY = {**BODY, "server": "gpu2", "sample_sql": "SELECT * FROM gpu2_only WHERE secret_gpu2 = 1"}
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    root = tmp_path_factory.mktemp("security_api")
-    server = {"host": "127.0.0.1", "port": 22, "username": "nobody"}
-    config = {
-        "servers": {
-            "local": {**server, "remote_root": str(root / "remote")},
-            "gpu2": {**server, "remote_root": str(root / "remote2")},
-        },
-        "api": {"max_websockets_per_user": WS_CAP},
-    }
-    env = {
-        "AIRFLOW__CORE__AUTH_MANAGER": "tests.services.dag_scoped_auth.DagScopedAuthManager",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": (
-            "admin:admin,viewer:viewer,alice:user,bob:user,vera:viewer"
-        ),
-        "FUXICTR_TEST_DAG_SCOPES": f"alice={MAIN};bob={OTHER};vera={MAIN}",
-        "AIRFLOW__API_AUTH__JWT_CLI_EXPIRATION_TIME": str(CLI_TOKEN_S),
-        "AIRFLOW__API_AUTH__JWT_LEEWAY": "0",
-        "PYTHONPATH": str(REPO),
-    }
-    api = start_api_server(root, config, env)
-    try:
-        yield api
-    finally:
-        airflow_stack.stop(api.home)
-        api.store.dispose()
-
-
-_tokens: dict[tuple[int, str], str] = {}
-
-
-def token(api: ApiServer, user: str) -> str:
-    key = (api.port, user)
-    if key not in _tokens:
-        _tokens[key] = api.token(user)
-    return _tokens[key]
-
-
-def call(
-    api: ApiServer,
-    method: str,
-    path: str,
-    body: Any = None,
-    *,
-    user: str | None = "admin",
-    headers: dict[str, str] | None = None,
-    raw: bytes | None = None,
-) -> tuple[int, Any]:
-    sent = {"Content-Type": "application/json", **(headers or {})}
-    if user:
-        sent["Authorization"] = f"Bearer {token(api, user)}"
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(f"{api.base_url}/api/workflow{path}", data, sent, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:
-            return resp.status, json.loads(resp.read() or b"null")
-    except urllib.error.HTTPError as err:
-        text = err.read()
-        try:
-            return err.code, json.loads(text or b"null")
-        except json.JSONDecodeError:
-            return err.code, text.decode(errors="replace")
+def stack(security_api: ApiServer) -> ApiServer:
+    """The api-server shared by tests/security (stack.py): its users, DAG scopes, CLI token
+    lifetime and WebSocket cap are the ones described above."""
+    return security_api
 
 
 def airflow_runs(api: ApiServer, dag_id: str) -> dict[str, dict[str, Any]]:

@@ -3,19 +3,26 @@
 Every hostile input goes through the real API server (POST /api/workflow/tasks → 422 naming
 the field, no task stored) and through a stage's re-check (a task row written straight into
 the store, as a bypassed API would leave it; the stage fails naming the field before beeline
-starts). Nothing may happen: the sentinel table keeps its row, no marker file appears on the
-worker, the listener on 127.0.0.2 (standing for a host outside the allowlist) sees no
-connection, and the Thrift Server's log holds none of the hostile statements. Controls show
-that the same attacks do work when the text reaches beeline unchecked, so these checks can
-fail. Legitimate SQL (CTEs, joins, windows, LATERAL VIEW explode, `%`, `<>`, `;` in a string,
-a trailing comment) passes the API and runs on the real server with the right row counts.
+starts). Nothing may happen. Each case checks what it decides itself: no marker file appears
+on the worker, the listener on 127.0.0.2 (standing for a host outside the allowlist) sees no
+connection. What only the Hive server can tell is checked once, after all the cases
+(test_no_hostile_statement_reached_the_server): the sentinel table keeps its row, the server
+received no statement while a hostile case ran (each case records the part of the server's
+log written meanwhile), and its log holds none of the hostile statements (each case tags its
+statements with its own marker, so a statement found there names its case). Controls show
+that the same attacks do work when the text reaches beeline unchecked, and that the server's
+log shows what beeline sent while it ran, so these checks can fail. Legitimate SQL (CTEs,
+joins, windows, LATERAL VIEW explode, `%`, `<>`, `;` in a string, a trailing comment) passes
+the API and runs on the real server with the right row counts.
 """
 
 from __future__ import annotations
 
+import re
 import select
 import socket
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -38,18 +45,18 @@ from fuxictr_workflow.store import get_store
 from fuxictr_workflow.validation import render_select
 from scripts.hive_server import HiveInfo, HiveServer
 from tests.conftest import new_task, newest_task_id
-from tests.services.airflow_app import ApiServer, start_api_server
+from tests.security.stack import ALLOWED_PREFIX, ALLOWED_URL, DB, call
+from tests.services.airflow_app import ApiServer
 from tests.services.hive import hive_config, hive_query, submitted_queries
-from tests.test_api import call
 from tests.test_hive import context, step
 
 pytestmark = pytest.mark.timeout(900)
 
-DB = "t_sec"
 # Not named "sentinel": tests/test_hive.py looks for DROPs of its own sentinel in the shared server log.
 SENTINEL = f"{DB}.keepme"
 # A token no legitimate statement contains: if it shows up in the server log, a hostile
-# statement reached Hive.
+# statement reached Hive. Each case sends it as MARK_<api|stage><case number> (tag()), so the
+# statement names the case that sent it.
 MARK = "zz_hostile_marker"
 
 
@@ -206,37 +213,18 @@ def connections(sock: socket.socket) -> int:
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory, hive: HiveInfo) -> Iterator[ApiServer]:
-    """The real API server, configured as a deployment would be: one output database, one
-    allowed webhdfs origin (127.0.0.1), hdfs paths under /data or the test root only."""
-    from scripts import airflow_stack
-
-    root = tmp_path_factory.mktemp("security_api")
-    server = start_api_server(
-        root,
-        {
-            "hive": hive_config(hive, DB),
-            "hdfs": {
-                "allowed_urls": ["webhdfs://127.0.0.1:9870"],
-                "allowed_path_prefixes": ["/data", str(tmp_path_factory.getbasetemp())],
-            },
-        },
-    )
-    try:
-        yield server
-    finally:
-        airflow_stack.stop(server.home)
-        server.store.dispose()
+def api(security_api: ApiServer) -> ApiServer:
+    """The real API server shared by tests/security (stack.py), configured as a deployment
+    would be: one output database (DB), one allowed webhdfs origin (127.0.0.1), hdfs paths
+    under /data or the test root only."""
+    return security_api
 
 
 @pytest.fixture
 def cfg(make_config: Callable[..., WorkflowConfig], hive: HiveInfo, tmp_path: Path) -> WorkflowConfig:
     return make_config(
         hive=hive_config(hive, DB),
-        hdfs={
-            "allowed_urls": ["webhdfs://127.0.0.1:9870"],
-            "allowed_path_prefixes": ["/data", str(tmp_path)],
-        },
+        hdfs={"allowed_urls": [ALLOWED_URL], "allowed_path_prefixes": [ALLOWED_PREFIX, str(tmp_path)]},
     )
 
 
@@ -268,19 +256,91 @@ CASES: list[tuple[str, str, str]] = [  # (field, label, template)
 CASE_IDS = [f"{field}-{label}" for field, label, _ in CASES]
 
 
+# The tests that send the hostile cases, by the kind named in their cases' tags.
+KINDS = {
+    "api": "test_hostile_input_is_refused_by_the_api",
+    "stage": "test_hostile_input_is_refused_by_the_stage_recheck",
+}
+TAG_RE = re.compile(rf"{MARK}_({'|'.join(KINDS)})(\d{{3}})")
+
+
+def tag(kind: str, case: tuple[str, str, str]) -> str:
+    """The marker the case sends when `kind`'s test runs it: MARK_api007, MARK_stage007, ..."""
+    return f"{MARK}_{kind}{CASES.index(case):03d}"
+
+
+def tagged_case(statement: str) -> list[str]:
+    """The test cases whose tags are in a statement the server received."""
+    return sorted({f"{KINDS[kind]}[{CASE_IDS[int(n)]}]" for kind, n in TAG_RE.findall(statement)})
+
+
 def hostile(
-    case: tuple[str, str, str], hive: HiveInfo, marker: Path, foreign: socket.socket
+    case: tuple[str, str, str], kind: str, hive: HiveInfo, marker: Path, foreign: socket.socket
 ) -> tuple[str, str]:
     field, _, template = case
+    template = template.replace(MARK, tag(kind, case))
     return field, fill(template, marker, foreign.getsockname()[1], str(Path(hive.dir) / "warehouse"))
 
 
-def assert_nothing_happened(hive_server: HiveServer, marker: Path, foreign: socket.socket) -> None:
+def assert_nothing_happened_here(marker: Path, foreign: socket.socket) -> None:
+    """What a hostile case decides itself; the Hive server is asked once, after all of them
+    (test_no_hostile_statement_reached_the_server)."""
     assert not marker.exists(), "a command ran on the worker"
-    assert sentinel_intact(), "the sentinel table was dropped or overwritten"
     assert connections(foreign) == 0, "a request reached the host outside the allowlist"
-    reached = [q for q in submitted_queries(hive_server) if MARK in q]
-    assert not reached, f"the server received {reached}"
+
+
+# The statements the Thrift Server logs (as tests/services/hive.py's submitted_queries reads them).
+SUBMITTED_RE = re.compile(r"Submitting query '(.*?)' with [0-9a-f-]{36}", re.DOTALL)
+
+
+def submitted_in(log: bytes) -> list[str]:
+    return SUBMITTED_RE.findall(log.decode(errors="replace"))
+
+
+class ServerLogSpans:
+    """The hostile cases run so far, each with the span of the Thrift Server's log (byte
+    offsets) written while it ran. The log is only appended to, so the spans stay valid."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.spans: list[tuple[str, int, int]] = []  # (test, start, end)
+        self.checked = 0  # how many spans problems() has looked at
+
+    @contextmanager
+    def case(self, name: str) -> Iterator[None]:
+        start = self.log.stat().st_size
+        try:
+            yield
+        finally:
+            self.spans.append((name, start, self.log.stat().st_size))
+
+    def problems(self) -> list[str]:
+        """Everything the Hive server shows of the hostile cases, each naming its case."""
+        self.checked = len(self.spans)
+        found = []
+        if not sentinel_intact():
+            found.append(f"the sentinel table {SENTINEL} was dropped or overwritten")
+        log = self.log.read_bytes()
+        for name, start, end in self.spans:
+            if sent := submitted_in(log[start:end]):
+                found.append(f"{name}: the server received {sent} while it ran")
+        for statement in submitted_in(log):
+            if MARK in statement:
+                cases = ", ".join(tagged_case(statement)) or "(a statement with no case tag)"
+                found.append(f"{cases}: the server received {statement!r}")
+        return found
+
+
+@pytest.fixture(scope="module")
+def hostile_runs(hive_server: HiveServer, tables: None) -> Iterator[ServerLogSpans]:
+    """Where the hostile cases record their spans of the server log. Checked by
+    test_no_hostile_statement_reached_the_server after them, or here at the module's end when
+    that test was not selected."""
+    runs = ServerLogSpans(hive_server.dir / "server.log")
+    yield runs
+    if len(runs.spans) > runs.checked:
+        problems = runs.problems()
+        assert not problems, "\n".join(problems)
 
 
 def test_there_are_enough_hostile_inputs() -> None:
@@ -296,48 +356,55 @@ def test_the_foreign_listener_sees_a_connection(foreign_host: socket.socket) -> 
 
 
 def test_the_attacks_work_when_beeline_gets_the_text_unchecked(
-    cfg: WorkflowConfig, tables: None, tmp_path: Path
+    cfg: WorkflowConfig, tables: None, hive_server: HiveServer, tmp_path: Path
 ) -> None:
     """Control: a `#` line hiding a quote, and a `!sh` line, do drop a table and run a command
-    through real beeline when the text reaches it as written; the tests below refuse them."""
+    through real beeline when the text reaches it as written; the tests below refuse them.
+    The server's log shows the DROP in the span written while beeline ran, as the spans the
+    hostile cases record would show theirs."""
     from airflow.providers.apache.hive.hooks.hive import HiveCliHook
 
     marker = tmp_path / "control_marker"
     hive_query(f"CREATE TABLE IF NOT EXISTS {DB}.control_victim (x INT) USING parquet")
     hql = f"SELECT 1 AS a\n#';\n;DROP TABLE {DB}.control_victim;--'\nSELECT 2 AS b;\n!sh touch {marker}\n"
+    log = hive_server.dir / "server.log"
+    start = log.stat().st_size
     HiveCliHook(hive_cli_conn_id=cfg.hive.cli_conn_id).run_cli(hql)
+    sent = submitted_in(log.read_bytes()[start:])
     assert marker.exists(), "beeline's !sh ran nothing: the marker check below could not fail"
     assert not hive_query(f"SHOW TABLES IN {DB} LIKE 'control_victim'"), "the # line did not hide a DROP"
+    assert any("DROP TABLE" in q.upper() and "control_victim" in q for q in sent), sent
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_hostile_input_is_refused_by_the_api(
     api: ApiServer,
     hive: HiveInfo,
-    tables: None,
-    hive_server: HiveServer,
+    hostile_runs: ServerLogSpans,
     foreign_host: socket.socket,
     tmp_path: Path,
+    request: pytest.FixtureRequest,
     case: tuple[str, str, str],
 ) -> None:
     marker = tmp_path / "marker"
-    field, value = hostile(case, hive, marker, foreign_host)
-    before = newest_task_id(api.store)
-    status, error = call(api, "POST", "/tasks", body(tmp_path, **{field: value}))
-    assert status == 422, error
-    assert {d["loc"][-1] for d in error["detail"]} == {field}, error  # that field, and only that one
-    assert newest_task_id(api.store) == before, "a rejected body created a task"
-    assert_nothing_happened(hive_server, marker, foreign_host)
+    field, value = hostile(case, "api", hive, marker, foreign_host)
+    with hostile_runs.case(request.node.name):
+        before = newest_task_id(api.store)
+        status, error = call(api, "POST", "/tasks", body(tmp_path, **{field: value}))
+        assert status == 422, error
+        assert {d["loc"][-1] for d in error["detail"]} == {field}, error  # that field, and only that one
+        assert newest_task_id(api.store) == before, "a rejected body created a task"
+        assert_nothing_happened_here(marker, foreign_host)
 
 
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_hostile_input_is_refused_by_the_stage_recheck(
     cfg: WorkflowConfig,
     hive: HiveInfo,
-    tables: None,
-    hive_server: HiveServer,
+    hostile_runs: ServerLogSpans,
     foreign_host: socket.socket,
     tmp_path: Path,
+    request: pytest.FixtureRequest,
     case: tuple[str, str, str],
 ) -> None:
     """A task row the API never saw (written straight into the store): every Hive and HDFS
@@ -345,22 +412,32 @@ def test_hostile_input_is_refused_by_the_stage_recheck(
     from airflow.sdk.exceptions import AirflowFailException
 
     marker = tmp_path / "marker"
-    field, value = hostile(case, hive, marker, foreign_host)
-    store = get_store(cfg.store.url)
-    task_id = new_task(store, server="local", **body(tmp_path, **{field: value}))
-    write_predictions(tmp_path, task_id)
-    for operator, stage in (
-        (HiveExportOperator, "data_fetch"),
-        (HdfsDownloadOperator, "data_fetch"),
-        (HdfsUploadOperator, "hive_upload"),
-        (HiveLoadOperator, "hive_upload"),
-    ):
-        with pytest.raises(AirflowFailException, match=field):
-            operator(task_id=operator.__name__).execute(context(task_id))
-        failed = step(store, task_id, stage)
-        assert failed["status"] == StepStatus.FAILED and failed["error_message"].startswith(f"{field}: ")
-    assert not any("running HiveQL" in e["message"] for e in store.logs_after(task_id)), "beeline was started"
-    assert_nothing_happened(hive_server, marker, foreign_host)
+    field, value = hostile(case, "stage", hive, marker, foreign_host)
+    with hostile_runs.case(request.node.name):
+        store = get_store(cfg.store.url)
+        task_id = new_task(store, server="local", **body(tmp_path, **{field: value}))
+        write_predictions(tmp_path, task_id)
+        for operator, stage in (
+            (HiveExportOperator, "data_fetch"),
+            (HdfsDownloadOperator, "data_fetch"),
+            (HdfsUploadOperator, "hive_upload"),
+            (HiveLoadOperator, "hive_upload"),
+        ):
+            with pytest.raises(AirflowFailException, match=field):
+                operator(task_id=operator.__name__).execute(context(task_id))
+            failed = step(store, task_id, stage)
+            assert failed["status"] == StepStatus.FAILED and failed["error_message"].startswith(f"{field}: ")
+        started = any("running HiveQL" in e["message"] for e in store.logs_after(task_id))
+        assert not started, "beeline was started"
+        assert_nothing_happened_here(marker, foreign_host)
+
+
+def test_no_hostile_statement_reached_the_server(hostile_runs: ServerLogSpans) -> None:
+    """Once, after every hostile case above (each checked what it decides itself): the
+    sentinel table keeps its row, the server received no statement while a case ran, and no
+    hostile statement is in its log. A failure names the case(s) it comes from."""
+    problems = hostile_runs.problems()
+    assert not problems, "\n".join(problems)
 
 
 def write_predictions(tmp_path: Path, task_id: int) -> Path:
