@@ -29,6 +29,7 @@ from tests.e2e.stack import INFER_ROWS, SAMPLE_ROWS, Stack
 from tests.e2e.train_job import (
     airflow_task_process,
     assert_trained_once,
+    follow_frozen_runner,
     freeze_followed_runner,
     recorded_runner,
     rerun_train,
@@ -147,7 +148,7 @@ def test_clear_mid_train_follows_the_same_job(stack: Stack, launched: Launched) 
     since = rerun_train(stack, task_id)
     runner, group = freeze_followed_runner(stack, task_id, "deferred")
     try:
-        train_job.clear_train(stack, task_id, "running", downstream=False)
+        train_job.clear_train(stack, task_id, "running")
         stack.wait_until(
             "train's next try to follow the job",
             lambda: (
@@ -163,69 +164,46 @@ def test_clear_mid_train_follows_the_same_job(stack: Stack, launched: Launched) 
     assert_trained_once(stack, task_id, runner, since)
 
 
-def test_triggerer_killed_mid_train_follows_the_same_job(stack: Stack, launched: Launched) -> None:
-    """While train runs the task is deferred: the triggerer follows the job. SIGKILL it and
-    start it again: the training is not restarted, and the task completes."""
+def test_train_job_outlives_the_stack_processes_and_ssh_links(stack: Stack, launched: Launched) -> None:
+    """Mid-train, with a WebSocket client following the task's log: the scheduler is SIGKILLed
+    (with it the train task process, if it has not deferred yet) and started again; once the
+    triggerer follows the job, every SSH session to the training server is cut (the listener
+    stays), the triggerer is SIGKILLed and started again, and the API server restarts. The job
+    depends on none of them: it is never restarted, its follower reconnects, the task
+    completes, and the client's log has no gap and no duplicate. The runner is frozen
+    meanwhile, so it cannot end by itself before the faults are in place.
+
+    One re-run for four faults that each had a pipeline of their own: scheduler killed mid-train,
+    triggerer killed mid-train, SSH sessions cut mid-train, API server restarted while followed."""
     task_id = launched.api_task
+    home, env = stack.services.airflow_home, stack.services.env
     since = rerun_train(stack, task_id)
-    runner, group = freeze_followed_runner(stack, task_id, "deferred")
-    home = stack.services.airflow_home
+    follower = LogFollower(stack, task_id)
+    follower.start()
+    runner = recorded_runner(stack, task_id)
+    group = os.getpgid(runner.pid)
+    os.killpg(group, signal.SIGSTOP)
     try:
-        airflow_stack.stop_one(home, "triggerer", sig=9)
+        airflow_stack.stop_one(home, "scheduler", sig=9)
         time.sleep(3)
-        airflow_stack.start_one(home, "triggerer", stack.services.env)
-    finally:
-        os.killpg(group, signal.SIGCONT)
-    stack.assert_completed(task_id)
-    assert_trained_once(stack, task_id, runner, since)
-
-
-def test_ssh_sessions_cut_mid_train_are_reattached(stack: Stack, launched: Launched) -> None:
-    """Every SSH session to the training server is cut while train runs (the listener stays):
-    the job does not depend on them, the follower reconnects, and the task completes."""
-    task_id = launched.api_task
-    since = rerun_train(stack, task_id)
-    # the trigger follows the job (once the task deferred) and keeps its connection open between polls
-    runner, group = freeze_followed_runner(stack, task_id, "deferred")
-    try:
+        airflow_stack.start_one(home, "scheduler", env)
+        follow_frozen_runner(stack, task_id, "deferred")
         stack.wait_until(
             "the follower's SSH connection", lambda: bool(stack.services.sshd.sessions()), 60, 0.1
         )
         assert stack.services.sshd.kill_sessions() >= 1
-        assert runner.running(), "cutting the SSH sessions ended the training"
+        airflow_stack.stop_one(home, "triggerer", sig=9)
+        time.sleep(3)
+        airflow_stack.start_one(home, "triggerer", env)
+        airflow_stack.stop_one(home, "api-server")
+        time.sleep(2)
+        airflow_stack.start_one(home, "api-server", env)
+        airflow_stack.wait_healthy(stack.port)
+        assert runner.running(), "the faults ended the training"
     finally:
         os.killpg(group, signal.SIGCONT)
     stack.assert_completed(task_id)
     assert_trained_once(stack, task_id, runner, since)
-
-
-def test_scheduler_killed_mid_train_continues(stack: Stack, launched: Launched) -> None:
-    """The scheduler (and with it a running task process) dies during train and is started
-    again: the run continues to completion."""
-    task_id = launched.api_task
-    rerun_train(stack, task_id)
-    recorded_runner(stack, task_id)
-    home = stack.services.airflow_home
-    airflow_stack.stop_one(home, "scheduler", sig=9)
-    time.sleep(3)
-    airflow_stack.start_one(home, "scheduler", stack.services.env)
-    stack.assert_completed(task_id)
-
-
-def test_api_server_restart_while_following(stack: Stack, launched: Launched) -> None:
-    """The API server restarts while a WebSocket client follows a running task: it reconnects
-    and the log it has has no gap and no duplicate."""
-    task_id = launched.api_task
-    since = rerun_train(stack, task_id)
-    follower = LogFollower(stack, task_id)
-    follower.start()
-    stack.wait_until("the re-run's lines", lambda: len(follower.events) > since, timeout=300)
-    home = stack.services.airflow_home
-    airflow_stack.stop_one(home, "api-server")
-    time.sleep(2)
-    airflow_stack.start_one(home, "api-server", stack.services.env)
-    airflow_stack.wait_healthy(stack.port)
-    stack.assert_completed(task_id)
     follower.join(180)
     assert follower.reconnects >= 1
     stored = [e["message"] for e in stack.store.logs_after(task_id, limit=100_000)]
@@ -258,7 +236,7 @@ def test_mark_failed_in_airflow_stops_the_runner(stack: Stack, launched: Launche
             (train,) = (s for s in task["steps"] if s["step_name"] == "train")
             assert train["status"] == "failed" and "marked failed" in train["error_message"], train
             assert "job on the training server was stopped" in train["error_message"], train
-            assert not runner_processes(task_id, "infer")
+            assert not runner_processes(stack, task_id, "infer")
             # the follower's on_kill acted (the DAG's failure callback may have closed the step first)
             marked = "train was marked failed in Airflow; its job on the training server was stopped"
             said = [e["message"] for e in stack.store.logs_after(task_id, limit=100_000)[since:]]
@@ -290,7 +268,7 @@ def test_cancel_stops_the_runner_on_the_training_server(stack: Stack, launched: 
         task = stack.wait_final(task_id)
         assert task["status"] == "cancelled"
         assert stack.step_status(task_id, "train") != "completed"
-        assert not runner_processes(task_id, "infer")
+        assert not runner_processes(stack, task_id, "infer")
     finally:
         if runner.running():
             os.killpg(group, signal.SIGKILL)

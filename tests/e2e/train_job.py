@@ -19,9 +19,10 @@ from tests.e2e.stack import Stack
 FINISHED_RUN = ("success", "failed")
 
 
-def runner_processes(task_id: int, command: str) -> list[ProcessRef]:
-    """The runner processes working on `command` for the task on the training server (this machine)."""
-    marker = f"/{paths.task_dirname(task_id)}/"
+def runner_processes(stack: Stack, task_id: int, command: str) -> list[ProcessRef]:
+    """The runner processes working on `command` for the task on the stack's training server
+    (this machine; other stacks' runners may run beside them)."""
+    marker = paths.remote_task_dir(str(stack.services.work / "server"), task_id) + "/"
     found = []
     for entry in Path("/proc").iterdir():
         try:
@@ -53,7 +54,7 @@ def recorded_runner(stack: Stack, task_id: int) -> ProcessRef:
     for the job to record itself."""
 
     def recorded() -> bool:
-        found = runner_processes(task_id, "train")
+        found = runner_processes(stack, task_id, "train")
         try:
             return (
                 len(found) == 1
@@ -63,7 +64,7 @@ def recorded_runner(stack: Stack, task_id: int) -> ProcessRef:
             return False
 
     stack.wait_until("the train runner to be recorded", recorded, 300, 0.02)
-    (runner,) = runner_processes(task_id, "train")
+    (runner,) = runner_processes(stack, task_id, "train")
     return runner
 
 
@@ -112,8 +113,8 @@ def run_state(stack: Stack, task_id: int) -> str:
     return str(demo.api(stack.port, stack.token, "GET", run_path(stack, task_id))["state"])
 
 
-def clear_train(stack: Stack, task_id: int, state: str, downstream: bool = True) -> None:
-    """Clear train (and its downstream task instances) in the task's run, as the UI's Clear does,
+def clear_train(stack: Stack, task_id: int, state: str) -> None:
+    """Clear train and its downstream task instances in the task's run, as the UI's Clear does,
     once the UI shows the run in `state`. After a failure that is "failed": the store records
     the failure before the scheduler has marked the downstream stages upstream_failed and the
     run failed, and a clear inside that window loses to the scheduler (the run ends failed with
@@ -124,20 +125,21 @@ def clear_train(stack: Stack, task_id: int, state: str, downstream: bool = True)
         "dry_run": False,
         "task_ids": ["train"],
         "dag_run_id": run_id,
-        "include_downstream": downstream,
+        "include_downstream": True,
         "only_failed": False,
     }
     demo.api(stack.port, stack.token, "POST", f"/api/v2/dags/{dag_id}/clearTaskInstances", body)
 
 
 def rerun_train(stack: Stack, task_id: int) -> int:
-    """Train again in the task's finished run, as a user clears it in the UI: train alone after a
-    run that succeeded, train and what follows after one that failed. Waits until the task runs
+    """Train again, and every stage after it, in the task's finished run, as a user clears train
+    with its downstream tasks in the UI. (Clearing train alone in a run that succeeded would let
+    Airflow mark the run successful again at once, its leaf tasks being successful, while train
+    still runs: a mark or cancel would then meet a finished run.) Waits until the task runs
     again; returns the log mark of the re-run (see `log_mark`)."""
     stack.wait_until("the task's run to finish", lambda: run_state(stack, task_id) in FINISHED_RUN, 300, 0.5)
-    state = run_state(stack, task_id)
     since = log_mark(stack, task_id)
-    clear_train(stack, task_id, state, downstream=state == "failed")
+    clear_train(stack, task_id, run_state(stack, task_id))
     stack.wait_until(
         "the task to run again",
         lambda: stack.store.get_task(task_id, with_steps=False)["status"] == "running",
@@ -156,6 +158,13 @@ def freeze_followed_runner(stack: Stack, task_id: int, state: str) -> tuple[Proc
     runner = recorded_runner(stack, task_id)
     group = os.getpgid(runner.pid)
     os.killpg(group, signal.SIGSTOP)
+    follow_frozen_runner(stack, task_id, state)
+    return runner, group
+
+
+def follow_frozen_runner(stack: Stack, task_id: int, state: str) -> None:
+    """Until train's task instance is `state` and something follows its job (the task's
+    heartbeat moves after that: the trigger's or the worker's polls)."""
     stack.wait_until(f"train to be {state}", lambda: ti_state(stack, task_id)["state"] == state, 300, 0.5)
     beat = stack.store.get_task(task_id, with_steps=False)["heartbeat_at"]
     stack.wait_until(
@@ -164,7 +173,6 @@ def freeze_followed_runner(stack: Stack, task_id: int, state: str) -> tuple[Proc
         300,
         0.2,
     )
-    return runner, group
 
 
 def airflow_task_process(stack: Stack, task_id: int, stage: str) -> ProcessRef | None:
