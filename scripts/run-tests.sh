@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the pytest suite from the venv, tier by tier:
 #   fast   tests that need no Airflow or Hive stack (minutes; the inner loop: make test-fast)
-#   stack  tests on the real Airflow / Hive / sshd / FuXiCTR stack
+#   stack  tests on the real Airflow / Hive / sshd / FuXiCTR stack (two lanes side by side,
+#          unless pytest args are given: then one pytest)
 #   stress the stand-in restart stress tests (make test-stress)
 #   all    fast, then stack; a failure in fast stops the run before stack starts
 # Usage: run-tests.sh [fast|stack|stress|all] [pytest args...]
@@ -29,15 +30,35 @@ run_tier() {
   return $rc
 }
 
+# The stack tier in two pytest processes side by side, each with its own Hive server: the local
+# e2e stack's pipelines wait on Airflow's scheduling much of the time, and the other lane's
+# stacks (Celery e2e, security, API, UI, Hive) use that time. Lines are prefixed with the lane.
+E2E_LANE=(tests/e2e/test_pipeline.py tests/e2e/test_single_stage.py)
+run_stack_lanes() {
+  local start rc_e2e rc_rest
+  start=$(date +%s)
+  echo "=== tier stack: two lanes side by side: [e2e] ${E2E_LANE[*]}, [rest] the other stack tests"
+  .venv/bin/python -m pytest -m "stack and not stress" "${E2E_LANE[@]}" 2>&1 | sed -u 's/^/[e2e] /' &
+  local e2e=$!
+  .venv/bin/python -m pytest -m "stack and not stress" tests "${E2E_LANE[@]/#/--ignore=}" 2>&1 | sed -u 's/^/[rest] /' &
+  local rest=$!
+  wait $e2e
+  rc_e2e=$?
+  wait $rest
+  rc_rest=$?
+  echo "tier stack: exit e2e $rc_e2e, rest $rc_rest in $(($(date +%s) - start)) s" | tee -a .work/test-tiers.txt
+  [ $rc_e2e -eq 0 ] && [ $rc_rest -eq 0 ]
+}
+
 case $tier in
   fast) run_tier fast "not stack and not stress" "$@" ;;
-  stack) run_tier stack "stack and not stress" "$@" ;;
+  stack) if [ $# -eq 0 ]; then run_stack_lanes; else run_tier stack "stack and not stress" "$@"; fi ;;
   stress) run_tier stress "stress" "$@" ;;
   all)
     run_tier fast "not stack and not stress" "$@" || {
       echo "the fast tier failed: the stack tier is not run" >&2
       exit 1
     }
-    run_tier stack "stack and not stress" "$@"
+    if [ $# -eq 0 ]; then run_stack_lanes; else run_tier stack "stack and not stress" "$@"; fi
     ;;
 esac

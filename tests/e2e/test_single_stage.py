@@ -25,6 +25,7 @@ from fuxictr_workflow.stages import STAGE_NAMES
 from scripts import airflow_stack, demo
 from tests.e2e.launch import Launched, fields, trigger
 from tests.e2e.stack import INFER_ROWS, Stack
+from tests.e2e.stage_alone import run_alone
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
@@ -43,6 +44,9 @@ TRACEBACK = "Traceback (most recent call last)"
 # what `airflow tasks test` printed when the scheduler moved the stage under test's state
 # the first part of a two-part stage: alone, it leaves its stage pending for the second part
 FIRST_PARTS = ("data_fetch.hive_export", "hive_upload.hdfs_upload")
+# the stage tasks run through `airflow tasks test` itself: README's example (train), a first part
+# (the export) and a Hive stage; the others run in-process (stage_alone.py)
+CLI_TASKS = ("data_fetch.hive_export", "train", "hive_upload.hive_load")
 CRASH_MARKERS = ("ServerResponseError", "TI may be stuck", "[DAG TEST] Error running task")
 
 
@@ -61,13 +65,18 @@ def run_states(stack: Stack) -> dict[str, str]:
 
 
 def tasks_test(
-    stack: Stack, task: str, params: dict[str, Any], *, fails: bool = False, logical_date: str | None = None
+    stack: Stack,
+    task: str,
+    params: dict[str, Any],
+    *,
+    fails: bool | None = False,
+    logical_date: str | None = None,
 ) -> str:
     """`airflow tasks test fuxictr_workflow TASK [LOGICAL_DATE] -t PARAMS`, as README "One stage
     alone" shows (a logical date lets several run at once, docs/architecture.md).
 
-    The output has no traceback, or (``fails``) only Airflow's report of the stage's own
-    failure (AirflowFailException with the reason the step records)."""
+    The output has no traceback, or (``fails``; either when None) only Airflow's report of the
+    stage's own failure (AirflowFailException with the reason the step records)."""
     airflow = str(airflow_stack.VENV_BIN / "airflow")
     out = subprocess.run(
         [airflow, "tasks", "test", DAG, task, *([logical_date] if logical_date else []), "-t", json.dumps(params)],
@@ -77,6 +86,8 @@ def tasks_test(
     assert out.returncode == 0, f"{task}: exit {out.returncode}\n{text[-4000:]}"
     crashes = [m for m in CRASH_MARKERS if m in text]
     assert not crashes, f"{task}: {crashes} in the output\n{text[-6000:]}"
+    if fails is None:
+        fails = TRACEBACK in text
     if fails:
         assert text.count(TRACEBACK) == 1 and "AirflowFailException: " in text, text[-6000:]
     else:
@@ -167,10 +178,29 @@ def test_trigger_naming_a_task_with_an_active_run_is_refused(stack: Stack) -> No
     api(stack, "POST", f"/api/workflow/tasks/{task_id}/cancel")
 
 
+def stage_alone(stack: Stack, airflow_task: str, params: dict[str, Any], index: int = 0) -> str | None:
+    """One stage task alone: `airflow tasks test` for the CLI_TASKS (with its own logical date
+    when `index` is given), the rest in-process (stage_alone.py). Returns the failure the
+    stage reported (AirflowFailException's message), None when it did not fail; under the CLI
+    that failure must be the output's one traceback."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    if airflow_task in CLI_TASKS:
+        date = datetime(2030, 1, 1 + index, tzinfo=UTC).isoformat() if index else None
+        output = tasks_test(stack, airflow_task, params, fails=None, logical_date=date)
+        failed = TRACEBACK in output
+        return output.split("AirflowFailException: ", 1)[1] if failed else None
+    try:
+        run_alone(stack, airflow_task, params)
+    except AirflowFailException as err:
+        return str(err)
+    return None
+
+
 def test_each_stage_alone_on_an_existing_task(stack: Stack, triggered: dict[str, Any]) -> None:
-    """`airflow tasks test ... -t '{"task_id": N}'` for each stage task of a completed task,
-    with the scheduler running: no traceback; the stage re-runs, no other stage is touched,
-    and the task ends completed again (pending between the two parts of a two-part stage).
+    """Each stage task alone on a completed task (`-t '{"task_id": N}'`), with the scheduler
+    running: the stage re-runs, no other stage is touched, and the task ends completed again
+    (pending between the two parts of a two-part stage); under the CLI, no traceback.
 
     Each stage runs as on a worker that never saw the task (its staging dir emptied first):
     what a stage needs from the one before comes from HDFS, never from a worker's disk."""
@@ -180,7 +210,7 @@ def test_each_stage_alone_on_an_existing_task(stack: Stack, triggered: dict[str,
         shutil.rmtree(staging, ignore_errors=True)
         stage = airflow_task.split(".")[0]
         before = stack.store.get_task(task_id)
-        tasks_test(stack, airflow_task, {"task_id": task_id})
+        assert stage_alone(stack, airflow_task, {"task_id": task_id}) is None, airflow_task
         after = stack.store.get_task(task_id)
         assert_consistent(after)
         changed = {b["step_name"] for b, a in zip(before["steps"], after["steps"], strict=True) if a != b}
@@ -198,23 +228,22 @@ def test_each_stage_alone_on_an_existing_task(stack: Stack, triggered: dict[str,
 
 
 def test_each_stage_alone_with_the_six_fields(stack: Stack) -> None:
-    """`airflow tasks test ... -t '{six fields}'` creates a task for the one stage: only that
+    """Each stage task alone with `-t '{six fields}'` creates a task for the one stage: only that
     stage's step moved and the task's status is what its steps say. The export (data_fetch's
-    first part) works from scratch; a later stage fails, its one traceback Airflow's report of
-    the failure, naming what is missing (a new task has no data from earlier stages). Four at
-    a time, each with its own logical date."""
+    first part) works from scratch; a later stage fails naming what is missing (a new task has
+    no data from earlier stages). The CLI runs go side by side, each with its own logical date."""
 
-    def one(index_task: tuple[int, str]) -> tuple[str, str]:
+    def one(index_task: tuple[int, str]) -> tuple[str, str | None]:
         index, airflow_task = index_task
-        date = datetime(2030, 1, 1 + index, tzinfo=UTC).isoformat()
-        fails = airflow_task != STAGE_TASKS[0]
-        return airflow_task, tasks_test(
-            stack, airflow_task, fields(stack, f"alone-{airflow_task}"), fails=fails, logical_date=date
+        return airflow_task, stage_alone(
+            stack, airflow_task, fields(stack, f"alone-{airflow_task}"), index + 1
         )
 
-    with ThreadPoolExecutor(4) as pool:
-        outputs = dict(pool.map(one, enumerate(STAGE_TASKS)))
-    for airflow_task, output in outputs.items():
+    cli = [(i, t) for i, t in enumerate(STAGE_TASKS) if t in CLI_TASKS]
+    with ThreadPoolExecutor(len(cli)) as pool:
+        failures = dict(pool.map(one, cli))
+    failures.update(one(it) for it in enumerate(STAGE_TASKS) if it[1] not in CLI_TASKS)
+    for airflow_task, failure in failures.items():
         (row,) = [t for t in stack.store.list_tasks(limit=1000) if t["name"] == f"alone-{airflow_task}"]
         task = stack.store.get_task(row["id"])
         assert_consistent(task)
@@ -223,8 +252,9 @@ def test_each_stage_alone_with_the_six_fields(stack: Stack) -> None:
         assert all(s["status"] == "pending" and s["started_at"] is None for s in others), task["steps"]
         step = task["steps"][STAGE_NAMES.index(stage)]
         if airflow_task == STAGE_TASKS[0]:
+            assert failure is None
             assert step["status"] == "pending" and step["started_at"] is not None
         else:
             assert step["status"] == "failed" and step["error_message"], step
-            assert f"AirflowFailException: {step['error_message']}" in output
+            assert failure is not None and failure.startswith(step["error_message"]), (failure, step)
     assert not [r for r in run_states(stack) if r.startswith(TASKS_TEST_RUN_PREFIX)]
