@@ -207,6 +207,8 @@ def start_one(home: Path, name: str, env: dict[str, str]) -> int:
     )
     process = processes.ProcessRef.of(proc.pid)
     _pid_file(home, name).write_text(json.dumps(dataclasses.asdict(process)))
+    if name not in names(home):  # started on its own (an API server for tests): `stop` stops it too
+        _names_file(home).write_text(json.dumps([*names(home), name]))
     return proc.pid
 
 

@@ -150,3 +150,47 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if STACK_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.stack)
+
+
+def _names(entry: Path, marker: str) -> bool:
+    """The process's command line, environment or open files name `marker` (a process that
+    retitles itself, as Airflow's do, overwrites its environment: its open files still tell)."""
+    if marker.encode() in (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes():
+        return True
+    for fd in (entry / "fd").iterdir():
+        try:
+            if os.readlink(fd).startswith(marker):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def leftover_processes(root: Path) -> list[str]:
+    """Processes (other than this one) that name `root`: what the session's fixtures started
+    and did not stop."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if _names(entry, str(root)):
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                found.append(f"{entry.name}: {title[:160]}")
+        except OSError:
+            continue
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Every test stops what it started: a process of this session left running fails the run."""
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is None or getattr(factory, "_basetemp", None) is None:
+        return
+    left = leftover_processes(factory.getbasetemp())
+    if left:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = "processes this session started and did not stop:\n  " + "\n  ".join(left)
+        if reporter is not None:
+            reporter.write_line(message, red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -27,7 +27,7 @@ from tests.e2e.launch import Launched, fields, trigger
 from tests.e2e.stack import INFER_ROWS, Stack
 from tests.e2e.stage_alone import run_alone
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 DAG = "fuxictr_workflow"
 STAGE_TASKS = (

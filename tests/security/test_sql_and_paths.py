@@ -50,7 +50,7 @@ from tests.services.airflow_app import ApiServer
 from tests.services.hive import hive_config, hive_query, submitted_queries
 from tests.test_hive import context, step
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = pytest.mark.timeout(600)
 
 # Not named "sentinel": tests/test_hive.py looks for DROPs of its own sentinel in the shared server log.
 SENTINEL = f"{DB}.keepme"

@@ -33,7 +33,7 @@ STRESS = RestartMode(restarts=20, busy=True)
 
 # the timeouts go here, not on the tests: a test's own timeout mark would win over its param's
 RESTART_MODES = [
-    pytest.param(DEFAULT, id=str(DEFAULT.restarts), marks=pytest.mark.timeout(900)),
+    pytest.param(DEFAULT, id=str(DEFAULT.restarts), marks=pytest.mark.timeout(600)),
     pytest.param(
         STRESS, id=f"stress-{STRESS.restarts}", marks=[pytest.mark.stress, pytest.mark.timeout(2700)]
     ),

@@ -16,7 +16,7 @@ from fuxictr_workflow import paths
 from scripts import airflow_stack, demo
 from tests.e2e.stack import Stack
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 DAG = "fuxictr_workflow"
 WORKERS = set(airflow_stack.worker_names(demo.CELERY_WORKERS))
