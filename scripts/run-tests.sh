@@ -6,7 +6,8 @@
 #   stress the stand-in restart stress tests (make test-stress)
 #   all    fast, then stack; a failure in fast stops the run before stack starts
 # Usage: run-tests.sh [fast|stack|stress|all] [pytest args...]
-# Each tier's wall time is appended to .work/test-tiers.txt (.ci/run prints it).
+# Each tier's wall time is appended to .work/test-tiers.txt (.ci/run prints it); each pytest
+# process writes its JUnit report (per-test times) to .work/junit-<tier>.xml.
 # pytest's exit code 5 (no tests collected) is a failure here: a tier that ran nothing must not pass.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +21,7 @@ run_tier() {
   local start rc
   start=$(date +%s)
   echo "=== tier $name: pytest -m \"$expr\" $*"
-  .venv/bin/python -m pytest -m "$expr" "$@"
+  .venv/bin/python -m pytest -m "$expr" --junitxml=".work/junit-$name.xml" "$@"
   rc=$?
   echo "tier $name: exit $rc in $(($(date +%s) - start)) s" | tee -a .work/test-tiers.txt
   if [ $rc -eq 5 ]; then
@@ -38,9 +39,11 @@ run_stack_lanes() {
   local start rc_e2e rc_rest
   start=$(date +%s)
   echo "=== tier stack: two lanes side by side: [e2e] ${E2E_LANE[*]}, [rest] the other stack tests"
-  .venv/bin/python -m pytest -m "stack and not stress" "${E2E_LANE[@]}" 2>&1 | sed -u 's/^/[e2e] /' &
+  .venv/bin/python -m pytest -m "stack and not stress" --junitxml=.work/junit-stack-e2e.xml "${E2E_LANE[@]}" 2>&1 |
+    sed -u 's/^/[e2e] /' &
   local e2e=$!
-  .venv/bin/python -m pytest -m "stack and not stress" tests "${E2E_LANE[@]/#/--ignore=}" 2>&1 | sed -u 's/^/[rest] /' &
+  .venv/bin/python -m pytest -m "stack and not stress" --junitxml=.work/junit-stack-rest.xml \
+    tests "${E2E_LANE[@]/#/--ignore=}" 2>&1 | sed -u 's/^/[rest] /' &
   local rest=$!
   wait $e2e
   rc_e2e=$?
