@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -182,12 +183,18 @@ def leftover_processes(root: Path) -> list[str]:
     return found
 
 
+LEFTOVER_GRACE_S = 30.0
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Every test stops what it started: a process of this session left running fails the run."""
     factory = getattr(session.config, "_tmp_path_factory", None)
     if factory is None or getattr(factory, "_basetemp", None) is None:
         return
-    left = leftover_processes(factory.getbasetemp())
+    # a process may be on its way out (an sshd connection child once its client has gone)
+    deadline = time.monotonic() + LEFTOVER_GRACE_S
+    while (left := leftover_processes(factory.getbasetemp())) and time.monotonic() < deadline:
+        time.sleep(1)
     if left:
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         message = "processes this session started and did not stop:\n  " + "\n  ".join(left)
