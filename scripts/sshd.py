@@ -126,6 +126,9 @@ class LocalSshd:
                     # a connection that never authenticates (a port probe, a cut client) is dropped
                     # after 20 s instead of 2 minutes
                     "LoginGraceTime 20",
+                    # the stand-in server shares 2 CPUs with Airflow and Hive: torch's OpenMP
+                    # threads would spin waiting for each other (a training cost 30-70% more CPU)
+                    "SetEnv OMP_NUM_THREADS=1",
                     "MaxSessions 100",
                     "Subsystem sftp internal-sftp",
                     "LogLevel ERROR",
