@@ -75,11 +75,18 @@ def load_feature_map(params: dict[str, Any], data_dir: str) -> Any:
     return feature_map
 
 
-def build_model(params: dict[str, Any], feature_map: Any, args: argparse.Namespace) -> Any:
-    """model_class(feature_map, **params) as run_expid does; verbose=0 keeps FuXiCTR's progress
+def experiment(args: argparse.Namespace) -> tuple[dict[str, Any], type]:
+    """The experiment's params and its model class, found before any data is read: an unknown
+    expid or a model missing from the zoo fails at once, not after the feature processing pass
+    (and an unknown expid before torch and FuXiCTR's preprocessing are even imported)."""
+    params = load_params(args.config_dir, args.expid)
+    return params, model_class(params["model"], args.model_zoo)
+
+
+def build_model(cls: type, params: dict[str, Any], feature_map: Any, args: argparse.Namespace) -> Any:
+    """cls(feature_map, **params) as run_expid does; verbose=0 keeps FuXiCTR's progress
     bars off stdout, which carries only our JSON lines."""
     params.update(model_root=args.work_dir, gpu=device_arg(args.gpu), verbose=0)
-    cls = model_class(params["model"], args.model_zoo)
     try:
         return cls(feature_map, **params)
     except Exception as err:
@@ -114,11 +121,11 @@ def metrics_result(logs: dict[str, Any], labels: list[str]) -> dict[str, Any]:
 
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
+    started = time.monotonic()
+    params, cls = experiment(args)
     from fuxictr.preprocess import FeatureProcessor
     from fuxictr.pytorch.torch_utils import seed_everything
 
-    started = time.monotonic()
-    params = load_params(args.config_dir, args.expid)
     if args.seed is not None:
         params["seed"] = args.seed
     seed = params.setdefault("seed", 2024)
@@ -151,7 +158,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     train_data = streaming.BlockBatches(stores[0], batch_size, shuffle=params.get("shuffle", True), seed=seed)
     valid_data = streaming.BlockBatches(stores[1], batch_size)
 
-    model = build_model(params, feature_map, args)
+    model = build_model(cls, params, feature_map, args)
     _report_progress(model)
     fit_params = {k: v for k, v in params.items() if k not in ("data_generator", "validation_data")}
     model.fit(train_data, validation_data=valid_data, **fit_params)
@@ -209,7 +216,7 @@ def infer(args: argparse.Namespace) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     started = time.monotonic()
-    params = load_params(args.config_dir, args.expid)
+    params, cls = experiment(args)
     data_dir = Path(args.work_dir, params["dataset_id"])
     if not (data_dir / "feature_processor.pkl").exists():
         raise UserError(f"no trained model for {args.expid!r} in {args.work_dir}: run train first")
@@ -220,7 +227,7 @@ def infer(args: argparse.Namespace) -> dict[str, Any]:
     files = streaming.data_files(args.data_dir)
     required = streaming.required_columns(processor, False)
     streaming.check_columns(files, [*required, *args.id_columns], args.data_dir)
-    model = build_model(params, feature_map, args)
+    model = build_model(cls, params, feature_map, args)
     model.load_weights(model.checkpoint)
     labels, outputs = feature_map.labels, score_columns(feature_map.labels)
     columns = list(feature_map.features)
