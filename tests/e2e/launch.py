@@ -92,6 +92,10 @@ class DagsTest(threading.Thread):
         config["task"]["log_rotation_size"] = 4096
         config["store"]["url"] = f"sqlite:///{root / 'workflow.db'}"
         config["storage"] = {k: str(root / k) for k in ("staging_dir", "log_dir")}
+        # Its store numbers tasks from 1 like the stack's: on a shared remote_root both would
+        # write to the server's task_1 directory.
+        for server in config["servers"].values():
+            server["remote_root"] = str(root / "server")
         self.store_url = config["store"]["url"]
         (root / "config.yaml").write_text(yaml.safe_dump(config))
         self.conf = {**fields(stack, "dags-test"), "hdfs_path": str(root / "hdfs")}

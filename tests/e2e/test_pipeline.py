@@ -90,8 +90,9 @@ def test_airflow_dags_test_runs_all_stages(stack: Stack, launched: Launched) -> 
     stages; a run without a task id creates its task row; the per-task log directory rotates."""
     run = launched.dags_test
     out = run.result(timeout=540)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     store = WorkflowStore(run.store_url)
+    failures = [(t["id"], t["error_message"]) for t in store.list_tasks() if t["error_message"]]
+    assert out.returncode == 0, f"{failures}\n{out.stdout[-3000:]}{out.stderr[-3000:]}"
     (task,) = store.list_tasks()
     task = store.get_task(task["id"])
     assert (task["status"], task["current_step"], task["name"]) == ("completed", 5, "dags-test")
