@@ -74,7 +74,6 @@ def process_env(home: Path, name: str, env: dict[str, str]) -> dict[str, str]:
         "FUXICTR_WORKFLOW_HOME": str(scratch),
         "FXW_WORKER_HOSTNAME": name,
         "AIRFLOW__CORE__HOSTNAME_CALLABLE": "scripts.stack_hostname.hostname",
-        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p),
     }
 
 
@@ -101,6 +100,11 @@ def airflow_env(home: Path, port: int, extra: dict[str, str] | None = None) -> d
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     env.update(extra or {})
+    # Airflow imports scripts.stack_hostname and scripts.sqlite_connect by name
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    if env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite").startswith("sqlite"):
+        for key in ("SQL_ALCHEMY_CONNECT_ARGS", "SQL_ALCHEMY_CONNECT_ARGS_ASYNC"):
+            env[f"AIRFLOW__DATABASE__{key}"] = "scripts.sqlite_connect.CONNECT_ARGS"
     if VENV_BIN.as_posix() not in env["PATH"].split(os.pathsep):  # an extra PATH must not hide airflow
         env["PATH"] = f"{VENV_BIN}{os.pathsep}{env['PATH']}"
     return env
