@@ -3,6 +3,9 @@ workflow store, and the waits the tests share."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +21,8 @@ from scripts import demo
 from scripts.hive_server import HiveServer
 
 SAMPLE_ROWS, INFER_ROWS = 6000, 1500
+# the first line of the agent's source, which the training server runs as `python -S -c <source>`
+AGENT_MARK = b"The transfer agent: "
 
 
 def free_port() -> int:
@@ -121,17 +126,64 @@ class Stack:
             time.sleep(every)
         raise AssertionError(f"timed out waiting for {what}")
 
-    def wait_upload_part_way(self, task_id: int, timeout: float = 300) -> None:
-        """Until data_upload has verified some chunks but not all: the moment to inject a fault."""
+    @contextmanager
+    def upload_frozen_part_way(self, task_id: int, timeout: float = 300) -> Iterator[list[int]]:
+        """Once data_upload has verified some chunks, freeze (SIGSTOP) the transfer agents the
+        training server runs, so the upload cannot finish before the test's fault lands however
+        slowly the test process is scheduled; they are let go (SIGCONT) on leaving, for the ones
+        the fault did not kill to see it. Yields the frozen pids."""
+        frozen: list[int] = []
 
         def some_verified() -> bool:
             chunks = self.store.chunks(task_id, "data_upload")
             done = sum(c["status"] == "verified" for c in chunks)
-            if chunks and done == len(chunks):
-                raise AssertionError("data_upload finished before the fault could be injected")
+            if done:
+                frozen.extend(self.transfer_agents())
+                for pid in frozen:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGSTOP)
             return done > 0
 
-        self.wait_until("data_upload to be part-way", some_verified, timeout, every=0.005)
+        try:
+            self.wait_until("data_upload to be part-way", some_verified, timeout, every=0.005)
+            chunks = self.store.chunks(task_id, "data_upload")
+            assert frozen, "no transfer agent ran on the training server while data_upload ran"
+            assert any(c["status"] != "verified" for c in chunks), (
+                "data_upload finished before its agents were frozen"
+            )
+            yield frozen
+        finally:
+            for pid in frozen:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+
+    def transfer_agents(self) -> list[int]:
+        """The transfer agents running under this stack's sshd (its listener's descendants)."""
+        info = self.services.sshd.running()
+        if info is None:
+            return []
+        parents: dict[int, int] = {}
+        agents = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+            if AGENT_MARK in cmdline:
+                agents.append(int(entry.name))
+
+        def under_sshd(pid: int) -> bool:
+            while pid > 1:
+                if pid == info.pid:
+                    return True
+                pid = parents.get(pid, 0)
+            return False
+
+        return [pid for pid in agents if under_sshd(pid)]
 
     def verified_chunks(self, task_id: int) -> set[str]:
         return {c["chunk_id"] for c in self.store.chunks(task_id, "data_upload") if c["status"] == "verified"}

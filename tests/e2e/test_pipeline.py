@@ -299,9 +299,9 @@ def test_failed_stage_retried_through_hive_and_sshd_faults(stack: Stack, launche
     time.sleep(2)
     stack.services.hive.start()
 
-    stack.wait_upload_part_way(task_id)
-    stack.services.sshd.stop()
-    verified_at_kill = stack.verified_chunks(task_id)
+    with stack.upload_frozen_part_way(task_id):
+        stack.services.sshd.stop()
+        verified_at_kill = stack.verified_chunks(task_id)
     time.sleep(2)
     stack.services.sshd.start()
 

@@ -105,12 +105,12 @@ def test_a_worker_lost_mid_upload_is_survived_on_the_other(stack: Stack) -> None
     the other worker, which fetches the data from HDFS and sends only the chunks not verified
     before; the pipeline completes with the rows in Hive exact."""
     task_id = stack.submit("celery-lost-worker")
-    stack.wait_upload_part_way(task_id, timeout=900)
-    run_id = stack.store.get_task(task_id)["dag_run_id"]
-    victim = task_instances(stack, run_id)["data_upload"]["hostname"]
-    killed = lose_host(stack, victim)
-    assert any("fuxictr_workflow" in k or "airflow" in k for k in killed), killed
-    verified_at_kill = stack.verified_chunks(task_id)
+    with stack.upload_frozen_part_way(task_id, timeout=900):
+        run_id = stack.store.get_task(task_id)["dag_run_id"]
+        victim = task_instances(stack, run_id)["data_upload"]["hostname"]
+        killed = lose_host(stack, victim)
+        assert any("fuxictr_workflow" in k or "airflow" in k for k in killed), killed
+        verified_at_kill = stack.verified_chunks(task_id)
     lost_at = time.monotonic()
 
     stack.assert_completed(task_id)
