@@ -39,7 +39,7 @@ from fuxictr_workflow.operators.hive import (
     HiveLoadOperator,
     render,
 )
-from fuxictr_workflow.sql_query import substitution_off
+from fuxictr_workflow.sql_query import session_settings, substitution_off
 from fuxictr_workflow.stages import StepStatus
 from fuxictr_workflow.store import get_store
 from fuxictr_workflow.validation import render_select
@@ -484,7 +484,7 @@ def test_legitimate_sql_runs_on_the_server(cfg: WorkflowConfig, tables: None, tm
         {"directory": str(tmp_path / f"q{i}"), "sql": render_select("sample_sql", sql, dialect)}
         for i, (_, sql, _) in enumerate(LEGIT_SQL)
     ]
-    hql = render("export.hql", datasets=datasets, substitution_off=substitution_off(dialect))
+    hql = render("export.hql", datasets=datasets, session_settings=session_settings(dialect))
     HiveCliHook(hive_cli_conn_id=cfg.hive.cli_conn_id).run_cli(hql)
     got = {label: ds.dataset(tmp_path / f"q{i}").count_rows() for i, (label, _, _) in enumerate(LEGIT_SQL)}
     assert got == {label: rows for label, _, rows in LEGIT_SQL}
@@ -521,9 +521,10 @@ def test_attack_text_inside_strings_stays_data(
     assert not marker.exists() and sentinel_intact()
     hql = next(e["message"] for e in store.logs_after(task_id) if "running HiveQL" in e["message"])
     statements = [line for line in hql.splitlines()[1:] if line and not line.startswith("--")]
-    assert statements[0] == f"{substitution_off(cfg.hive.sql_dialect)};"  # before any user query
-    assert len(statements) == 3 and all(
-        line.startswith("INSERT OVERWRITE DIRECTORY") for line in statements[1:]
+    settings = [f"{s};" for s in session_settings(cfg.hive.sql_dialect)]
+    assert statements[: len(settings)] == settings  # before any user query
+    assert len(statements) == len(settings) + 2 and all(
+        line.startswith("INSERT OVERWRITE DIRECTORY") for line in statements[len(settings) :]
     )
 
 
