@@ -17,7 +17,7 @@ import http.client
 import json
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -197,18 +197,16 @@ def test_a_caller_is_authorized_on_the_named_server_before_validation(stack: Api
     assert snapshot(stack) == before
 
 
-def test_an_80000_character_query_is_422_naming_the_field(
-    stack: ApiServer, record_property: Callable[[str, Any], None]
-) -> None:
+def test_an_80000_character_query_is_422_naming_the_field(stack: ApiServer) -> None:
     """Over the token budget: refused after a fraction of the query is read. The time it took
-    is recorded in the JUnit report (no assertion on it: tests do not time)."""
+    is printed (pytest -s shows it; no assertion on it: tests do not time)."""
     before = snapshot(stack)
     huge = "SELECT " + "1+" * 39_996 + "1"
     assert len(huge) == 80_000
     for fields in ({"sample_sql": huge}, {"sample_sql": huge, "infer_sql": huge}):
         started = time.monotonic()
         status, reply = call(stack, "POST", "/tasks", {**BODY, **fields})
-        record_property(f"seconds_{len(fields)}_fields", round(time.monotonic() - started, 3))
+        print(f"80,000-character query in {len(fields)} field(s): 422 in {time.monotonic() - started:.3f} s")
         assert status == 422, reply
         assert {d["loc"][-1] for d in reply["detail"]} == set(fields), reply
         assert all("tokens" in d["msg"] for d in reply["detail"]), reply
