@@ -49,6 +49,8 @@ class OverBudget(Exception):  # noqa: N818 - an outcome, like StopIteration
 class Budget:
     tokens: int = TOKEN_BUDGET
     seconds: float | None = None
+    # the field being checked (set by the API's validator): named if the time runs out
+    checking: str | None = None
     deadline: float | None = field(default=None, init=False)
     _ticks: int = field(default=0, init=False)
     _encoded: int = field(default=0, init=False)

@@ -209,7 +209,9 @@ def test_an_80000_character_query_is_422_naming_the_field(stack: ApiServer) -> N
         print(f"80,000-character query in {len(fields)} field(s): 422 in {time.monotonic() - started:.3f} s")
         assert status == 422, reply
         assert {d["loc"][-1] for d in reply["detail"]} == set(fields), reply
-        assert all("tokens" in d["msg"] for d in reply["detail"]), reply
+        # over the token budget; on a machine too busy to tokenize that far within the
+        # request's time limit, over that: either way a refusal naming the field
+        assert all("tokens" in d["msg"] or "took more than" in d["msg"] for d in reply["detail"]), reply
     assert snapshot(stack) == before
 
 

@@ -45,6 +45,8 @@ class TaskCreateRequest(BaseModel):
     def _sql(cls, value: str, info: ValidationInfo) -> str:
         # the API passes one budget (with its time limit) for both queries: api/task_body.py
         budget = (info.context or {}).get("sql_budget")
+        if budget is not None:
+            budget.checking = info.field_name
         dialect = get_config().hive.sql_dialect
         return _check(lambda x: v.validate_select(str(info.field_name), x, dialect, budget), value)
 

@@ -104,7 +104,7 @@ async def authorized_body(request: Request, user: Any) -> tuple[TaskCreateReques
                     "msg": f"the queries took more than {sql_budget.API_SECONDS:g} s to check; simplify them",
                     "type": "value_error",
                 }
-                for field in ("sample_sql", "infer_sql")
+                for field in ([budget.checking] if budget.checking else ["sample_sql", "infer_sql"])
             ],
         ) from None
     return body, server
