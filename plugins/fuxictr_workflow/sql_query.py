@@ -123,17 +123,20 @@ def _parse(sql: str, dialect: Dialect, budget: Budget) -> exp.Expression:
 
 
 def _check_table(node: exp.Table) -> None:
-    parts = node.parts
-    for part in parts:
-        if not NAME.match(part.name):
-            raise QueryError(f"reads {node.sql()!r}: tables are named by database.table, never by a path")
-    for qualifier in parts[:-1]:
-        if qualifier.name.lower() in DATA_SOURCES:
+    # the qualifiers (database, catalog) whatever the table part is: Spark's SQL on files
+    # looks only at them
+    for key in ("db", "catalog"):
+        qualifier = node.args.get(key)
+        if isinstance(qualifier, exp.Identifier) and qualifier.name.lower() in DATA_SOURCES:
             raise QueryError(
                 f"reads {node.sql()!r}: {qualifier.name!r} is a Spark data source, so Spark would read "
-                f"the file {parts[-1].name!r} instead of a table; tables in a database of that name "
+                f"the file {node.name!r} instead of a table; tables in a database of that name "
                 "cannot be read"
             )
+    if isinstance(node.this, exp.Identifier):
+        for part in node.parts:
+            if not NAME.match(part.name):
+                raise QueryError(f"reads {node.sql()!r}: tables are named by database.table, never by a path")
 
 
 def _check_tree(tree: exp.Expression, budget: Budget) -> None:
@@ -150,7 +153,7 @@ def _check_tree(tree: exp.Expression, budget: Budget) -> None:
             raise QueryError(
                 f"calls the user function {node.parent.sql()!r}; only built-in functions are allowed"
             )
-        if isinstance(node, exp.Table) and isinstance(node.this, exp.Identifier):
+        if isinstance(node, exp.Table):
             _check_table(node)
         if isinstance(node, (exp.Identifier, exp.Var)) and not NAME.match(node.name):
             raise QueryError(f"uses the name {node.name!r}; names may only use letters, digits and '_'")

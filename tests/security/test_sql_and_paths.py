@@ -519,6 +519,8 @@ def test_attack_text_inside_strings_stays_data(
         "y": "--",
         "z": f";DROP TABLE {SENTINEL};",
         "w": f"line\n!sh touch {marker}\n# ; DROP TABLE {SENTINEL}\n",
+        # sent as DECODE(UNHEX(..)): line/paragraph separators, NEL, a bidi override, a BOM
+        "u": "a\u2028b\u2029c\x85d\u202ee\ufefff é",
     }
     sample = "SELECT " + ", ".join(f"{sql_literal(v)} AS {k}" for k, v in values.items())
     infer = f"SELECT id, ';DROP TABLE {SENTINEL}; SELECT ' AS q FROM {DB}.events -- trailing"
