@@ -101,25 +101,36 @@ class Budget:
 _current: ContextVar[Budget | None] = ContextVar("fuxictr_sql_budget", default=None)
 
 
-class _CountingCore(TokenizerCore):
-    """TokenizerCore that gives up at the first token over the current budget."""
+def _counting_core() -> type | None:
+    """TokenizerCore that gives up at the first token over the current budget; None where
+    the core is compiled and takes no Python subclass."""
+    try:
 
-    __slots__ = ()  # same layout as TokenizerCore, so a core can become one (see tokenize)
+        class CountingCore(TokenizerCore):
+            __slots__ = ()  # TokenizerCore's layout, so a core can become one (see tokenize)
 
-    def _add(self, token_type: TokenType, text: str | None = None) -> None:
-        super()._add(token_type, text)
-        budget = _current.get()
-        if budget is not None:
-            budget.check_tokens(len(self.tokens))
-            budget.tick()
+            def _add(self, token_type: TokenType, text: str | None = None) -> None:
+                super()._add(token_type, text)
+                budget = _current.get()
+                if budget is not None:
+                    budget.check_tokens(len(self.tokens))
+                    budget.tick()
+
+    except TypeError:
+        return None
+    return CountingCore
+
+
+_CountingCore = _counting_core()
 
 
 def tokenize(sql: str, dialect: Dialect, budget: Budget) -> list[Token]:
     """The dialect's tokens of `sql`; OverBudget past the token budget or the deadline."""
     tokenizer = dialect.tokenizer()
     core = tokenizer._core  # the one per-call object that does the scanning
-    with contextlib.suppress(TypeError):  # a compiled core: the count comes afterwards
-        core.__class__ = _CountingCore
+    if _CountingCore is not None:
+        with contextlib.suppress(TypeError):  # a compiled core: the count comes afterwards
+            core.__class__ = _CountingCore
     reset = _current.set(budget)
     try:
         tokens = tokenizer.tokenize(sql)
