@@ -1,5 +1,7 @@
 """The bounds on checking a user query (sql_budget.py), Spark's data-source table names, the
-per-dialect function allowlists, and the characters a rendering never carries as themselves."""
+per-dialect function allowlists, the characters a rendering never carries as themselves, and
+the other small bounds on what users and the training server send (hdfs_path globs,
+prediction column names, the WebSocket's `after`)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,9 @@ from fuxictr_workflow.config import parse_config
 from fuxictr_workflow.sql_budget import Budget
 from fuxictr_workflow.sql_functions import HIVE, SPARK, allowed
 from fuxictr_workflow.sql_query import DATA_SOURCES, render_query, session_settings
+from fuxictr_workflow.store import WorkflowStore
 from fuxictr_workflow.validation import HDFS_PATH_PATTERN, FieldError, validate_hdfs_path, validate_select
+from tests.conftest import new_task
 
 DIALECTS = ["hive", "spark"]
 
@@ -246,3 +250,17 @@ def test_websocket_after_is_bounded() -> None:
     assert parse_after("0") == 0 and parse_after(str(AFTER_MAX)) == AFTER_MAX
     for bad in (str(AFTER_MAX + 1), "9" * 40, "-1", "1e3", "", " 1", "١٢"):
         assert parse_after(bad) is None, bad
+
+
+def test_websocket_after_skips_a_batch_at_a_time(store: WorkflowStore) -> None:
+    """The skip reads the store in batches (never `after` rows at once) and lands where a
+    single read would: the id of the after-th event, or the last one when there are fewer."""
+    import asyncio
+
+    from fuxictr_workflow.api import logs_ws
+
+    task_id = new_task(store)
+    ids = [store.append_log(task_id, "train", "INFO", f"line {i}") for i in range(2 * logs_ws.BATCH + 500)]
+    for after in (0, 1, logs_ws.BATCH, logs_ws.BATCH + 1, 2 * logs_ws.BATCH + 123):
+        assert asyncio.run(logs_ws._skip(store, task_id, after)) == (ids[after - 1] if after else 0, after)
+    assert asyncio.run(logs_ws._skip(store, task_id, logs_ws.AFTER_MAX)) == (ids[-1], len(ids))
