@@ -130,6 +130,10 @@ class HiveServer:
             "--conf",
             "spark.ui.enabled=false",
             "--conf",
+            # no `SELECT ... FROM text.conf` / parquet.`/path`: a query reads tables only (the
+            # export also sets it per session, for servers that are not started here)
+            "spark.sql.runSQLOnFiles=false",
+            "--conf",
             f"spark.sql.warehouse.dir={self.dir / 'warehouse'}",
             "--conf",
             # C1 only: the server's queries are small, and without the C2 compiler a start

@@ -67,11 +67,11 @@ def test_templates_render_from_the_wheel_alone(
 ) -> None:
     """Without the checkout, the operators render the same HiveQL from the wheel's copies."""
     from fuxictr_workflow.operators import hive
-    from fuxictr_workflow.sql_query import substitution_off
+    from fuxictr_workflow.sql_query import session_settings
 
     export = {
         "datasets": [{"directory": "/tmp/h/task_1/sample", "sql": "SELECT 1"}],
-        "substitution_off": substitution_off("spark"),
+        "session_settings": session_settings("spark"),
     }
     load = {
         "database": "demo",

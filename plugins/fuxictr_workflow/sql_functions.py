@@ -2,9 +2,11 @@
 
 HIVE is Hive's system function registry (scalar, aggregate, window and table functions),
 SPARK what the Spark Thrift Server's `SHOW FUNCTIONS` lists; names of operators (`+`, `<>`)
-are syntax, not calls, and are not here. A name outside both is a user or session
-function (arbitrary Java code) and is refused. DENIED take a class, method or file name
-from the query and act on the server, so they are refused although built in.
+are syntax, not calls, and are not here. Each dialect has its own allowlist
+(`ALLOWED_BY_DIALECT`): a name only one of them defines is, on the other server, looked up
+as a user or session function (arbitrary Java code someone registered under that name), so
+it is refused there. DENIED take a class, method, file name or URL from the query and act
+on the server, so they are refused although built in.
 """
 
 from __future__ import annotations
@@ -132,6 +134,10 @@ DENIED: dict[str, str] = {
     "from_protobuf": "reads a descriptor file named by the query",
     "to_protobuf": "reads a descriptor file named by the query",
     "python_worker_logs": "reads the server's Python worker logs",
+    # spark-avro's options take `avroSchemaUrl`: the server opens any URL named there
+    "from_avro": "opens the schema URL its options name (avroSchemaUrl)",
+    "to_avro": "opens the schema URL its options name (avroSchemaUrl)",
+    "schema_of_avro": "opens the schema URL its options name (avroSchemaUrl)",
     "from_xml": "is an XML function (XML entities can read files on the server)",
     "schema_of_xml": "is an XML function (XML entities can read files on the server)",
     "to_xml": "is an XML function (XML entities can read files on the server)",
@@ -146,4 +152,12 @@ DENIED: dict[str, str] = {
     "xpath_string": "is an XML function (XML entities can read files on the server)",
 }
 
-ALLOWED = (HIVE | SPARK) - DENIED.keys()
+ALLOWED_BY_DIALECT: dict[str, frozenset[str]] = {
+    "hive": HIVE - DENIED.keys(),
+    "spark": SPARK - DENIED.keys(),
+}
+
+
+def allowed(dialect: str) -> frozenset[str]:
+    """The functions a query for `dialect`'s server may call."""
+    return ALLOWED_BY_DIALECT[dialect]

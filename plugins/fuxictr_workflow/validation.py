@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from fuxictr_workflow.config import WorkflowConfig
+from fuxictr_workflow.sql_budget import Budget
 from fuxictr_workflow.sql_query import SQL_MAX as SQL_MAX  # the Params schema's limit
 from fuxictr_workflow.sql_query import QueryError, render_query
 
@@ -33,8 +34,11 @@ IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 HIVE_TABLE_PATTERN = rf"^{IDENTIFIER}\.{IDENTIFIER}$"
 HDFS_SCHEMES = ("file", "hdfs", "webhdfs")
 # The shape only (the trigger form's JSON schema uses it too); validate_hdfs_path adds the
-# config's allowlists, the warehouse and '..'.
-HDFS_PATH_PATTERN = r"^(/|(file|hdfs|webhdfs)://)[^\s;'\"`$\\%]*$"
+# config's allowlists, the warehouse and '..'. No glob characters (* ? [ ] { }): fsspec's
+# listing, copy and delete calls and Hive's LOAD DATA INPATH expand them, so one path could
+# name (and the export overwrite) directories of other tasks or users.
+HDFS_PATH_PATTERN = r"^(/|(file|hdfs|webhdfs)://)[^\s;'\"`$\\%*?\[\]{}]*$"
+GLOB_CHARACTERS = "*?[]{}"
 
 TASK_FIELDS = ("name", "experiment_id", "sample_sql", "infer_sql", "hdfs_path", "hive_table")
 
@@ -48,18 +52,19 @@ class FieldError(ValueError):
         self.message = message
 
 
-def validate_select(field: str, sql: Any, dialect: str = "hive") -> str:
+def validate_select(field: str, sql: Any, dialect: str = "hive", budget: Budget | None = None) -> str:
     """One read-only query (sql_query.py decides). Returns the user's text, stripped of a final `;`.
 
-    The text is kept as written (the task shows it); what runs is render_select's output."""
-    render_select(field, sql, dialect)
+    The text is kept as written (the task shows it); what runs is render_select's output.
+    `budget` bounds the check (sql_budget.py; the API passes one with a time limit)."""
+    render_select(field, sql, dialect, budget)
     return sql.strip().rstrip(";").rstrip()
 
 
-def render_select(field: str, sql: Any, dialect: str = "hive") -> str:
+def render_select(field: str, sql: Any, dialect: str = "hive", budget: Budget | None = None) -> str:
     """The query as the server gets it: sqlglot's rendering of the checked tree."""
     try:
-        return render_query(sql, dialect)
+        return render_query(sql, dialect, budget)
     except QueryError as err:
         raise FieldError(field, str(err)) from None
 
@@ -132,6 +137,8 @@ def validate_hdfs_path(value: Any, cfg: WorkflowConfig) -> str:
         raise FieldError(field, "must not contain '..' (in any encoding)")
     if "%" in value:
         raise FieldError(field, "must not contain percent-encoded characters")
+    if any(c in GLOB_CHARACTERS for c in value):
+        raise FieldError(field, f"must not contain glob characters ({' '.join(GLOB_CHARACTERS)})")
     if "://" in value and value.split("://", 1)[0] not in HDFS_SCHEMES:
         raise FieldError(field, f"URL scheme must be one of {', '.join(HDFS_SCHEMES)}")
     if not re.match(HDFS_PATH_PATTERN, value):

@@ -11,6 +11,7 @@ documentation says which part it relies on.
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -53,7 +54,9 @@ def start_security_api(root: Path, hive: HiveInfo, test_root: Path) -> ApiServer
         "FUXICTR_TEST_DAG_SCOPES": f"alice={MAIN};bob={OTHER};vera={MAIN}",
         "AIRFLOW__API_AUTH__JWT_CLI_EXPIRATION_TIME": str(CLI_TOKEN_S),
         "AIRFLOW__API_AUTH__JWT_LEEWAY": "0",
-        "PYTHONPATH": str(REPO),
+        # the auth manager is imported from tests/; a caller's PYTHONPATH (a checkout's plugins/
+        # ahead of another's editable install) is kept
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
     }
     return start_api_server(root, config, env)
 

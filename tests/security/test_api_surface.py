@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import time
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -85,11 +86,9 @@ REFUSED_CROSS_DAG = [
     ("bob", "POST", "/tasks", BODY),
     ("bob", "POST", "/tasks/{main}/cancel", None),
     ("vera", "GET", "/tasks/{other}", None),
-    ("vera", "POST", "/tasks", BODY),  # a viewer of the DAG may not run it
     ("vera", "POST", "/tasks/{main}/cancel", None),
-    ("viewer", "POST", "/tasks", BODY),
     ("viewer", "POST", "/tasks/{other}/retry", None),
-]
+]  # vera and viewer may run no DAG at all: their POST /tasks is below (nothing named)
 
 
 @pytest.mark.parametrize(
@@ -142,6 +141,78 @@ def test_triggering_user_is_the_caller_for_bearer_and_cookie(stack: ApiServer) -
     assert status == 201, created
     run_id = stack.store.get_task(created["task_id"], with_steps=False)["dag_run_id"]
     assert airflow_runs(stack, OTHER)[run_id]["triggering_user_name"] == "bob"
+
+
+# -------- authorization before the body is looked at --------
+
+# What a validation message would name: servers, DAGs, the output database, the HDFS allowlist.
+CONFIG_WORDS = ["local", "gpu2", "fuxictr_workflow", DB, ALLOWED_PREFIX, "webhdfs", "output_databases",
+                "allowed_path_prefixes", "allowed_urls"]  # fmt: skip
+INVALID_BODIES: list[tuple[str, Any]] = [
+    ("unknown server", {**BODY, "server": "nope"}),
+    ("other server", OTHER_BODY),
+    ("statement", {**BODY, "sample_sql": "DROP TABLE x"}),
+    ("database not allowed", {**BODY, "hive_table": "other_db.t"}),
+    ("path not allowed", {**BODY, "hdfs_path": "/elsewhere/x"}),
+    ("80,000 characters", {**BODY, "sample_sql": "SELECT " + "1+" * 39_996 + "1"}),
+    ("600 parentheses", {**BODY, "infer_sql": "SELECT " + "(" * 600 + "1" + ")" * 600}),
+    ("server not a string", {**BODY, "server": ["local"]}),
+    ("not JSON", b"{"),
+    ("not an object", b"[1]"),
+]
+
+
+@pytest.mark.parametrize("user", ["viewer", "vera"])
+@pytest.mark.parametrize(("label", "body"), INVALID_BODIES, ids=[label for label, _ in INVALID_BODIES])
+def test_a_caller_who_may_run_no_dag_gets_403_and_learns_nothing(
+    stack: ApiServer, user: str, label: str, body: Any
+) -> None:
+    """viewer (read-only everywhere) and vera (viewer of the main DAG) may run no workflow DAG:
+    whatever they send, the answer is the same 403, naming no server, DAG, database or path."""
+    before = snapshot(stack)
+    raw = body if isinstance(body, bytes) else None
+    status, reply = call(stack, "POST", "/tasks", None if raw else body, user=user, raw=raw)
+    assert status == 403, reply
+    assert reply == {"detail": "you may not run any workflow DAG"}
+    assert not [w for w in CONFIG_WORDS if w in json.dumps(reply)]
+    assert snapshot(stack) == before
+
+
+def test_a_caller_is_authorized_on_the_named_server_before_validation(stack: ApiServer) -> None:
+    """alice may run the main DAG only. An invalid body for another server, or for a server that
+    does not exist, is 403 naming the DAG she asked for (the two look alike), not a 422 that
+    would name what is configured; for her own DAG she gets the 422. An admin may run any DAG,
+    so a server that does not exist is a 422 listing the ones there are."""
+    before = snapshot(stack)
+    bad = {"sample_sql": "DROP TABLE x", "hive_table": "other_db.t", "hdfs_path": "/elsewhere/x"}
+    for server, dag in (("gpu2", OTHER), ("nope", "fuxictr_workflow__nope")):
+        status, reply = call(stack, "POST", "/tasks", {**BODY, **bad, "server": server}, user="alice")
+        assert status == 403, reply
+        assert reply == {"detail": f"you may not run DAG {dag} (server {server!r})"}
+    status, reply = call(stack, "POST", "/tasks", {**BODY, **bad}, user="alice")
+    assert status == 422 and {d["loc"][-1] for d in reply["detail"]} == set(bad), reply
+    status, reply = call(stack, "POST", "/tasks", {**BODY, "server": "nope"}, user="admin")
+    assert status == 422 and reply["detail"][0]["loc"] == ["body", "server"], reply
+    assert "yours: local, gpu2" in reply["detail"][0]["msg"]
+    assert snapshot(stack) == before
+
+
+def test_an_80000_character_query_is_422_naming_the_field(stack: ApiServer) -> None:
+    """Over the token budget: refused after a fraction of the query is read. The time it took
+    is printed (pytest -s shows it; no assertion on it: tests do not time)."""
+    before = snapshot(stack)
+    huge = "SELECT " + "1+" * 39_996 + "1"
+    assert len(huge) == 80_000
+    for fields in ({"sample_sql": huge}, {"sample_sql": huge, "infer_sql": huge}):
+        started = time.monotonic()
+        status, reply = call(stack, "POST", "/tasks", {**BODY, **fields})
+        print(f"80,000-character query in {len(fields)} field(s): 422 in {time.monotonic() - started:.3f} s")
+        assert status == 422, reply
+        assert {d["loc"][-1] for d in reply["detail"]} == set(fields), reply
+        # over the token budget; on a machine too busy to tokenize that far within the
+        # request's time limit, over that: either way a refusal naming the field
+        assert all("tokens" in d["msg"] or "took more than" in d["msg"] for d in reply["detail"]), reply
+    assert snapshot(stack) == before
 
 
 # -------- cross-site requests --------
@@ -272,6 +343,26 @@ def test_websocket_refuses_foreign_origin(stack: ApiServer, tasks: dict[str, int
     url = ws_url(stack, tasks["main"])
     assert asyncio.run(close_code(url, {"Origin": EVIL, "Cookie": f"_token={tok}"})) == 1008
     assert asyncio.run(close_code(ws_url(stack, tasks["main"], tok), {"Origin": EVIL})) == 1008
+
+
+async def close_of(url: str) -> tuple[int | None, str]:
+    """The server's close code and reason for a connection it closes at once."""
+    import websockets
+
+    try:
+        async with websockets.connect(url, open_timeout=30) as ws:
+            await asyncio.wait_for(ws.recv(), 30)
+    except websockets.ConnectionClosed as closed:
+        return (closed.rcvd.code, closed.rcvd.reason) if closed.rcvd else (None, "")
+    return None, "still open"
+
+
+@pytest.mark.parametrize("after", ["10000001", "9" * 40, "-1", "abc"])
+def test_websocket_after_out_of_range_is_refused_saying_so(
+    stack: ApiServer, tasks: dict[str, int], after: str
+) -> None:
+    code, reason = asyncio.run(close_of(ws_url(stack, tasks["main"], token(stack, "admin"), after=after)))
+    assert code == 1008 and "after must be a whole number from 0 to 10000000" in reason, (code, reason)
 
 
 def test_websocket_refuses_other_dags_task(stack: ApiServer, tasks: dict[str, int]) -> None:

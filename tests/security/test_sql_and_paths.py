@@ -39,7 +39,7 @@ from fuxictr_workflow.operators.hive import (
     HiveLoadOperator,
     render,
 )
-from fuxictr_workflow.sql_query import substitution_off
+from fuxictr_workflow.sql_query import session_settings, substitution_off
 from fuxictr_workflow.stages import StepStatus
 from fuxictr_workflow.store import get_store
 from fuxictr_workflow.validation import render_select
@@ -102,6 +102,19 @@ HOSTILE_SQL: list[tuple[str, str]] = [
     ("WITH ... INSERT", f"WITH {MARK} AS (SELECT 1) INSERT OVERWRITE TABLE {SENTINEL} SELECT * FROM {MARK}"),
     ("SET", f"SET {MARK}=1"),
     ("file read as a table", f"SELECT * FROM parquet.`/etc/{MARK}`"),
+    # Spark reads a file where the database part names a data source: conf/ is in the
+    # Thrift Server's working directory (its hive-site.xml)
+    ("SQL on file: text.conf", f"SELECT value AS {MARK} FROM text.conf"),
+    ("SQL on file: binaryFile.", f"SELECT content AS {MARK} FROM `binaryFile`.`conf`"),
+    ("SQL on file: json., catalog-qualified", f"SELECT * FROM spark_catalog.json.{MARK}"),
+    # spark-avro opens the URL of the avroSchemaUrl option
+    ("from_avro schema URL", f"SELECT from_avro(CAST('x' AS BINARY), '{{}}', "
+                             f"map('avroSchemaUrl', 'http://127.0.0.2:{{port}}/s')) AS {MARK}"),
+    # a function only Hive defines: on the Spark server it names a user function
+    ("Hive-only function on Spark", f"SELECT floor_day(current_date()) AS {MARK}"),
+    # checking costs: an 80,000-character query, about 600 nested parentheses
+    ("80,000 characters", f"SELECT {'1+' * 39_980}1 AS {MARK}"),
+    ("600 nested parentheses", f"SELECT {'(' * 600}1{')' * 600} AS {MARK}"),
 ]  # fmt: skip
 
 HOSTILE_PATHS: list[tuple[str, str]] = [
@@ -119,6 +132,10 @@ HOSTILE_PATHS: list[tuple[str, str]] = [
     ("s3", f"s3://bucket/{MARK}"),
     ("warehouse", f"{{warehouse}}/{DB}.db/keepme"),
     ("warehouse root", "{warehouse}"),
+    # globs: fsspec and LOAD DATA INPATH expand them into other directories
+    ("glob *", f"/data/*/{MARK}"),
+    ("glob {a,b}", f"/data/{{a,b}}/{MARK}"),
+    ("glob [ab]", f"/data/[ab]/{MARK}"),
 ]
 
 HOSTILE_TABLES: list[tuple[str, str]] = [
@@ -484,7 +501,7 @@ def test_legitimate_sql_runs_on_the_server(cfg: WorkflowConfig, tables: None, tm
         {"directory": str(tmp_path / f"q{i}"), "sql": render_select("sample_sql", sql, dialect)}
         for i, (_, sql, _) in enumerate(LEGIT_SQL)
     ]
-    hql = render("export.hql", datasets=datasets, substitution_off=substitution_off(dialect))
+    hql = render("export.hql", datasets=datasets, session_settings=session_settings(dialect))
     HiveCliHook(hive_cli_conn_id=cfg.hive.cli_conn_id).run_cli(hql)
     got = {label: ds.dataset(tmp_path / f"q{i}").count_rows() for i, (label, _, _) in enumerate(LEGIT_SQL)}
     assert got == {label: rows for label, _, rows in LEGIT_SQL}
@@ -502,6 +519,8 @@ def test_attack_text_inside_strings_stays_data(
         "y": "--",
         "z": f";DROP TABLE {SENTINEL};",
         "w": f"line\n!sh touch {marker}\n# ; DROP TABLE {SENTINEL}\n",
+        # sent as DECODE(UNHEX(..)): line/paragraph separators, NEL, a bidi override, a BOM
+        "u": "a\u2028b\u2029c\x85d\u202ee\ufefff é",
     }
     sample = "SELECT " + ", ".join(f"{sql_literal(v)} AS {k}" for k, v in values.items())
     infer = f"SELECT id, ';DROP TABLE {SENTINEL}; SELECT ' AS q FROM {DB}.events -- trailing"
@@ -521,9 +540,10 @@ def test_attack_text_inside_strings_stays_data(
     assert not marker.exists() and sentinel_intact()
     hql = next(e["message"] for e in store.logs_after(task_id) if "running HiveQL" in e["message"])
     statements = [line for line in hql.splitlines()[1:] if line and not line.startswith("--")]
-    assert statements[0] == f"{substitution_off(cfg.hive.sql_dialect)};"  # before any user query
-    assert len(statements) == 3 and all(
-        line.startswith("INSERT OVERWRITE DIRECTORY") for line in statements[1:]
+    settings = [f"{s};" for s in session_settings(cfg.hive.sql_dialect)]
+    assert statements[: len(settings)] == settings  # before any user query
+    assert len(statements) == len(settings) + 2 and all(
+        line.startswith("INSERT OVERWRITE DIRECTORY") for line in statements[len(settings) :]
     )
 
 
@@ -545,3 +565,57 @@ def test_variable_substitution_is_off_before_the_query(
     HiveCliHook(hive_cli_conn_id=cfg.hive.cli_conn_id).run_cli(hql)
     assert ds.dataset(tmp_path / "before").to_table().to_pylist() != [{"v": "${env:HOME}"}]  # it did expand
     assert ds.dataset(tmp_path / "after").to_table().to_pylist() == [{"v": "${env:HOME}"}]
+
+
+def test_the_spark_thrift_server_refuses_sql_on_files(hive_server: HiveServer, tables: None) -> None:
+    """On the real server, through PyHive, in one session: `SELECT value FROM text.conf` reads the
+    server's conf/hive-site.xml when SQL on files is on (the control: the attack works), and is
+    refused by the embedded server's default and after the export's session settings."""
+    from airflow.providers.apache.hive.hooks.hive import HiveServer2Hook
+
+    attack = "SELECT value FROM text.conf"
+    conn = HiveServer2Hook().get_conn()
+    try:
+        cursor = conn.cursor()
+        with pytest.raises(Exception, match="(?i)not found|cannot be found"):  # the server's default
+            cursor.execute(attack)
+        cursor.execute("SET spark.sql.runSQLOnFiles=true")
+        cursor.execute(attack)
+        lines = [row[0] for row in cursor.fetchall()]
+        assert any("hive.server2" in line for line in lines), lines[:5]  # it did read the file
+        for statement in session_settings("spark"):
+            cursor.execute(statement)
+        with pytest.raises(Exception, match="(?i)not found|cannot be found"):
+            cursor.execute(attack)
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    "column", ["score_x; DROP TABLE " + SENTINEL, "score_a`\n;DROP TABLE " + SENTINEL, "score_\u2028x"]
+)
+def test_prediction_columns_from_the_server_are_checked_before_hive(
+    cfg: WorkflowConfig,
+    hive: HiveInfo,
+    hostile_runs: ServerLogSpans,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    column: str,
+) -> None:
+    """A score column name in the predictions file (written by the training server) that is
+    not a plain name fails hive_upload before beeline starts; nothing reaches Hive."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with hostile_runs.case(request.node.name):
+        store = get_store(cfg.store.url)
+        task_id = new_task(store, server="local", **body(tmp_path))
+        local = Path(paths.hdfs_results(str(tmp_path / "hdfs"), task_id))
+        local.parent.mkdir(parents=True)
+        pq.write_table(pa.table({"id": pa.array([1], pa.int64()), column: [0.5]}), local)
+        HdfsUploadOperator(task_id="hdfs_upload").execute(context(task_id))
+        with pytest.raises(AirflowFailException, match="cannot be Hive columns"):
+            HiveLoadOperator(task_id="hive_load").execute(context(task_id))
+        assert step(store, task_id, "hive_upload")["status"] == StepStatus.FAILED
+        assert not any("running HiveQL" in e["message"] for e in store.logs_after(task_id)), (
+            "beeline was started"
+        )

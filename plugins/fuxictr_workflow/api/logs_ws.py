@@ -2,10 +2,12 @@
 
 Messages are exactly the seed's ``{task_id, step, message, level, timestamp}``. ``after=N``
 (additive) skips the first N events, so a client that reconnects resumes without gaps or
-duplicates. The socket closes with 1000 once the task is final and its last event is sent;
-1008 without a valid token, from a page of another origin or without read rights on the task's
-DAG; 4401 when the token expires (reconnect with a fresh one); 4404 for an unknown task; 1013 over the per-user connection
-cap or when the client reads too slowly to keep up (it resumes with ``after``).
+duplicates; N is a whole number up to ``AFTER_MAX``, skipped a batch at a time. The socket
+closes with 1000 once the task is final and its last event is sent; 1008 without a valid
+token, from a page of another origin, without read rights on the task's DAG or with an
+``after`` out of range; 4401 when the token expires (reconnect with a fresh one); 4404 for
+an unknown task; 1013 over the per-user connection cap or when the client reads too slowly
+to keep up (it resumes with ``after``).
 A ``token`` query parameter is cut from the request before the handshake is answered, so the
 server's "WebSocket ... accepted" log line never shows it.
 
@@ -48,6 +50,18 @@ Batch = list[tuple[int, str]]  # (event id, the message as JSON text)
 Queue = asyncio.Queue[Batch | None]
 
 open_sockets: Counter[str] = Counter()  # per user, in this worker process
+# More events than any task writes. The bound keeps `after` a number the store can take
+# (SQLite refuses integers past 2**63) and the skip's reads finite.
+AFTER_MAX = 10_000_000
+AFTER_DIGITS = len(str(AFTER_MAX))
+
+
+def parse_after(raw: str) -> int | None:
+    """`after` as given in the query string: a whole number 0..AFTER_MAX, else None."""
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > AFTER_DIGITS:
+        return None
+    value = int(raw)
+    return value if value <= AFTER_MAX else None
 
 
 def _encode(events: list[dict[str, Any]]) -> Batch:
@@ -147,6 +161,18 @@ async def _send_history(
     return cursor, sent
 
 
+async def _skip(store: WorkflowStore, task_id: int, count: int) -> tuple[int, int]:
+    """Pass over the first `count` events, a batch at a time; returns the cursor and how many."""
+    cursor = skipped = 0
+    while skipped < count:
+        events = await asyncio.to_thread(store.logs_after, task_id, cursor, min(BATCH, count - skipped))
+        if not events:
+            break
+        cursor = events[-1]["id"]
+        skipped += len(events)
+    return cursor, skipped
+
+
 async def _until_disconnect(websocket: WebSocket) -> None:
     while (await websocket.receive())["type"] != "websocket.disconnect":
         pass
@@ -166,7 +192,9 @@ async def _close(websocket: WebSocket, code: int, reason: str) -> None:
 
 
 @router.websocket("/tasks/{task_id}/logs")
-async def task_logs(websocket: WebSocket, task_id: int, after: int = 0) -> None:
+async def task_logs(websocket: WebSocket, task_id: int, after: str = "0") -> None:
+    # `after` is read by hand: a FastAPI validation error would refuse the handshake (a bare
+    # 403), and the client would never see why
     origin = foreign_origin(websocket.scope)
     found = await security.websocket_user(websocket)
     _without_token(websocket)
@@ -187,6 +215,12 @@ async def task_logs(websocket: WebSocket, task_id: int, after: int = 0) -> None:
     if not await asyncio.to_thread(security.is_authorized, user, "GET", dag_id):
         await _close(websocket, 1008, f"you may not read DAG {dag_id}")
         return
+    skip = parse_after(after)
+    if skip is None:
+        await _close(
+            websocket, 1008, f"after must be a whole number from 0 to {AFTER_MAX} (events already received)"
+        )
+        return
     cfg = get_config().api
     name = security.user_name(user)
     if open_sockets[name] >= cfg.max_websockets_per_user:
@@ -199,7 +233,7 @@ async def task_logs(websocket: WebSocket, task_id: int, after: int = 0) -> None:
     open_sockets[name] += 1
     try:
         await websocket.accept()
-        await _stream(websocket, store, task_id, after, claims.get("exp"), cfg.websocket_queue_batches)
+        await _stream(websocket, store, task_id, skip, claims.get("exp"), cfg.websocket_queue_batches)
     finally:
         open_sockets[name] -= 1
         if open_sockets[name] <= 0:
@@ -215,12 +249,8 @@ async def _expiry(exp: Any) -> None:
 async def _stream(
     websocket: WebSocket, store: WorkflowStore, task_id: int, after: int, exp: Any, queue_batches: int
 ) -> None:
-    cursor = 0
-    delivered = 0  # events the client has (skipped by `after` or sent): its resume point
-    if after > 0:
-        skipped = await asyncio.to_thread(store.logs_after, task_id, 0, after)
-        cursor = skipped[-1]["id"] if skipped else 0
-        delivered = len(skipped)
+    # delivered: events the client has (skipped by `after` or sent), its resume point
+    cursor, delivered = await _skip(store, task_id, after)
     queue: Queue | None = None
     disconnected = asyncio.create_task(_until_disconnect(websocket))
     expired = asyncio.create_task(_expiry(exp))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from fuxictr_workflow import validation as v
 from fuxictr_workflow.config import get_config
@@ -42,8 +42,13 @@ class TaskCreateRequest(BaseModel):
 
     @field_validator("sample_sql", "infer_sql")
     @classmethod
-    def _sql(cls, value: str, info: Any) -> str:
-        return _check(lambda x: v.validate_select(info.field_name, x, get_config().hive.sql_dialect), value)
+    def _sql(cls, value: str, info: ValidationInfo) -> str:
+        # the API passes one budget (with its time limit) for both queries: api/task_body.py
+        budget = (info.context or {}).get("sql_budget")
+        if budget is not None:
+            budget.checking = info.field_name
+        dialect = get_config().hive.sql_dialect
+        return _check(lambda x: v.validate_select(str(info.field_name), x, dialect, budget), value)
 
     @field_validator("hdfs_path")
     @classmethod

@@ -62,6 +62,19 @@ def require(user: BaseUser, method: Method, server: str | None) -> None:
         )
 
 
+def require_any(user: BaseUser, method: Method, servers: Iterable[str]) -> None:
+    """403 unless `user` has `method` rights on the DAG of at least one of `servers`.
+
+    The refusal names nothing: a caller with no rights at all learns no server or DAG."""
+    if not any(is_authorized(user, method, server_dag_id(s)) for s in servers):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"you may not {VERBS[method]} any workflow DAG")
+
+
+def servers_with(user: BaseUser, method: Method, servers: Iterable[str]) -> list[str]:
+    """The servers among `servers` on whose DAG `user` has `method` rights, in order."""
+    return [s for s in servers if is_authorized(user, method, server_dag_id(s))]
+
+
 def readable_servers(user: BaseUser, servers: Iterable[str]) -> set[str]:
     """The servers among `servers` whose DAG `user` may read."""
     return {s for s in servers if is_authorized(user, "GET", server_dag_id(s))}

@@ -8,9 +8,10 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
+from starlette.concurrency import run_in_threadpool
 
 from fuxictr_workflow import cancel_jobs
-from fuxictr_workflow.api import security, trigger
+from fuxictr_workflow.api import security, task_body, trigger
 from fuxictr_workflow.api.schemas import Task, TaskCreated, TaskCreateRequest, TaskDetail
 from fuxictr_workflow.config import get_config
 from fuxictr_workflow.dag_params import dag_id_for
@@ -85,22 +86,15 @@ def _start_run(store: WorkflowStore, task_id: int, attempt: int, user: Any, requ
     status_code=status.HTTP_201_CREATED,
     response_model=TaskCreated,
     summary="Create a task and trigger its pipeline run",
+    openapi_extra=task_body.OPENAPI,
 )
-def create_task(body: TaskCreateRequest, user: security.CurrentUser, request: Request) -> dict[str, Any]:
-    cfg = get_config()
-    if body.server is not None and body.server not in cfg.servers:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
-            [
-                {
-                    "loc": ["body", "server"],
-                    "msg": f"unknown training server {body.server!r}; configured: {', '.join(cfg.servers)}",
-                    "type": "value_error",
-                }
-            ],
-        )
-    server = body.server or cfg.default_server
-    security.require(user, "POST", server)
+async def create_task(request: Request, user: security.CurrentUser) -> dict[str, Any]:
+    """Authorized before the body is validated, which happens off the event loop (task_body.py)."""
+    body, server = await task_body.authorized_body(request, user)
+    return await run_in_threadpool(_create_task, body, server, user, request)
+
+
+def _create_task(body: TaskCreateRequest, server: str, user: Any, request: Request) -> dict[str, Any]:
     store = get_store()
     task_id = store.create_task(**body.model_dump(exclude={"server"}), server=server)
     _start_run(store, task_id, 0, user, request)

@@ -26,7 +26,7 @@ from airflow.sdk.exceptions import AirflowException
 
 from fuxictr_workflow import handoff, hdfs, paths
 from fuxictr_workflow.operators.base import WorkflowStageMixin
-from fuxictr_workflow.sql_query import substitution_off
+from fuxictr_workflow.sql_query import session_settings
 from fuxictr_workflow.stages import Stage
 from fuxictr_workflow.tracking import StageError, StageRun
 from fuxictr_workflow.validation import FieldError, render_select
@@ -52,6 +52,10 @@ ARROW_TO_HIVE = {
     "int8": "TINYINT", "int16": "SMALLINT", "int32": "INT", "int64": "BIGINT",
     "float": "FLOAT", "double": "DOUBLE", "string": "STRING", "large_string": "STRING", "bool": "BOOLEAN",
 }  # fmt: skip
+# A column name of the predictions table. The score columns' names come from the file the
+# training server wrote (score_<label>): they are checked before they reach the HiveQL, where
+# a `;` or a line break inside the quoting would end the statement for beeline.
+COLUMN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 # Errors a retry cannot fix: the query or the table is wrong.
 USER_ERRORS = re.compile(
     r"PARSE_SYNTAX_ERROR|TABLE_OR_VIEW_NOT_FOUND|UNRESOLVED_|SCHEMA_NOT_FOUND|ParseException|AnalysisException"
@@ -151,7 +155,7 @@ class HiveExportOperator(_TrackedHiveOperator):
             ]
         except FieldError as err:
             raise StageError(str(err), retryable=False) from None
-        return render("export.hql", datasets=datasets, substitution_off=substitution_off(dialect))
+        return render("export.hql", datasets=datasets, session_settings=session_settings(dialect))
 
 
 class HdfsDownloadOperator(WorkflowStageMixin, BaseOperator):
@@ -267,6 +271,14 @@ def predictions_columns(schema: pa.Schema, source: str, id_columns: list[str]) -
     Checked against the file's schema first, so a mismatch is named here rather than as NULLs in Hive."""
     scores = [n for n in score_columns(schema.names) if n not in id_columns]
     wanted = [*id_columns, *(scores or ["score"])]
+    unfit = [n for n in wanted if not COLUMN_NAME.match(n)]
+    if unfit:
+        raise StageError(
+            f"predictions file {source} has column name(s) {', '.join(map(repr, unfit))} that cannot be "
+            "Hive columns (letters, digits and '_', at most 128, not starting with a digit); "
+            "check the training server's runner and fuxictr.id_columns",
+            retryable=False,
+        )
     missing = [c for c in wanted if c not in schema.names]
     if missing:
         raise StageError(
