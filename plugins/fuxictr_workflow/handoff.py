@@ -20,12 +20,14 @@ from typing import Any
 
 from fuxictr_workflow import hdfs, paths
 from fuxictr_workflow.config import WorkflowConfig
+from fuxictr_workflow.private_files import make_private_dir
 from fuxictr_workflow.tracking import StageError
 
 
 def stage_datasets(cfg: WorkflowConfig, task: dict[str, Any], log: Callable[[str], None]) -> dict[str, int]:
     """This worker's staging made a current copy of the task's exported datasets."""
     result: dict[str, int] = {}
+    make_private_dir(cfg.storage.staging_dir)
     for name in paths.DATASETS:
         url = paths.hdfs_task_dir(task["hdfs_path"], task["id"], name)
         local = paths.staging_dataset_dir(cfg.storage.staging_dir, task["id"], name)
