@@ -36,7 +36,9 @@ DAG_TASKS = {
 def test_execution_timeouts_default_per_stage_and_fall_back_to_default() -> None:
     built_in = parse_config(SERVER, Path("/")).task
     assert (built_in.execution_timeout("train"), built_in.execution_timeout("data_upload")) == (86400, 21600)
-    given = parse_config({**SERVER, "task": {"execution_timeout_s": {"default": 600, "train": 60}}}, Path("/"))
+    given = parse_config(
+        {**SERVER, "task": {"execution_timeout_s": {"default": 600, "train": 60}}}, Path("/")
+    )
     assert given.task.execution_timeout("train") == 60
     assert given.task.execution_timeout("infer") == 600  # the file's map replaces the built-in one
 
