@@ -116,3 +116,47 @@ def test_plain_listed_names_pass_and_land_inside_the_staging_root(tmp_path: Path
     assert check_local(str(root / "task_1" / "a.parquet"), str(root)) == str(root / "task_1" / "a.parquet")
     with pytest.raises(UnsafePath, match="outside the staging root"):
         check_local(str(root / "task_1" / "link" / "a.parquet"), str(root))
+
+
+def test_a_stage_past_its_execution_timeout_fails_naming_the_key(
+    make_config: Callable[..., WorkflowConfig],
+) -> None:
+    """Airflow's own timeout (SIGALRM in the task process, AirflowTaskTimeout) firing inside a
+    stage: the step fails with a message naming the limit and its config key, and the stage's
+    on_kill runs (what stops beeline, or a train job)."""
+    import threading
+
+    from airflow.sdk import BaseOperator
+    from airflow.sdk.exceptions import AirflowTaskTimeout
+    from airflow.sdk.execution_time.timeout import timeout
+
+    from fuxictr_workflow.operators.base import WorkflowStageMixin
+    from fuxictr_workflow.stages import Stage
+    from fuxictr_workflow.workflow_log import get_logger
+    from tests.conftest import new_task
+    from tests.stage_runs import stage_context
+
+    make_config(task={"execution_timeout_s": {"default": 1}})
+    store = get_logger().store
+    task_id = new_task(store)
+    killed = threading.Event()
+
+    class SlowUpload(WorkflowStageMixin, BaseOperator):
+        stage = Stage.DATA_UPLOAD
+
+        def execute_stage(self, context: object, run: object) -> None:
+            threading.Event().wait(120)  # the alarm comes first
+
+        def on_kill(self) -> None:
+            killed.set()
+
+    with pytest.raises(StageError) as err, timeout(1):  # as Airflow's task runner wraps execute
+        SlowUpload(task_id="data_upload").execute(stage_context(task_id, "data_upload"))
+    assert not isinstance(err.value, AirflowTaskTimeout) and err.value.retryable
+    message = (
+        "data_upload ran longer than its execution_timeout of 1 s (config task.execution_timeout_s.default)"
+    )
+    assert str(err.value).startswith(message)
+    step = next(s for s in store.get_task(task_id)["steps"] if s["step_name"] == "data_upload")
+    assert step["status"] == "failed" and step["error_message"].startswith(message)
+    assert killed.is_set()
