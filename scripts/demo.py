@@ -265,7 +265,9 @@ def hive_run(statements: list[str], env: dict[str, str]) -> list[Any]:
         results: list[Any] = []
         for sql in statements:
             results.append(
-                hook.get_records(sql) if sql.lstrip().upper().startswith("SELECT") else hook.run(sql)
+                hook.get_records(sql)
+                if sql.lstrip().upper().startswith(("SELECT", "SHOW"))
+                else hook.run(sql)
             )
         return results
     finally:

@@ -4,6 +4,8 @@ of file names from a listing that would leave the item they belong to."""
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -92,10 +94,15 @@ def test_an_export_over_the_cap_fails_naming_the_cap_and_its_size(
     assert f"the export is {total:,} bytes on HDFS" in str(err.value)
     assert f"over storage.max_export_bytes ({total - 1:,} bytes)" in str(err.value)
     assert not paths.staging_task_dir(cfg.storage.staging_dir, 7).exists()  # nothing was copied
-    # at the cap, or with no cap, the export is staged
-    for cap in (total, None):
-        cfg = make_config(storage={"max_export_bytes": cap})
-        assert handoff.stage_datasets(cfg, task, print)["sample_rows"] == 5000
+    # at the cap, or with no cap, the export is staged, into a staging dir only this user reads
+    old_umask = os.umask(0o022)
+    try:
+        for cap in (total, None):
+            cfg = make_config(storage={"max_export_bytes": cap})
+            assert handoff.stage_datasets(cfg, task, print)["sample_rows"] == 5000
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(os.stat(cfg.storage.staging_dir).st_mode) == 0o700
 
 
 @pytest.mark.parametrize(
