@@ -169,12 +169,21 @@ class _MemoryFiles:
         key = f"{kind}-{hashlib.sha256(content.encode()).hexdigest()[:20]}"
         with self._lock:
             fd = self._fds.get(key)
+            if fd is not None and not _is_memfd(fd, kind):
+                fd = None  # closed by someone (a daemonizing fork), its number maybe reused
             if fd is None:
                 fd = os.memfd_create(f"fxw-{kind}", os.MFD_CLOEXEC)
                 os.fchmod(fd, 0o600)  # ssh refuses a key file others could read
                 os.write(fd, content.encode())
                 self._fds[key] = fd
         return f"/proc/{os.getpid()}/fd/{fd}"
+
+
+def _is_memfd(fd: int, kind: str) -> bool:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}").startswith(f"/memfd:fxw-{kind}")
+    except OSError:
+        return False
 
 
 _FILES = _MemoryFiles()
