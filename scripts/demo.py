@@ -43,6 +43,9 @@ PORT = int(os.environ.get("FUXICTR_DEMO_PORT", "8001"))
 SAMPLE_ROWS = int(os.environ.get("FUXICTR_DEMO_SAMPLE_ROWS", "20000"))
 INFER_ROWS = int(os.environ.get("FUXICTR_DEMO_INFER_ROWS", "5000"))
 HIVE_DB = "demo"
+# The database of the seed README's example body (`hive_table: hive_db.output_table`): the
+# embedded default creates and lists it too, so the first example a user copies is accepted.
+SEED_EXAMPLE_DB = "hive_db"
 EXECUTORS = ("local", "celery")
 CELERY_WORKERS = 2
 
@@ -211,9 +214,9 @@ def write_config(work: Path, ssh: Any, *overrides: dict[str, Any], warehouse: Pa
         },
         "transfer": {"chunk_size": 4 * 1024 * 1024, "parallel_workers": 2},
         "task": {"heartbeat_interval": 5, "retry_delay_s": 3},
-        # the embedded server is the Spark Thrift Server; the demo writes into HIVE_DB only
+        # the embedded server is the Spark Thrift Server; the demo writes into its own databases only
         "hive": {
-            "output_databases": [HIVE_DB],
+            "output_databases": [HIVE_DB, SEED_EXAMPLE_DB],
             "warehouse_dir": str(warehouse or work / "hive" / "warehouse"),
             "sql_dialect": "spark",
         },
@@ -240,7 +243,7 @@ def load_demo_data(work: Path, env: dict[str, str], sample_rows: int, infer_rows
         table = make_ctr_table(rows, seed=seed, with_label=labelled)
         table = table.append_column("dt", pa.array([dt] * table.num_rows))
         write_parquet_parts(table, source / name)
-    statements = [f"CREATE DATABASE IF NOT EXISTS {HIVE_DB}"]
+    statements = [f"CREATE DATABASE IF NOT EXISTS {db}" for db in (HIVE_DB, SEED_EXAMPLE_DB)]
     for name in ("sample", "infer"):
         statements += [
             f"DROP TABLE IF EXISTS {HIVE_DB}.ctr_{name}",
@@ -262,7 +265,9 @@ def hive_run(statements: list[str], env: dict[str, str]) -> list[Any]:
         results: list[Any] = []
         for sql in statements:
             results.append(
-                hook.get_records(sql) if sql.lstrip().upper().startswith("SELECT") else hook.run(sql)
+                hook.get_records(sql)
+                if sql.lstrip().upper().startswith(("SELECT", "SHOW"))
+                else hook.run(sql)
             )
         return results
     finally:

@@ -13,6 +13,7 @@ its own remote_root.
 from __future__ import annotations
 
 import functools
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -266,6 +267,37 @@ def test_killed_runner_fails_the_stage(cfg: WorkflowConfig) -> None:
     killer.join()
     failed = step(store, task_id, "train")
     assert failed["status"] == StepStatus.FAILED and "runner" in failed["error_message"]
+
+
+def test_a_train_past_its_execution_timeout_is_stopped_by_its_follower(
+    cfg: WorkflowConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Airflow applies no execution_timeout while train is deferred: the trigger stops the job
+    once it has run task.execution_timeout_s.train seconds (1 here; starting Python and torch
+    alone takes longer), and the step fails naming the key, not retried."""
+    import subprocess
+
+    import yaml
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from fuxictr_workflow.config import CONFIG_ENV
+
+    data = yaml.safe_load(Path(os.environ[CONFIG_ENV]).read_text())
+    data["task"] = {"execution_timeout_s": {"train": 1}}
+    path = write_config(tmp_path / "config.yaml", data)
+    monkeypatch.setenv(CONFIG_ENV, str(path))
+    store = get_store(cfg.store.url)
+    task_id = new_task(store, server="local", experiment_id="DeepFM_demo")
+    stage_data(cfg, task_id)
+    with pytest.raises(AirflowFailException, match="train ran longer than its execution_timeout of 1 s"):
+        run_stage(TrainOperator(task_id="train"), stage_context(task_id))
+    failed = step(store, task_id, "train")
+    assert failed["status"] == StepStatus.FAILED
+    assert "(config task.execution_timeout_s.train)" in failed["error_message"]
+    assert "its train job on the training server was stopped" in failed["error_message"]
+    work_dir = paths.remote_work_dir(cfg.server("local").remote_root, task_id)
+    left = subprocess.run(["pgrep", "-f", f"runner.py train .*{work_dir}"], capture_output=True, text=True)
+    assert left.stdout.strip() == ""
 
 
 @pytest.mark.parametrize(

@@ -224,6 +224,38 @@ def test_the_trigger_follows_the_job_into_the_workflow_log(
     assert store.get_task(task_id, with_steps=False)["heartbeat_at"] != before
 
 
+def test_the_trigger_stops_a_job_past_its_stages_execution_timeout(
+    sshd: SshdInfo, tmp_path: Path, make_config: Any, remote: Any
+) -> None:
+    """A deferred train has no Airflow timeout (Airflow applies execution_timeout to a worker's
+    part only): the trigger stops a job still running at its deadline and says so."""
+    import asyncio
+
+    from fuxictr_workflow.triggers.runner_job import RunnerJobTrigger
+    from fuxictr_workflow.workflow_log import get_logger
+
+    make_config(sshd)
+    store = get_logger().store
+    store.init()
+    task_id = new_task(store)
+    job = job_for(remote, tmp_path)
+    gate = tmp_path / "never"  # the job holds half-way until it is stopped
+    job.start(argv(tmp_path, 6, 0.0, gate=gate))
+    trigger = RunnerJobTrigger(
+        task_id=task_id, step="train", command="train", server="local", python=sys.executable,
+        job_py=JOB_PY, job_dir=job.job_dir, poll_interval=0.5, deadline=time.time() - 1,
+    )  # fmt: skip
+
+    async def first_event() -> Any:
+        async for event in RunnerJobTrigger(**trigger.serialize()[1]).run():
+            return event.payload
+
+    payload = asyncio.run(asyncio.wait_for(first_event(), 120))
+    assert payload["state"] == "timed_out"
+    status = job.status(0)
+    assert status["state"] == "finished" and status["exit_code"] != 0
+
+
 def test_cancel_stops_the_tasks_jobs_from_outside_any_stage(
     make_config: Callable[..., WorkflowConfig], sshd: SshdInfo, tmp_path: Path
 ) -> None:

@@ -171,21 +171,71 @@ def test_config_form_with_a_known_hosts_lacking_the_server_names_the_field(
         connection_from_config("gpu", server)
 
 
+def _memory_files() -> list[str]:
+    fd_dir = f"/proc/{os.getpid()}/fd"
+    links = []
+    for name in os.listdir(fd_dir):
+        try:
+            links.append(os.readlink(os.path.join(fd_dir, name)))
+        except OSError:  # closed meanwhile
+            continue
+    return sorted(link for link in links if link.startswith("/memfd:fxw-"))
+
+
 def test_resolving_many_times_leaves_one_file_per_distinct_key(sshd: SshdInfo) -> None:
-    """A pinned host key becomes one known_hosts file per process and content, not one per
-    lookup (the old code leaked a temporary file on every resolution)."""
-    first = SSHAccess("gpu", connection(sshd, host_key=sshd.host_key())).openssh_options()
-    files_dir = os.path.dirname(
-        next(o.split("=", 1)[1] for o in first if o.startswith("UserKnownHostsFile="))
-    )
-    before = sorted(os.listdir(files_dir))
+    """A pinned host key becomes one known_hosts memory file per process and content, not one
+    per lookup (the old code leaked a temporary file on every resolution)."""
+    SSHAccess("gpu", connection(sshd, host_key=sshd.host_key())).openssh_options()
+    before = _memory_files()
     paths = set()
     for _ in range(50):
         opts = SSHAccess("gpu", connection(sshd, host_key=sshd.host_key())).openssh_options()
         paths.add(next(o.split("=", 1)[1] for o in opts if o.startswith("UserKnownHostsFile=")))
     (path,) = paths
     assert Path(path).read_text().split()[1:] == sshd.host_key().split()
-    assert sorted(os.listdir(files_dir)) == before
+    assert _memory_files() == before
+
+
+KILLED_CHILD = """
+import json, subprocess, sys, time
+from airflow.sdk import Connection
+from fuxictr_workflow.ssh_access import SSHAccess
+args = json.loads(sys.argv[1])
+conn = Connection(conn_id="inline", conn_type="ssh", host=args["host"], port=args["port"],
+                  login=args["user"], extra=json.dumps({"private_key": args["key"], "host_key": args["host_key"]}))
+access = SSHAccess("gpu", conn)
+opts = access.openssh_options()
+out = subprocess.run(["ssh", *opts, "-p", str(access.port), "-l", access.username, "--", access.host, "echo", "up"],
+                     capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+print(json.dumps({"echo": out.stdout.strip(), "stderr": out.stderr, "key": opts[opts.index("-i") + 1]}), flush=True)
+time.sleep(600)
+"""
+
+
+def test_an_inline_key_leaves_no_file_when_its_process_is_killed(sshd: SshdInfo, tmp_path: Path) -> None:
+    """A task process SIGKILLed while it holds an inline key (what Airflow does to a task past
+    its heartbeat) leaves no copy of the key on disk: OpenSSH read it from memory."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    args = {
+        "host": sshd.host, "port": sshd.port, "user": sshd.username,
+        "key": Path(sshd.key_path).read_text(), "host_key": sshd.host_key(),
+    }  # fmt: skip
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_CHILD, json.dumps(args)],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(tmp)},
+    )  # fmt: skip
+    try:
+        assert child.stdout is not None
+        said = json.loads(child.stdout.readline())
+        assert said["echo"] == "up", said["stderr"]
+        assert said["key"].startswith(f"/proc/{child.pid}/fd/")
+        assert Path(said["key"]).read_text() == args["key"].strip() + "\n"
+    finally:
+        child.kill()
+        child.wait()
+    assert not Path(said["key"]).exists()
+    assert list(tmp.iterdir()) == []
 
 
 def test_a_password_connection_is_not_offered_to_openssh(sshd: SshdInfo) -> None:

@@ -432,3 +432,32 @@ def test_agent_runs_on_the_oldest_supported_python(env: Env) -> None:
     env.up(src, remote, endpoint=endpoint)
     env.down(remote, back, endpoint=endpoint)
     assert sha256(back) == sha256(src)
+
+
+HOSTILE_LISTING = """
+def list_files(path, root=None):  # a training server that lies about its files
+    return [[NAME, 4, 0]]
+
+
+if __name__ == "__main__":
+"""
+
+
+@pytest.mark.parametrize("name", ["../../escape.bin", "/tmp/escape.bin", "sub/../../escape.bin"])
+def test_a_download_never_writes_where_a_hostile_servers_listing_points(
+    env: Env, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """A compromised training server runs what it likes in place of the agent: file names in its
+    listing that leave the item being downloaded are refused before anything is written."""
+    from fuxictr_workflow.transfer import channel
+
+    hostile = channel.AGENT_SOURCE.replace(
+        'if __name__ == "__main__":\n', HOSTILE_LISTING.replace("NAME", repr(name)), 1
+    )
+    assert hostile != channel.AGENT_SOURCE
+    monkeypatch.setattr(channel, "AGENT_SOURCE", hostile)
+    (env.remote / "out").mkdir()
+    with pytest.raises(UnsafePath, match=r"listing of .*out: file .*escape\.bin") as err:
+        env.down(env.remote / "out", env.staging / "task_1" / "predictions")
+    assert not err.value.retryable
+    assert not list(env.staging.parent.rglob("escape.bin*")) and not Path("/tmp/escape.bin").exists()

@@ -47,6 +47,24 @@ def _pools_sync(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cleanup(args: argparse.Namespace) -> int:
+    """Delete what finished tasks older than the retention period left behind (retention.py)."""
+    from fuxictr_workflow.retention import cleanup
+
+    cfg = get_config()
+    store = WorkflowStore(cfg.store.url)
+    try:
+        report = cleanup(cfg, store, days=args.days, dry_run=args.dry_run)
+    except ValueError as err:
+        print(f"cleanup: {err}", file=sys.stderr)
+        return 2
+    finally:
+        store.dispose()
+    for line in report.lines():
+        print(line)
+    return 1 if report.errors else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fuxictr-workflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -62,6 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     config.add_parser("check", help="load and validate the config file").set_defaults(func=_config_check)
     pools = sub.add_parser("pools", help="Airflow pools").add_subparsers(dest="pools_command", required=True)
     pools.add_parser("sync", help="one pool per configured training server").set_defaults(func=_pools_sync)
+    clean = sub.add_parser(
+        "cleanup",
+        help="delete staging, server, HDFS and log files and task_logs rows of tasks that "
+        "finished more than retention.days ago",
+    )
+    clean.add_argument("--days", type=int, help="override retention.days")
+    clean.add_argument("--dry-run", action="store_true", help="list what would be deleted; delete nothing")
+    clean.set_defaults(func=_cleanup)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -131,6 +131,9 @@ class StorageConfig(_Section):
     staging_dir: LocalPath = "${FUXICTR_WORKFLOW_HOME}/staging"
     # Per-task log files: <log_dir>/task_<id>/<YYYY-MM-DD_HH-MM-SS>.log
     log_dir: LocalPath = "${FUXICTR_WORKFLOW_HOME}/logs/workflow"
+    # The most bytes a task's export (sample + infer, as Hive wrote them to HDFS) may hold:
+    # checked before anything is copied to staging or the training server. null: no cap.
+    max_export_bytes: PositiveInt | None = 100 * 1024**3
 
 
 class TransferConfig(_Section):
@@ -144,6 +147,10 @@ class TransferConfig(_Section):
     progress_interval_s: Annotated[float, Field(gt=0)] = 3.0
 
 
+# Built-in execution timeouts (seconds): a day for training, 12 h for inference, 6 h otherwise.
+DEFAULT_EXECUTION_TIMEOUT_S: dict[str, int] = {"default": 6 * 3600, "train": 24 * 3600, "infer": 12 * 3600}
+
+
 class TaskConfig(_Section):
     heartbeat_interval: PositiveInt = 30
     log_rotation_size: PositiveInt = 104857600
@@ -154,6 +161,40 @@ class TaskConfig(_Section):
     # and frees its worker slot) or the worker (the task holds its slot until the job ends;
     # for deployments without a triggerer).
     follow_jobs_from: Literal["triggerer", "worker"] = "triggerer"
+    # Airflow's execution_timeout of each stage, in seconds: `default` for every stage, a
+    # stage's name for its own. A train or infer job is stopped when its stage's time is up.
+    execution_timeout_s: dict[str, PositiveInt] = Field(
+        default_factory=lambda: dict(DEFAULT_EXECUTION_TIMEOUT_S)
+    )
+
+    @field_validator("execution_timeout_s")
+    @classmethod
+    def _timeouts(cls, v: dict[str, int]) -> dict[str, int]:
+        from fuxictr_workflow.stages import STAGE_NAMES
+
+        unknown = sorted(set(v) - {"default", *STAGE_NAMES})
+        if unknown:
+            raise ValueError(
+                f"unknown stage(s) {', '.join(unknown)}; use default or one of {', '.join(STAGE_NAMES)}"
+            )
+        return v
+
+    def execution_timeout(self, stage: str) -> int:
+        """Seconds a stage may run: its own key, else the file's `default`, else the built-in one."""
+        return self.execution_timeout_s.get(
+            stage, self.execution_timeout_s.get("default", DEFAULT_EXECUTION_TIMEOUT_S["default"])
+        )
+
+
+class RetentionConfig(_Section):
+    # Files of tasks that finished (completed, failed or cancelled) more than this many days
+    # ago are deleted: staging, the training server's task dir, the HDFS export and hand-off
+    # files, the per-task log files and the task's task_logs and transfer_chunks rows. The
+    # task and its steps stay listed; the Hive table it loaded is never touched. null: keep all.
+    days: PositiveInt | None = 30
+    # When the maintenance DAG (fuxictr_workflow_maintenance) runs `cleanup`: a cron
+    # expression or an Airflow preset such as @daily.
+    schedule: str = "@daily"
 
 
 IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -255,6 +296,7 @@ class WorkflowConfig(_Section):
     fuxictr: FuxictrConfig = Field(default_factory=FuxictrConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
     @model_validator(mode="before")
     @classmethod

@@ -39,6 +39,10 @@ def build_dag(server: str, cfg: WorkflowConfig) -> DAG:
     )
     from fuxictr_workflow.operators.transfer import ChunkedDownloadOperator, ChunkedUploadOperator
 
+    def timeout(stage: str) -> timedelta:
+        # task.execution_timeout_s; a stage in two tasks gives each part the stage's time
+        return timedelta(seconds=cfg.task.execution_timeout(stage))
+
     default_args = {
         "owner": "fuxictr",
         "retries": cfg.transfer.max_retries,
@@ -61,15 +65,31 @@ def build_dag(server: str, cfg: WorkflowConfig) -> DAG:
         # its process lost) closes that step and stops the stage's job
         on_failure_callback=on_dag_run_failed,
     ) as dag:
-        claim = ClaimTaskOperator(task_id=CLAIM_TASK_ID)
+        claim = ClaimTaskOperator(task_id=CLAIM_TASK_ID, execution_timeout=timeout("default"))
         with TaskGroup(Stage.DATA_FETCH.value) as data_fetch:
-            chain(HiveExportOperator(task_id="hive_export"), HdfsDownloadOperator(task_id="hdfs_download"))
-        upload = ChunkedUploadOperator(task_id=Stage.DATA_UPLOAD.value)
-        train = TrainOperator(task_id=Stage.TRAIN.value, pool=pool_for(server))
-        infer = InferOperator(task_id=Stage.INFER.value, pool=pool_for(server))
-        download = ChunkedDownloadOperator(task_id=Stage.RESULT_DOWNLOAD.value)
+            fetch = timeout(Stage.DATA_FETCH)
+            chain(
+                HiveExportOperator(task_id="hive_export", execution_timeout=fetch),
+                HdfsDownloadOperator(task_id="hdfs_download", execution_timeout=fetch),
+            )
+        upload = ChunkedUploadOperator(
+            task_id=Stage.DATA_UPLOAD.value, execution_timeout=timeout(Stage.DATA_UPLOAD)
+        )
+        train = TrainOperator(
+            task_id=Stage.TRAIN.value, pool=pool_for(server), execution_timeout=timeout(Stage.TRAIN)
+        )
+        infer = InferOperator(
+            task_id=Stage.INFER.value, pool=pool_for(server), execution_timeout=timeout(Stage.INFER)
+        )
+        download = ChunkedDownloadOperator(
+            task_id=Stage.RESULT_DOWNLOAD.value, execution_timeout=timeout(Stage.RESULT_DOWNLOAD)
+        )
         with TaskGroup(Stage.HIVE_UPLOAD.value) as hive_upload:
-            chain(HdfsUploadOperator(task_id="hdfs_upload"), HiveLoadOperator(task_id="hive_load"))
+            load = timeout(Stage.HIVE_UPLOAD)
+            chain(
+                HdfsUploadOperator(task_id="hdfs_upload", execution_timeout=load),
+                HiveLoadOperator(task_id="hive_load", execution_timeout=load),
+            )
         chain(claim, data_fetch, upload, train, infer, download, hive_upload)
     return dag
 

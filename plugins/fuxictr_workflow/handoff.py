@@ -20,12 +20,15 @@ from typing import Any
 
 from fuxictr_workflow import hdfs, paths
 from fuxictr_workflow.config import WorkflowConfig
+from fuxictr_workflow.private_files import make_private_dir
 from fuxictr_workflow.tracking import StageError
 
 
 def stage_datasets(cfg: WorkflowConfig, task: dict[str, Any], log: Callable[[str], None]) -> dict[str, int]:
     """This worker's staging made a current copy of the task's exported datasets."""
     result: dict[str, int] = {}
+    check_export_size(cfg, task)
+    make_private_dir(cfg.storage.staging_dir)
     for name in paths.DATASETS:
         url = paths.hdfs_task_dir(task["hdfs_path"], task["id"], name)
         local = paths.staging_dataset_dir(cfg.storage.staging_dir, task["id"], name)
@@ -42,6 +45,36 @@ def stage_datasets(cfg: WorkflowConfig, task: dict[str, Any], log: Callable[[str
         source = "this worker's staged copy is current" if cached else f"copied from {url}"
         log(f"{name}: {copied.files} files, {copied.bytes:,} bytes, {copied.rows:,} rows; {source}")
     return result
+
+
+def export_sizes(cfg: WorkflowConfig, task: dict[str, Any]) -> dict[str, int]:
+    """Bytes of each dataset's data files as Hive wrote them under the task's hdfs_path."""
+    sizes = {}
+    for name in paths.DATASETS:
+        url = paths.hdfs_task_dir(task["hdfs_path"], task["id"], name)
+        try:
+            _, listing = hdfs.data_files(url, cfg.hdfs.storage_options)
+        except FileNotFoundError as err:
+            raise StageError(f"{name}: {err}", retryable=False) from None
+        sizes[name] = sum(int(i["size"]) for i in listing)
+    return sizes
+
+
+def check_export_size(cfg: WorkflowConfig, task: dict[str, Any]) -> None:
+    """Refuse an export over storage.max_export_bytes before a byte of it is copied: it would
+    fill this worker's staging and the training server's disk."""
+    cap = cfg.storage.max_export_bytes
+    if cap is None:
+        return
+    sizes = export_sizes(cfg, task)
+    total = sum(sizes.values())
+    if total > cap:
+        parts = ", ".join(f"{name} {size:,}" for name, size in sizes.items())
+        raise StageError(
+            f"the export is {total:,} bytes on HDFS ({parts}), over storage.max_export_bytes "
+            f"({cap:,} bytes): select fewer rows or columns in sample_sql/infer_sql, or raise the cap",
+            retryable=False,
+        )
 
 
 def publish_predictions(

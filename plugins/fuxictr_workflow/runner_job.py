@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import posixpath
 import shlex
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -115,6 +116,8 @@ class JobFollower:
     output: RunnerOutput
     offset: int = 0
     final: dict[str, Any] = field(default_factory=dict)
+    # epoch seconds after which a running job is stopped (its stage's execution_timeout)
+    deadline: float | None = None
 
     def poll(self) -> bool:
         """Read what is new; True once the job has ended (``final`` then says how)."""
@@ -135,6 +138,10 @@ class JobFollower:
         ):
             self.job.stop()
             self.final = {"state": "cancelled", "exit_code": None}
+            return True
+        if status["state"] == "running" and self.deadline is not None and time.time() > self.deadline:
+            self.job.stop()
+            self.final = {"state": "timed_out", "exit_code": None}
             return True
         if status["state"] in ("finished", "none") and not status.get("more"):
             self.final = {

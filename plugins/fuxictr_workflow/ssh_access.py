@@ -15,12 +15,9 @@ free of Airflow imports.
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -149,29 +146,47 @@ def _hook_class() -> type:
     return ConnectionSSHHook
 
 
-class _PrivateFiles:
-    """Files OpenSSH needs on disk (a pinned host key, a key given inline): one 0700 directory
-    per process, each file named by its content's hash and written once, removed at exit."""
+class _MemoryFiles:
+    """What OpenSSH must read as a file (a key given inline, a pinned host key), kept in
+    anonymous memory files (memfd) rather than on disk.
+
+    ssh runs as a child of this process and opens ``/proc/<this pid>/fd/<n>`` (same user, so
+    the kernel lets it). The memory goes when the last descriptor closes, which is also when
+    this process is killed: a task process SIGKILLed mid-transfer leaves no key behind in /tmp,
+    as the files this replaces did (their clean-up ran at a normal exit only). Files are
+    per content, made once per process; a forked child inherits the descriptors and names
+    them with its own pid."""
 
     def __init__(self) -> None:
-        self._dir: str | None = None
+        self._fds: dict[str, int] = {}
         self._lock = threading.Lock()
 
+    @staticmethod
+    def available() -> bool:
+        return hasattr(os, "memfd_create") and os.path.isdir(f"/proc/{os.getpid()}/fd")
+
     def path_for(self, kind: str, content: str) -> str:
+        key = f"{kind}-{hashlib.sha256(content.encode()).hexdigest()[:20]}"
         with self._lock:
-            if self._dir is None:
-                self._dir = tempfile.mkdtemp(prefix="fxw-ssh-")
-                atexit.register(shutil.rmtree, self._dir, True)
-            path = os.path.join(self._dir, f"{kind}-{hashlib.sha256(content.encode()).hexdigest()[:20]}")
-            if not os.path.exists(path):
-                fd = os.open(path + ".new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "w") as f:
-                    f.write(content)
-                os.replace(path + ".new", path)
-            return path
+            fd = self._fds.get(key)
+            if fd is not None and not _is_memfd(fd, kind):
+                fd = None  # closed by someone (a daemonizing fork), its number maybe reused
+            if fd is None:
+                fd = os.memfd_create(f"fxw-{kind}", os.MFD_CLOEXEC)
+                os.fchmod(fd, 0o600)  # ssh refuses a key file others could read
+                os.write(fd, content.encode())
+                self._fds[key] = fd
+        return f"/proc/{os.getpid()}/fd/{fd}"
 
 
-_FILES = _PrivateFiles()
+def _is_memfd(fd: int, kind: str) -> bool:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}").startswith(f"/memfd:fxw-{kind}")
+    except OSError:
+        return False
+
+
+_FILES = _MemoryFiles()
 
 
 class SSHAccess:
@@ -225,6 +240,10 @@ class SSHAccess:
             return "the connection authenticates with a password"
         if extra.get("private_key_passphrase"):
             return "the connection's private_key has a passphrase"
+        if not _FILES.available() and (self.hook.pkey is not None and not self.hook.key_file):
+            return "an inline private_key is never written to disk, and this system has no memfd"
+        if not _FILES.available() and self.strict_host_key_checking and self.hook.host_key is not None:
+            return "a pinned host_key needs memfd, which this system lacks"
         return None
 
     def openssh_options(self) -> list[str]:

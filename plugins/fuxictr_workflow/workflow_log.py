@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from fuxictr_workflow.private_files import make_private_dir, open_private
 from fuxictr_workflow.store import WorkflowStore, iso, utcnow
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -60,12 +61,13 @@ class WorkflowLogger:
 
     def _append_file(self, task_id: int, line: str, ts: datetime) -> None:
         directory = self.task_dir(task_id)
-        directory.mkdir(parents=True, exist_ok=True)
+        if not directory.is_dir():
+            make_private_dir(directory)
         data = line.encode()
-        with open(directory / ".lock", "a") as lock:
+        with os.fdopen(open_private(directory / ".lock", os.O_WRONLY | os.O_APPEND), "ab") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             path = self._current_file(directory, len(data), ts)
-            with open(path, "ab") as f:
+            with os.fdopen(open_private(path, os.O_WRONLY | os.O_APPEND), "ab") as f:
                 f.write(data)
 
     def _current_file(self, directory: Path, incoming: int, ts: datetime) -> Path:

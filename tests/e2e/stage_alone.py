@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
@@ -23,11 +24,14 @@ from tests.stage_runs import run_stage
 
 
 @contextmanager
-def stack_env(stack: Stack) -> Iterator[None]:
-    """The stack's config and connections, and AIRFLOW_TEST_MODE, for the duration."""
+def stack_env(stack: Stack, config_path: Path | None = None) -> Iterator[None]:
+    """The stack's config (or `config_path`, a variant for this process only) and connections,
+    and AIRFLOW_TEST_MODE, for the duration."""
     keep = ("FUXICTR_WORKFLOW_CONFIG", "AIRFLOW_CONN_")
     changes = {k: v for k, v in stack.services.env.items() if k.startswith(keep)}
     changes["AIRFLOW_TEST_MODE"] = "True"
+    if config_path is not None:
+        changes["FUXICTR_WORKFLOW_CONFIG"] = str(config_path)
     old = {k: os.environ.get(k) for k in changes}
     os.environ.update(changes)
     try:
@@ -60,9 +64,13 @@ class TaskInstance(SimpleNamespace):
         return count
 
 
-def run_alone(stack: Stack, airflow_task: str, params: dict[str, Any]) -> Any:
+def run_alone(
+    stack: Stack, airflow_task: str, params: dict[str, Any], config_path: Path | None = None
+) -> Any:
     """Run one stage task of the stack's default DAG with `-t params`; returns its result.
-    A stage failure raises what it raises under `airflow tasks test` (AirflowFailException)."""
+    A stage failure raises what it raises under `airflow tasks test` (AirflowFailException).
+    `config_path`: a variant of the stack's config seen by this stage only (the stack's own
+    processes keep reading theirs)."""
     from fuxictr_workflow.config import load_config
     from fuxictr_workflow.dag_factory import build_dag
     from fuxictr_workflow.dag_params import dag_id_for
@@ -77,5 +85,5 @@ def run_alone(stack: Stack, airflow_task: str, params: dict[str, Any]) -> Any:
         "params": params,
         "ti": TaskInstance(stack, dag_id, run_id, airflow_task),
     }
-    with stack_env(stack):
+    with stack_env(stack, config_path):
         return run_stage(op, context)

@@ -258,3 +258,64 @@ def test_each_stage_alone_with_the_six_fields(stack: Stack) -> None:
             assert step["status"] == "failed" and step["error_message"], step
             assert failure is not None and failure.startswith(step["error_message"]), (failure, step)
     assert not [r for r in run_states(stack) if r.startswith(TASKS_TEST_RUN_PREFIX)]
+
+
+def test_the_seed_readme_body_is_accepted_verbatim(stack: Stack) -> None:
+    """The embedded default lists and creates `hive_db`, so README's own example body (copied
+    as is, tests/test_embedded_default.py) is accepted rather than refused for its database."""
+    from tests.test_embedded_default import SEED_README_BODY
+
+    env = {k: v for k, v in stack.services.env.items() if k.startswith("AIRFLOW_CONN_")}
+    (databases,) = demo.hive_run(["SHOW DATABASES LIKE 'hive_db'"], env)
+    assert [str(r[0]) for r in databases] == ["hive_db"]
+    created = api(stack, "POST", "/api/workflow/tasks", SEED_README_BODY)
+    assert created["status"] == "pending"
+    api(stack, "POST", f"/api/workflow/tasks/{created['task_id']}/cancel")  # its tables do not exist here
+
+
+def test_every_dag_task_shows_its_stages_execution_timeout(stack: Stack) -> None:
+    """What Airflow serves for the DAG's tasks (the UI's task details) carries the configured
+    task.execution_timeout_s of each task's stage."""
+    cfg = stack.config()
+    served = api(stack, "GET", f"/api/v2/dags/{DAG}/tasks")["tasks"]
+    seen = {t["task_id"]: t["execution_timeout"] for t in served}
+    want = {"claim_task": cfg.task.execution_timeout("default")}
+    want.update({t: cfg.task.execution_timeout(t.split(".")[0]) for t in STAGE_TASKS})
+    assert {k: v["days"] * 86400 + v["seconds"] for k, v in seen.items()} == want
+
+
+def test_an_export_over_the_size_cap_fails_data_upload_naming_cap_and_size(
+    stack: Stack, triggered: dict[str, Any]
+) -> None:
+    """data_upload alone on the completed task under a config whose storage.max_export_bytes is
+    below the export's size: the step fails before anything is copied, its error naming the cap
+    and the size; run again without the cap, it completes (what was verified is not re-sent)."""
+    import yaml
+
+    task_id = triggered["task"]["id"]
+    data = yaml.safe_load(stack.config_path.read_text())
+    data.setdefault("storage", {})["max_export_bytes"] = 1000
+    capped = stack.config_path.with_name("config-export-cap.yaml")
+    capped.write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        failure = stage_alone_with_config(stack, "data_upload", task_id, capped)
+    finally:
+        capped.unlink()
+    step = stack.store.get_task(task_id)["steps"][STAGE_NAMES.index("data_upload")]
+    assert step["status"] == "failed", step
+    assert "bytes on HDFS" in step["error_message"]
+    assert "over storage.max_export_bytes (1,000 bytes)" in step["error_message"]
+    assert failure is not None and failure.startswith(step["error_message"])
+    assert stage_alone_with_config(stack, "data_upload", task_id, None) is None
+    assert_consistent(stack.store.get_task(task_id))
+    assert stack.store.get_task(task_id)["status"] == "completed"
+
+
+def stage_alone_with_config(stack: Stack, airflow_task: str, task_id: int, config: Any) -> str | None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    try:
+        run_alone(stack, airflow_task, {"task_id": task_id}, config)
+    except AirflowFailException as err:
+        return str(err)
+    return None

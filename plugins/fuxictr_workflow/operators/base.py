@@ -18,6 +18,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from airflow.sdk.exceptions import AirflowTaskTimeout
+
 from fuxictr_workflow import airflow_runs
 from fuxictr_workflow.config import WorkflowConfig, get_config
 from fuxictr_workflow.dag_params import dag_id_for
@@ -44,6 +46,15 @@ def resolve_task_id(context: Any, store: WorkflowStore, cfg: WorkflowConfig) -> 
         return int(explicit)
     fields = {f: params.get(f) for f in TASK_FIELDS}
     return store.task_for_run(dag_run.run_id, fields, server=params.get("server") or cfg.default_server)
+
+
+def timeout_message(cfg: WorkflowConfig, stage: str) -> str:
+    """The step's error when a stage runs out of time: the limit and the key that set it."""
+    key = stage if stage in cfg.task.execution_timeout_s else "default"
+    return (
+        f"{stage} ran longer than its execution_timeout of {cfg.task.execution_timeout(stage)} s "
+        f"(config task.execution_timeout_s.{key}); raise it if the stage needs longer"
+    )
 
 
 def refuse(message: str) -> Exception:
@@ -163,7 +174,10 @@ class WorkflowStageMixin:
                 closes_step=self.closes_step,
                 alone=alone,
             ) as run:
-                result = body(context, run)
+                try:
+                    result = body(context, run)
+                except AirflowTaskTimeout:
+                    raise self._timed_out(run) from None
         except StageError as err:
             if err.retryable and not alone:
                 raise
@@ -171,6 +185,25 @@ class WorkflowStageMixin:
         if isinstance(result, Suspended):
             self.defer(trigger=result.waiting_for, method_name="resume_stage")  # type: ignore[attr-defined]
         return result
+
+    # a stage past its execution_timeout is retried like any failure (a retry resumes what
+    # was done); train and infer, whose retry would only follow or redo the same job, are not
+    retry_after_timeout: bool = True
+
+    def _timed_out(self, run: StageRun) -> StageError:
+        """Airflow's execution_timeout fired inside the stage: stop what it started, and say
+        which config key set the limit."""
+        try:
+            self.on_stage_timeout(run)
+        except Exception as err:  # the failure below is what the user must see first
+            run.warning(f"{self.stage.value}: stopping its work after the timeout failed: {err}")
+        return StageError(
+            timeout_message(self.workflow_config, self.stage.value), retryable=self.retry_after_timeout
+        )
+
+    def on_stage_timeout(self, run: StageRun) -> None:
+        """Stop what the stage started (Airflow calls on_kill only for a timeout it handles itself)."""
+        self.on_kill()  # type: ignore[attr-defined]
 
     def _validated_stage(self, context: Any, run: StageRun) -> Any:
         try:

@@ -21,7 +21,7 @@ from airflow.providers.ssh.operators.ssh import SSHOperator
 
 from fuxictr_workflow import airflow_runs, airflow_stops, paths
 from fuxictr_workflow.config import get_config
-from fuxictr_workflow.operators.base import WorkflowStageMixin
+from fuxictr_workflow.operators.base import WorkflowStageMixin, timeout_message
 from fuxictr_workflow.runner_bundle import ship_runner
 from fuxictr_workflow.runner_job import JobFollower, RemoteJob, RunnerOutput, ended_at, job_dir
 from fuxictr_workflow.servers import (
@@ -79,6 +79,7 @@ class FuxiCTRStageOperator(WorkflowStageMixin, SSHOperator):
 
     command_name: str
     ui_color = "#f8e8c8"
+    retry_after_timeout = False
 
     def runner_args(self, ep: Endpoint, task_id: int, config_dir: str) -> list[str]:
         raise NotImplementedError
@@ -149,6 +150,12 @@ class FuxiCTRStageOperator(WorkflowStageMixin, SSHOperator):
                 job.stop()
                 raise TaskCancelled(f"task {task_id} was cancelled; its {self.command_name} job was stopped")
         offset = 0 if found.get("started") else int(found.get("acked", 0))
+        # the job may run for the stage's execution_timeout from its own start, however many
+        # tries follow it; past that its follower stops it (Airflow's own timeout does not
+        # reach a deferred task)
+        self.job_args["deadline"] = float(found.get("started_at") or time.time()) + (
+            cfg.task.execution_timeout(self.stage.value)
+        )
         run.info(describe_job(found, self.command_name, ep.address, " ".join(shlex.quote(a) for a in argv)))
         in_worker = airflow_runs.in_tasks_test_command() or cfg.task.follow_jobs_from == "worker"
         if found["state"] == "finished" or in_worker:
@@ -171,6 +178,7 @@ class FuxiCTRStageOperator(WorkflowStageMixin, SSHOperator):
                 run.logger,
                 RunnerOutput(self.command_name),
                 offset,
+                deadline=self.job_args.get("deadline"),
             )
             while not follower.poll():
                 time.sleep(FOREGROUND_POLL_S)
@@ -184,6 +192,12 @@ class FuxiCTRStageOperator(WorkflowStageMixin, SSHOperator):
         state, exit_code = event.get("state"), event.get("exit_code")
         if state == "cancelled":
             raise TaskCancelled(f"task {run.task_id} was cancelled; its {self.command_name} job was stopped")
+        if state == "timed_out":
+            raise StageError(
+                timeout_message(self.workflow_config, self.stage.value)
+                + f"; its {self.command_name} job on the training server was stopped",
+                retryable=False,
+            )
         if state == "lost":
             raise StageError(f"lost the {self.command_name} job on the training server: {event.get('error')}")
         output = self._read_output()
@@ -216,6 +230,15 @@ class FuxiCTRStageOperator(WorkflowStageMixin, SSHOperator):
                     output.read(line)
                 offset, more = int(status["offset"]), bool(status.get("more"))
         return output
+
+    def on_stage_timeout(self, run: StageRun) -> None:
+        """Out of time while this process followed the job (or before it deferred): stop it."""
+        if not hasattr(self, "job_args"):
+            return  # no job was started
+        ep = endpoint(self.workflow_config, self.job_args["server"])
+        with ep.paramiko_client() as client:
+            state = self._job(run_command(client)).stop().get("state")
+        run.warning(f"{self.command_name} job on the training server stopped after the timeout: {state}")
 
     def on_kill(self) -> None:
         """Airflow is stopping this task while it runs on a worker (before it deferred, or

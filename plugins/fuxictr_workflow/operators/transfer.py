@@ -21,6 +21,7 @@ from airflow.sdk import BaseOperator
 from fuxictr_workflow import handoff, paths
 from fuxictr_workflow.config import WorkflowConfig
 from fuxictr_workflow.operators.base import WorkflowStageMixin
+from fuxictr_workflow.private_files import make_private_dir
 from fuxictr_workflow.servers import Endpoint, RemoteRootError, SSHAccessError, endpoint, with_prepared_root
 from fuxictr_workflow.ssh_access import is_refusal
 from fuxictr_workflow.stages import Stage
@@ -119,6 +120,7 @@ class ChunkedTransferOperator(WorkflowStageMixin, BaseOperator):
             message = f"cannot prepare remote_root on {ep.address}: {type(err).__name__}: {err}"
             raise StageError(message, retryable=not is_refusal(message)) from None
         items = self.transfer_items(cfg, task_id, ep)
+        make_private_dir(cfg.storage.staging_dir)
         try:
             result = transfer(
                 self.direction,

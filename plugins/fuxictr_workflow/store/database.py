@@ -176,7 +176,11 @@ class Database:
             return engine, engine
         path = self.url.split("///", 1)[-1]
         if path and path != ":memory:":
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            from fuxictr_workflow.private_files import make_private_dir, touch_private
+
+            # SQLite creates the file (and its -wal/-shm, with the file's mode) under the umask
+            make_private_dir(os.path.dirname(os.path.abspath(path)))
+            touch_private(path)
 
         def make(immediate: bool) -> Engine:
             engine = sa.create_engine(self.url, connect_args={"timeout": 60, "check_same_thread": False})

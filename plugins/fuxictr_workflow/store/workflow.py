@@ -5,6 +5,7 @@ from __future__ import annotations
 from fuxictr_workflow.store.chunks import ChunkLedger
 from fuxictr_workflow.store.database import Database
 from fuxictr_workflow.store.logs import TaskLogs
+from fuxictr_workflow.store.retention import Retention
 from fuxictr_workflow.store.steps import Steps
 from fuxictr_workflow.store.tasks import Tasks
 
@@ -23,6 +24,7 @@ class WorkflowStore:
         self.steps = Steps(self.db, self.tasks)
         self.chunk_ledger = ChunkLedger(self.db)
         self.logs = TaskLogs(self.db)
+        self.retention = Retention(self.db)
 
         self.init = self.db.init
         self.schema_version = self.db.schema_version

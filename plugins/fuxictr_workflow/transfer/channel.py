@@ -126,6 +126,7 @@ class OpenSshConnection:
                 str(endpoint.port),
                 "-l",
                 endpoint.username,
+                "--",  # the host comes from a connection: never read as an option
                 endpoint.host,
             ],
             stdin=subprocess.DEVNULL,
@@ -165,6 +166,7 @@ class OpenSshConnection:
                 str(self.endpoint.port),
                 "-l",
                 self.endpoint.username,
+                "--",
                 self.endpoint.host,
                 command,
             ],

@@ -72,6 +72,19 @@ def check_local(path: str, root: str) -> str:
     return norm
 
 
+def check_listed(rel: object, source: str) -> str:
+    """A file name from a side's listing of `source`, refused unless it is "" (the item is the
+    file itself) or a relative path without '..' (a file inside the item)."""
+    if not isinstance(rel, str):
+        raise UnsafePath(f"listing of {source}: file name {rel!r} is not a string")
+    if rel == "":
+        return rel
+    _refuse_bad_chars(rel, f"listing of {source}: file")
+    if rel.startswith(("/", "\\")) or any(part in ("", ".") for part in rel.split("/")):
+        raise UnsafePath(f"listing of {source}: file {rel!r} is not a plain relative path inside it")
+    return rel
+
+
 def chunk_id(rel: str, index: int) -> str:
     """`<rel>:<index>`, or `<hash>~<tail of rel>:<index>` when that would exceed 100 chars."""
     suffix = f":{index}"

@@ -9,7 +9,7 @@ from fuxictr_workflow.stages import ChunkStatus
 from fuxictr_workflow.store import ChunkSpec
 from fuxictr_workflow.transfer.errors import TransferError
 from fuxictr_workflow.transfer.params import TransferParams
-from fuxictr_workflow.transfer.plan import FilePlan, join, plan_file, relative_to
+from fuxictr_workflow.transfer.plan import FilePlan, check_listed, check_local, join, plan_file, relative_to
 from fuxictr_workflow.transfer.sessions import Files
 
 
@@ -38,7 +38,11 @@ class Resume:
 def plan_files(
     params: TransferParams, src_side: Files, pairs: list[tuple[str, str]], dest_root: str
 ) -> tuple[list[FilePlan], list[str]]:
-    """Every source file's plan, and the destination directories of empty source directories."""
+    """Every source file's plan, and the destination directories of empty source directories.
+
+    The source side's listing names the files: on a download that is the training server, so
+    each name is checked to stay inside its item before it becomes a local path (a server
+    listing ``../../.bashrc`` or ``/etc/x`` must not choose where this worker writes)."""
     upload = params.upload
     files: list[FilePlan] = []
     empty_dirs: list[str] = []
@@ -47,7 +51,10 @@ def plan_files(
         if not listed:
             empty_dirs.append(dst)
         for rel, size, mtime_ns in listed:
+            rel = check_listed(rel, src)
             dest = join(dst, rel, remote=upload)
+            if not upload:
+                dest = check_local(dest, dest_root)
             files.append(
                 plan_file(
                     relative_to(dest, dest_root, remote=upload),

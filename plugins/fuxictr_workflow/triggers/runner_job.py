@@ -32,6 +32,7 @@ class RunnerJobTrigger(BaseTrigger):
         job_dir: str,
         offset: int = 0,
         poll_interval: float = 1.0,
+        deadline: float | None = None,
     ) -> None:
         super().__init__()
         self.kwargs = {
@@ -44,6 +45,7 @@ class RunnerJobTrigger(BaseTrigger):
             "job_dir": job_dir,
             "offset": offset,
             "poll_interval": poll_interval,
+            "deadline": deadline,
         }
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -69,6 +71,7 @@ class RunnerJobTrigger(BaseTrigger):
             logger=get_logger(),
             output=RunnerOutput(k["command"]),
             offset=k["offset"],
+            deadline=k.get("deadline"),
         )
 
     def _ti_ref(self) -> tuple[str, str, str] | None:
