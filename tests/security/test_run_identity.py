@@ -47,7 +47,12 @@ BODY_A = {
     "hive_table": f"{DB}.out_a",
 }
 # what bob's own runs on B's DAG carry: valid fields of his own
-FIELDS_B = {**BODY_A, "name": "task_b", "sample_sql": "SELECT * FROM gpu2_data", "hdfs_path": f"{ALLOWED_PREFIX}/b"}
+FIELDS_B = {
+    **BODY_A,
+    "name": "task_b",
+    "sample_sql": "SELECT * FROM gpu2_data",
+    "hdfs_path": f"{ALLOWED_PREFIX}/b",
+}
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +85,11 @@ def run_path(dag_id: str, run_id: str) -> str:
 def trigger_as(api: ApiServer, user: str, dag_id: str, run_id: str, conf: dict[str, Any]) -> dict[str, Any]:
     """A run created by `user` through Airflow's REST API, with the id and conf they chose."""
     return airflow(
-        api, "POST", f"{dag_id}/dagRuns", {"dag_run_id": run_id, "logical_date": None, "conf": conf}, user=user
+        api,
+        "POST",
+        f"{dag_id}/dagRuns",
+        {"dag_run_id": run_id, "logical_date": None, "conf": conf},
+        user=user,
     )
 
 
@@ -106,7 +115,9 @@ class TaskInstance(SimpleNamespace):
         return {
             run_id: {
                 ti["task_id"]: ti["state"]
-                for ti in airflow(self._api, "GET", f"{run_path(dag_id, run_id)}/taskInstances")["task_instances"]
+                for ti in airflow(self._api, "GET", f"{run_path(dag_id, run_id)}/taskInstances")[
+                    "task_instances"
+                ]
             }
             for run_id in run_ids
         }
@@ -199,14 +210,22 @@ def test_a_conf_task_id_adopts_no_task_the_api_did_not_start_the_run_for(
     run; likewise for a task id that does not exist, in the same words."""
     task_id, run_a = task_a
     before = state_of(stack.store, task_id)
-    attempts = [("bob", OTHER, run_a), ("bob", OTHER, f"manual__b_{task_id}"), ("alice", MAIN, f"manual__a_{task_id}")]
+    attempts = [
+        ("bob", OTHER, run_a),
+        ("bob", OTHER, f"manual__b_{task_id}"),
+        ("alice", MAIN, f"manual__a_{task_id}"),
+    ]
     for user, dag_id, run_id in attempts:
         trigger_as(stack, user, dag_id, run_id, {"task_id": task_id})
         message = refused_claim(stack, dag_id, run_id)
-        assert message.startswith(f"task_id: workflow task {task_id} was not started by this DAG run"), message
+        assert message.startswith(f"task_id: workflow task {task_id} was not started by this DAG run"), (
+            message
+        )
         assert SECRET not in message
     with pytest.raises(AirflowFailException, match=f"^task_id: workflow task {task_id} was not started"):
-        HiveExportOperator(task_id="hive_export").execute(context(stack, OTHER, run_a, "data_fetch.hive_export"))
+        HiveExportOperator(task_id="hive_export").execute(
+            context(stack, OTHER, run_a, "data_fetch.hive_export")
+        )
     unknown = 999_999
     trigger_as(stack, "bob", OTHER, f"manual__unknown_{task_id}", {"task_id": unknown})
     message = refused_claim(stack, OTHER, f"manual__unknown_{task_id}")
@@ -255,7 +274,9 @@ def test_squatted_run_ids_neither_block_nor_capture_api_tasks(stack: ApiServer) 
     task_id = created["task_id"]
     assert task_id in range(start, start + 3)
     run_id = stack.store.get_task(task_id, with_steps=False)["dag_run_id"]
-    assert run_id not in squatted and airflow(stack, "GET", run_path(MAIN, run_id))["conf"]["task_id"] == task_id
+    assert (
+        run_id not in squatted and airflow(stack, "GET", run_path(MAIN, run_id))["conf"]["task_id"] == task_id
+    )
     # the squatted run named after the task, given its task_id, does not work for it
     trigger_as(stack, "alice", MAIN, f"workflow_task_{task_id}_x", {"task_id": task_id})
     assert "was not started by this DAG run" in refused_claim(stack, MAIN, f"workflow_task_{task_id}_x")
