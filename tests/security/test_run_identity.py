@@ -205,10 +205,12 @@ def test_a_run_of_bs_dag_named_after_as_run_gets_a_task_of_its_own(
 def test_a_conf_task_id_adopts_no_task_the_api_did_not_start_the_run_for(
     stack: ApiServer, task_a: tuple[int, str]
 ) -> None:
-    """A conf naming A's task: refused (naming task_id, not showing A's SQL) in bob's run on B's
-    DAG, with A's run id or another, in alice's own run on A's DAG, and in a stage of bob's
-    run; likewise for a task id that does not exist, in the same words."""
+    """A conf naming A's task, whose run has ended (so no "active run" check stands in the
+    way): refused (naming task_id, not showing A's SQL) in bob's run on B's DAG, with A's run
+    id or another, in alice's own run on A's DAG, and in a stage of bob's run; likewise for a
+    task id that does not exist, in the same words."""
     task_id, run_a = task_a
+    airflow(stack, "PATCH", run_path(MAIN, run_a), {"state": "failed"})
     before = state_of(stack.store, task_id)
     attempts = [
         ("bob", OTHER, run_a),
