@@ -132,11 +132,17 @@ def test_claim_waits_only_beside_a_stage_executing_out_of_band(
 def test_executing_elsewhere_counts_only_states_execution_sets() -> None:
     states = {
         "claim_task": "running",
+        "data_fetch.hive_export": "queued",  # `airflow tasks test` queues its task first
         "data_upload": "running",
         "train": "deferred",
         "infer": "success",  # a user can mark these through Airflow's API
         "result_download": "failed",
-        "hive_upload.hive_load": None,
+        "hive_upload.hdfs_upload": "skipped",
+        "hive_upload.hive_load": None,  # and a clear resets to none
     }
-    assert airflow_runs.executing_elsewhere(states, "claim_task") == ["data_upload", "train"]
+    assert airflow_runs.executing_elsewhere(states, "claim_task") == [
+        "data_fetch.hive_export",
+        "data_upload",
+        "train",
+    ]
     assert airflow_runs.executing_elsewhere({"claim_task": "running"}, "claim_task") == []

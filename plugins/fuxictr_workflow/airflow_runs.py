@@ -13,6 +13,7 @@ id, and its run type is ``manual`` like a trigger's. What does tell it is Airflo
 in a run the scheduler drives nothing executes before claim_task (the DAG's only root) has
 succeeded, so a stage that is executing while claim_task starts was started outside the
 scheduler, by `airflow tasks test`. claim_task parks only then (see :func:`claim_wait`).
+(A user who clears claim_task alone while a later stage runs makes it wait for that stage too.)
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ from datetime import datetime, timedelta
 
 # A pipeline run still owns its task while it may start stages; any later state frees it.
 ACTIVE_RUN_STATES = ("queued", "running")
-# Task instance states only an executing task has (a user can mark success, failed or skipped
-# through Airflow's API, never these).
-EXECUTING_STATES = frozenset({"running", "deferred"})
+# States a stage cannot be in while claim_task, its only upstream, has not succeeded, unless it
+# is being run outside the scheduler: `airflow tasks test` queues its task instance, runs it
+# (running; deferred and scheduled around an inline trigger: airflow.sdk.definitions.dag._run_task).
+# Users can mark success, failed or skipped through Airflow's API, never these; a clear resets
+# to none.
+EXECUTING_STATES = frozenset({"queued", "scheduled", "running", "deferred"})
 # claim_task parked beside a stage under test looks again this often: the command deletes the
 # run when its stage ends; if the command was killed, its stage stops counting as executing
 # once the scheduler fails it, and the run goes on as any run without a task would.
