@@ -68,28 +68,40 @@ def resolve_task_id(context: Any, store: WorkflowStore, cfg: WorkflowConfig) -> 
     if explicit is None:
         fields = {f: context["params"].get(f) for f in TASK_FIELDS}
         return store.task_for_run(dag_id, run_id, fields, server=server)
-    try:
-        task_id = int(explicit)
-        task = store.get_task(task_id, with_steps=False)
-    except (NotFound, ValueError, TypeError) as err:
-        if airflow_runs.in_tasks_test_command():
-            raise refuse(f"task_id: {err}") from None
-        task = None  # the same answer as for another run's task: existence is not revealed
     if airflow_runs.in_tasks_test_command():
-        assert task is not None
-        if bound_dag_id(task, cfg) != dag_id:
-            raise refuse(
-                f"task_id: workflow task {task_id} is a task of DAG {bound_dag_id(task, cfg)}, "
-                f"not of {dag_id}; test its stages in its own DAG"
-            )
-        return task_id
+        return _tested_task(explicit, dag_id, store, cfg)
+    return _bound_task(explicit, dag_id, run_id, store, cfg)
+
+
+def _tested_task(explicit: Any, dag_id: str, store: WorkflowStore, cfg: WorkflowConfig) -> int:
+    """`airflow tasks test -t '{"task_id": N}'`: any task of this DAG's server."""
+    try:
+        task = store.get_task(int(explicit), with_steps=False)
+    except (NotFound, ValueError, TypeError) as err:
+        raise refuse(f"task_id: {err}") from None
+    if bound_dag_id(task, cfg) != dag_id:
+        raise refuse(
+            f"task_id: workflow task {task['id']} is a task of DAG {bound_dag_id(task, cfg)}, "
+            f"not of {dag_id}; test its stages in its own DAG"
+        )
+    return int(task["id"])
+
+
+def _bound_task(explicit: Any, dag_id: str, run_id: str, store: WorkflowStore, cfg: WorkflowConfig) -> int:
+    """A run's conf names a task: it must be the task the API recorded this very run for.
+    Another run's task, another DAG's, one that does not exist: the same refusal, so that it
+    tells the run's owner nothing about other tasks."""
+    try:
+        task: dict[str, Any] | None = store.get_task(int(explicit), with_steps=False)
+    except (NotFound, ValueError, TypeError):
+        task = None
     if task is None or task["dag_run_id"] != run_id or bound_dag_id(task, cfg) != dag_id:
         raise refuse(
             f"task_id: workflow task {explicit} was not started by this DAG run ({dag_id}, {run_id}); "
             "a run works only for the task the workflow API started it for. Create tasks and "
             "retry them through /api/workflow/tasks, or trigger the DAG without task_id"
         )
-    return task_id
+    return int(task["id"])
 
 
 def refuse(message: str) -> Exception:
