@@ -200,6 +200,11 @@ def test_a_run_of_bs_dag_named_after_as_run_gets_a_task_of_its_own(
     # a listing by run id shows bob his own task only
     listed = call(stack, "GET", f"/tasks?dag_run_id={quote(run_a)}", user="bob")[1]
     assert [t["id"] for t in listed] == [own] and SECRET not in json.dumps(listed)
+    both = call(stack, "GET", f"/tasks?dag_run_id={quote(run_a)}")[1]
+    assert [t["id"] for t in both] == [task_id, own]
+    for dag_id, expected in [(MAIN, task_id), (OTHER, own)]:
+        listed = call(stack, "GET", f"/tasks?dag_run_id={quote(run_a)}&dag_id={dag_id}")[1]
+        assert [t["id"] for t in listed] == [expected]
 
 
 def test_a_conf_task_id_adopts_no_task_the_api_did_not_start_the_run_for(

@@ -128,16 +128,19 @@ def list_tasks(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
     dag_run_id: str | None = None,
+    dag_id: str | None = None,
 ) -> list[dict[str, Any]]:
     store = get_store()
     stale_after = _stale_after()
     if dag_run_id is not None:
-        # a run id is unique only within one DAG: every readable task with that run id
+        # a run id is unique only within one DAG: every readable task with that run id (in
+        # `dag_id`'s run only, when given)
         rows = store.tasks_with_run_id(dag_run_id)
         return [
             _task(r, stale_after)
             for r in rows
             if status_ in (None, r["status"])
+            and dag_id in (None, _run_dag_id(r))
             and security.is_authorized(user, "GET", security.server_dag_id(r["server"]))
         ][offset : offset + limit]
     cfg = get_config()
