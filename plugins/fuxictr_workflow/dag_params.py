@@ -107,6 +107,7 @@ def param_schemas(server: str) -> dict[str, dict[str, Any]]:
         "minimum": 1,
         "default": None,
         "title": "Workflow task id",
-        "description": "Set by the API; leave empty when triggering by hand (a new task is created).",
+        "description": "Set by the API: a run works only for the task the API started it for. "
+        "Leave empty when triggering by hand (a new task is created).",
     }
     return schemas
