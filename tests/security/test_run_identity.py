@@ -246,8 +246,10 @@ def test_the_failure_callback_of_a_run_named_after_as_run_leaves_a_alone(
     stack: ApiServer, task_a: tuple[int, str]
 ) -> None:
     """bob's run on B's DAG with A's run id and an unknown task_id fails at claim_task; its
-    failure callback must not fail A's running step (nor stop A's job). A's own run's callback
-    does: the callback works here, and it was the run's identity that stopped it."""
+    failure callback must not fail A's running step, nor write to A's log (with train running
+    it would also stop A's job: tests/test_airflow_stops.py has that case over a real sshd).
+    A's own run's callback does fail the step: the callback works here, and it was the run's
+    identity that stopped it."""
     task_id, run_a = task_a
     before = state_of(stack.store, task_id)
     trigger_as(stack, "bob", OTHER, run_a, {"task_id": 999_999})
