@@ -27,13 +27,26 @@ def run_stage(op: Any, context: dict[str, Any]) -> Any:
         return getattr(resumed, deferred.method_name)(context, event=payload, **(deferred.kwargs or {}))
 
 
+DAG_ID = "fuxictr_workflow"  # the default server's DAG
+
+
+def bind_run(task_id: int, run_id: str, dag_id: str = DAG_ID) -> None:
+    """Record (dag_id, run_id) as the task's run in the configured store, as the API does before
+    it triggers a task's run: a run whose conf names a task works for it only then."""
+    from fuxictr_workflow.workflow_log import get_logger
+
+    get_logger().store.set_dag_run(task_id, dag_id, run_id)
+
+
 def stage_context(task_id: int, airflow_task: str = "train") -> dict[str, Any]:
-    """The parts of Airflow's task context the stage operators read."""
+    """The parts of Airflow's task context the stage operators read, for a run the API started
+    for the task (bound to it in the configured store)."""
     from types import SimpleNamespace
 
     run_id = f"manual__{task_id}"
+    bind_run(task_id, run_id)
     return {
-        "dag_run": SimpleNamespace(conf={"task_id": task_id}, run_id=run_id),
+        "dag_run": SimpleNamespace(conf={"task_id": task_id}, run_id=run_id, dag_id=DAG_ID),
         "params": {},
-        "ti": SimpleNamespace(try_number=1, dag_id="fuxictr_workflow", run_id=run_id, task_id=airflow_task),
+        "ti": SimpleNamespace(try_number=1, dag_id=DAG_ID, run_id=run_id, task_id=airflow_task),
     }

@@ -14,9 +14,11 @@ from fuxictr_workflow.store import WorkflowStore
 from fuxictr_workflow.workflow_log import WorkflowLogger
 from tests.conftest import SshdInfo, new_task
 
+DAG = "fuxictr_workflow"  # the DAG of server "local", make_config's only (default) server
+
 
 def running_train(store: WorkflowStore, run_id: str = "run_1") -> int:
-    task_id = new_task(store, server="local", dag_run_id=run_id)
+    task_id = new_task(store, server="local", dag_id=DAG, dag_run_id=run_id)
     for step in ("data_fetch", "data_upload"):
         store.start_step(task_id, step)
         store.complete_step(task_id, step, {})
@@ -62,7 +64,7 @@ def test_failed_run_closes_its_running_step_and_stops_its_jobs(
     cfg = make_config(sshd)
     task_id = running_train(store, "run_1")
     other = running_train(store, "run_2")
-    airflow_stops.close_steps_of_failed_run(cfg, wlogger, "run_1")
+    airflow_stops.close_steps_of_failed_run(cfg, wlogger, DAG, "run_1")
     train = step(store, task_id, "train")
     assert (
         train["status"] == "failed"
@@ -72,9 +74,22 @@ def test_failed_run_closes_its_running_step_and_stops_its_jobs(
     # the stop reached the training server (this task never started a job there)
     assert not any("could not stop" in e["message"] for e in store.logs_after(task_id))
     assert step(store, other, "train")["status"] == "running"  # another run's task is not touched
-    airflow_stops.close_steps_of_failed_run(cfg, wlogger, "run_1")  # a second call changes nothing
+    airflow_stops.close_steps_of_failed_run(cfg, wlogger, DAG, "run_1")  # a second call changes nothing
     assert step(store, task_id, "train")["error_message"] == train["error_message"]
-    airflow_stops.close_steps_of_failed_run(cfg, wlogger, "no_such_run")
+    airflow_stops.close_steps_of_failed_run(cfg, wlogger, DAG, "no_such_run")
+
+
+def test_failed_run_of_another_dag_with_the_same_id_touches_nothing(
+    make_config: Callable[..., WorkflowConfig], sshd: SshdInfo, store: WorkflowStore, wlogger: WorkflowLogger
+) -> None:
+    """Run ids are unique only within one DAG, and whoever triggers a run picks its id: the
+    failure of gpu2's run named like local's run neither fails local's step nor stops its job."""
+    cfg = make_config(sshd, servers={"gpu2": {"host": sshd.host, "username": sshd.username}})
+    task_id = running_train(store, "run_1")
+    airflow_stops.close_steps_of_failed_run(cfg, wlogger, "fuxictr_workflow__gpu2", "run_1")
+    airflow_stops.close_steps_of_failed_run(cfg, wlogger, "not_a_servers_dag", "run_1")
+    assert step(store, task_id, "train")["status"] == "running"
+    assert store.logs_after(task_id) == []
 
 
 def test_failed_run_leaves_a_step_closed_meanwhile(
@@ -93,5 +108,5 @@ def test_failed_run_leaves_a_step_closed_meanwhile(
         return task
 
     store.get_task = get_task_then_closed  # type: ignore[method-assign]
-    airflow_stops.close_steps_of_failed_run(cfg, wlogger, "run_1")
+    airflow_stops.close_steps_of_failed_run(cfg, wlogger, DAG, "run_1")
     assert step(store, task_id, "train")["error_message"].startswith("cancelled: train was marked failed")

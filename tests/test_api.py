@@ -145,7 +145,7 @@ def test_retry_clears_the_run_from_the_failed_stage(api_server: ApiServer) -> No
     task instances untouched and data_upload's and later ones cleared."""
     store = api_server.store
     task_id = call(api_server, "POST", "/tasks", BODY)[1]["task_id"]
-    run_id = f"workflow_task_{task_id}"
+    run_id = store.get_task(task_id, with_steps=False)["dag_run_id"]
     assert call(api_server, "POST", f"/tasks/{task_id}/retry")[0] == 409  # not failed
     store.start_step(task_id, "data_fetch")
     store.complete_step(task_id, "data_fetch")
@@ -173,7 +173,7 @@ def test_retry_clears_the_run_from_the_failed_stage(api_server: ApiServer) -> No
 
 def test_cancel_then_retry(api_server: ApiServer) -> None:
     task_id = call(api_server, "POST", "/tasks", BODY)[1]["task_id"]
-    run_id = f"workflow_task_{task_id}"
+    run_id = api_server.store.get_task(task_id, with_steps=False)["dag_run_id"]
     status, body = call(api_server, "POST", f"/tasks/{task_id}/cancel")
     assert status == 200 and body == {"task_id": task_id, "status": "cancelled"}
     assert call(api_server, "GET", f"/tasks/{task_id}")[1]["status"] == "cancelled"
@@ -195,26 +195,34 @@ def test_retry_without_a_run_in_airflow_starts_one(api_server: ApiServer) -> Non
     store.fail_task(no_run, "could not trigger")
     other = store.create_task(**BODY, server="local", dag_run_id="manual__elsewhere")
     store.fail_task(other, "failed elsewhere")
-    for task_id, expected in [(no_run, f"workflow_task_{no_run}"), (other, f"workflow_task_{other}_retry_1")]:
+    for task_id, prefix in [
+        (no_run, f"workflow_task_{no_run}__"),
+        (other, f"workflow_task_{other}_retry_1__"),
+    ]:
         assert call(api_server, "POST", f"/tasks/{task_id}/retry")[0] == 200
-        assert store.get_task(task_id, with_steps=False)["dag_run_id"] == expected
-        assert airflow_run(api_server, expected)["state"] == "queued"
+        task = store.get_task(task_id, with_steps=False)
+        assert task["dag_run_id"].startswith(prefix) and task["dag_id"] == "fuxictr_workflow", task
+        assert airflow_run(api_server, task["dag_run_id"])["state"] == "queued"
 
 
 def test_a_refused_trigger_fails_the_task_with_the_reason(api_server: ApiServer) -> None:
-    """Airflow's trigger route refuses a run id it has already: the retry answers 503 and the
-    task is failed with the reason (and stays retryable)."""
+    """Airflow cannot take the run (the DAG is paused): the retry answers 503, the task is
+    failed with the reason (and stays retryable), and no run id stays recorded for it, so a
+    run someone creates later with that id is not the task's."""
     store = api_server.store
-    task_id = call(api_server, "POST", "/tasks", BODY)[1]["task_id"]
-    taken = f"workflow_task_{task_id}_retry_1"
-    airflow_call(api_server, "POST", "/dagRuns", {"dag_run_id": taken, "logical_date": None})
-    assert store.claim_task(task_id, "manual__gone", previous=f"workflow_task_{task_id}")
+    task_id = store.create_task(**BODY, server="local")
     store.fail_task(task_id, "failed elsewhere")
-    status, body = call(api_server, "POST", f"/tasks/{task_id}/retry")
-    assert status == 503 and taken in body["detail"], body
+    airflow_call(api_server, "PATCH", "", {"is_paused": True})
+    try:
+        status, body = call(api_server, "POST", f"/tasks/{task_id}/retry")
+    finally:
+        airflow_call(api_server, "PATCH", "", {"is_paused": False})
+    assert status == 503 and "paused" in body["detail"], body
     task = store.get_task(task_id, with_steps=False)
-    assert task["status"] == "failed" and taken in task["error_message"]
-    assert task["dag_run_id"] == "manual__gone" and task["run_attempt"] == 0
+    assert task["status"] == "failed" and "paused" in task["error_message"]
+    assert task["dag_run_id"] is None and task["dag_id"] is None
+    assert call(api_server, "POST", f"/tasks/{task_id}/retry")[0] == 200  # a run of its own now
+    assert store.get_task(task_id, with_steps=False)["dag_run_id"].startswith(f"workflow_task_{task_id}__")
 
 
 def test_concurrent_creates(api_server: ApiServer) -> None:

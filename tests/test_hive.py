@@ -25,13 +25,17 @@ from fuxictr_workflow.store import WorkflowStore, get_store
 from scripts.hive_server import HiveInfo, HiveServer, free_port
 from tests.conftest import new_task
 from tests.services.hive import hive_config, hive_query, submitted_queries
+from tests.stage_runs import DAG_ID, bind_run
 
 pytestmark = pytest.mark.timeout(600)
 
 
 def context(task_id: int) -> dict[str, Any]:
+    """A run the API started for the task (bound to it in the configured store)."""
+    run_id = f"manual__{task_id}"
+    bind_run(task_id, run_id)
     return {
-        "dag_run": SimpleNamespace(conf={"task_id": task_id}, run_id=f"manual__{task_id}"),
+        "dag_run": SimpleNamespace(conf={"task_id": task_id}, run_id=run_id, dag_id=DAG_ID),
         "params": {},
         "ti": SimpleNamespace(try_number=1),
     }

@@ -110,11 +110,14 @@ def test_a_stage_alone_on_a_new_task(db: WorkflowStore) -> None:
 
 def test_claim_task_is_compare_and_set(db: WorkflowStore) -> None:
     task_id = new_task(db)
-    assert db.claim_task(task_id, "run_a", previous=None)
-    assert not db.claim_task(task_id, "run_b", previous=None)  # run_a claimed it first
-    assert db.claim_task(task_id, "run_a", previous=None)  # already the owner
-    assert db.claim_task(task_id, "run_b", previous="run_a")
-    assert db.get_task(task_id, with_steps=False)["dag_run_id"] == "run_b"
+    assert db.claim_task(task_id, "dag_a", "run_a", previous=None)
+    assert not db.claim_task(task_id, "dag_a", "run_b", previous=None)  # run_a claimed it first
+    assert db.claim_task(task_id, "dag_a", "run_a", previous=None)  # already the owner
+    # the same run id in another DAG is another run: not the owner
+    assert not db.claim_task(task_id, "dag_b", "run_a", previous=None)
+    assert db.claim_task(task_id, "dag_b", "run_b", previous="run_a")
+    task = db.get_task(task_id, with_steps=False)
+    assert (task["dag_id"], task["dag_run_id"]) == ("dag_b", "run_b")
 
 
 def test_illegal_transitions_are_refused(db: WorkflowStore) -> None:
@@ -186,10 +189,29 @@ def test_list_newest_first_with_filters(db: WorkflowStore) -> None:
 
 def test_task_for_run_is_idempotent(db: WorkflowStore) -> None:
     fields = {"name": "ui", "experiment_id": "e", "sample_sql": "SELECT 1", "infer_sql": "SELECT 2"}
-    first = db.task_for_run("manual__1", fields, server="local")
-    assert db.task_for_run("manual__1", fields) == first
-    assert db.task_for_run("manual__2", fields) != first
-    assert db.get_task(first)["dag_run_id"] == "manual__1"
+    first = db.task_for_run("dag_a", "manual__1", fields, server="a")
+    assert db.task_for_run("dag_a", "manual__1", fields, server="a") == first
+    assert db.task_for_run("dag_a", "manual__2", fields, server="a") != first
+    task = db.get_task(first)
+    assert (task["dag_id"], task["dag_run_id"], task["server"]) == ("dag_a", "manual__1", "a")
+
+
+def test_a_run_is_found_by_dag_and_run_id(db: WorkflowStore) -> None:
+    """Run ids are unique only within one DAG: the same id in another server's DAG is another
+    run, which neither finds nor adopts this run's task."""
+    fields = {"name": "ui", "experiment_id": "e", "sample_sql": "SELECT 1", "infer_sql": "SELECT 2"}
+    a = db.task_for_run("dag_a", "same_id", fields, server="a")
+    assert db.find_task_by_run("dag_a", "same_id", "a") == a
+    assert db.find_task_by_run("dag_b", "same_id", "b") is None
+    b = db.task_for_run("dag_b", "same_id", fields, server="b")
+    assert b != a and db.get_task(b)["server"] == "b"
+    assert [t["id"] for t in db.tasks_with_run_id("same_id")] == [a, b]
+    api = new_task(db, server="a")
+    db.set_dag_run(api, "dag_a", "workflow_task_x__1f")
+    assert db.find_task_by_run("dag_a", "workflow_task_x__1f", "a") == api
+    assert db.find_task_by_run("dag_b", "workflow_task_x__1f", "b") is None
+    db.clear_dag_run(api)
+    assert db.find_task_by_run("dag_a", "workflow_task_x__1f", "a") is None
 
 
 def test_chunks_resume_and_source_change(db: WorkflowStore) -> None:
@@ -226,9 +248,9 @@ def test_logs_in_order(db: WorkflowStore) -> None:
 
 
 def test_init_is_idempotent_and_versioned(db: WorkflowStore) -> None:
-    assert db.schema_version() == 2
-    assert db.init() == 2
-    assert db.schema_version() == 2
+    assert db.schema_version() == 3
+    assert db.init() == 3
+    assert db.schema_version() == 3
 
 
 def test_migration_to_v2_fills_run_attempt_from_the_run_ids(db: WorkflowStore) -> None:
@@ -239,16 +261,36 @@ def test_migration_to_v2_fills_run_attempt_from_the_run_ids(db: WorkflowStore) -
     other = new_task(db, dag_run_id="manual__x_retry_y")
 
     def to_v1(conn: Connection) -> None:
+        conn.exec_driver_sql("ALTER TABLE tasks DROP COLUMN dag_id")
         conn.exec_driver_sql("ALTER TABLE tasks DROP COLUMN run_attempt")
-        conn.exec_driver_sql("DELETE FROM workflow_schema_version WHERE version = 2")
+        conn.exec_driver_sql("DELETE FROM workflow_schema_version WHERE version >= 2")
 
     db.db.write(to_v1)
     assert db.schema_version() == 1
-    assert db.init() == 2
+    assert db.init() == 3
     attempts = {t: db.get_task(t, with_steps=False)["run_attempt"] for t in (retried, first, other)}
     assert attempts == {retried: 3, first: 0, other: 0}
-    db.set_dag_run(first, "workflow_task_8_retry_1", 1)
+    db.set_dag_run(first, "fuxictr_workflow", "workflow_task_8_retry_1", 1)
     assert db.get_task(first, with_steps=False)["run_attempt"] == 1
+
+
+def test_migration_to_v3_binds_old_runs_to_their_servers_dag(db: WorkflowStore) -> None:
+    """A version-2 store (tasks without dag_id) gets the column, NULL; such a task is found by
+    its run in its own server's DAG only, and claiming it records the DAG."""
+    old = new_task(db, server="gpu2", dag_run_id="workflow_task_9")
+
+    def to_v2(conn: Connection) -> None:
+        conn.exec_driver_sql("ALTER TABLE tasks DROP COLUMN dag_id")
+        conn.exec_driver_sql("DELETE FROM workflow_schema_version WHERE version = 3")
+
+    db.db.write(to_v2)
+    assert db.schema_version() == 2
+    assert db.init() == 3
+    assert db.get_task(old, with_steps=False)["dag_id"] is None
+    assert db.find_task_by_run("fuxictr_workflow__gpu2", "workflow_task_9", "gpu2") == old
+    assert db.find_task_by_run("fuxictr_workflow", "workflow_task_9", "local") is None
+    assert db.claim_task(old, "fuxictr_workflow__gpu2", "workflow_task_9", previous=None)
+    assert db.get_task(old, with_steps=False)["dag_id"] == "fuxictr_workflow__gpu2"
 
 
 # -- concurrency: 8 processes x 200 mixed writes against one database --

@@ -27,6 +27,7 @@ from fuxictr_workflow.store import get_store
 from fuxictr_workflow.transfer import TransferItem
 from scripts.sshd import SshdInfo
 from tests.conftest import new_task
+from tests.stage_runs import DAG_ID, bind_run
 from tests.transfer_helpers import CHUNK, tree_hashes
 
 pytestmark = pytest.mark.timeout(60)
@@ -61,8 +62,10 @@ def test_operator_construction() -> None:
 
 
 def _context(task_id: int) -> dict[str, Any]:
+    """A run the API started for the task (bound to it in the configured store)."""
+    bind_run(task_id, "manual__1")
     return {
-        "dag_run": SimpleNamespace(conf={"task_id": task_id}, run_id="manual__1"),
+        "dag_run": SimpleNamespace(conf={"task_id": task_id}, run_id="manual__1", dag_id=DAG_ID),
         "params": {},
         "ti": SimpleNamespace(try_number=1),
     }

@@ -69,14 +69,18 @@ def close_step_marked(
         )
 
 
-def close_steps_of_failed_run(cfg: WorkflowConfig, logger: WorkflowLogger, run_id: str) -> None:
-    """The DAG run `run_id` failed: if its workflow task still shows a running step, that
-    stage's end was never recorded. Stop the task's jobs and fail those steps, so the task
-    does not show "running" forever and no training goes on for it."""
+def close_steps_of_failed_run(cfg: WorkflowConfig, logger: WorkflowLogger, dag_id: str, run_id: str) -> None:
+    """The DAG run (dag_id, run_id) failed: if the workflow task bound to that run still shows
+    a running step, that stage's end was never recorded. Stop the task's jobs and fail those
+    steps, so the task does not show "running" forever and no training goes on for it.
+
+    Only the task bound to this very run: a run of another server's DAG may have the same id
+    (whoever triggers a run picks its id), and its failure must not touch this task."""
     from fuxictr_workflow.cancel_jobs import stop_jobs_of
+    from fuxictr_workflow.dag_params import server_of_dag
 
     store = logger.store
-    task_id = store.find_task_by_run(run_id)
+    task_id = store.find_task_by_run(dag_id, run_id, server_of_dag(dag_id, cfg.servers, cfg.default_server))
     if task_id is None:
         return
     task = store.get_task(task_id)
@@ -107,4 +111,5 @@ def on_dag_run_failed(context: Any) -> None:
     from fuxictr_workflow.config import get_config
     from fuxictr_workflow.workflow_log import get_logger
 
-    close_steps_of_failed_run(get_config(), get_logger(), context["dag_run"].run_id)
+    dag_run = context["dag_run"]
+    close_steps_of_failed_run(get_config(), get_logger(), dag_run.dag_id, dag_run.run_id)

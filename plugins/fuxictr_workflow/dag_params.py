@@ -6,6 +6,7 @@ stages enforce the full rules (the parsed query, the config's path and database 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from fuxictr_workflow import validation as v
@@ -19,6 +20,11 @@ CLAIM_TASK_ID = "claim_task"
 def dag_id_for(server: str, default_server: str) -> str:
     """One DAG per training server (own pool); the default server's DAG is `fuxictr_workflow`."""
     return DAG_ID if server == default_server else f"{DAG_ID}__{server}"
+
+
+def server_of_dag(dag_id: str, servers: Iterable[str], default_server: str) -> str | None:
+    """The training server whose DAG `dag_id` is (None: no configured server's)."""
+    return next((s for s in servers if dag_id_for(s, default_server) == dag_id), None)
 
 
 def pool_for(server: str) -> str:
@@ -101,6 +107,7 @@ def param_schemas(server: str) -> dict[str, dict[str, Any]]:
         "minimum": 1,
         "default": None,
         "title": "Workflow task id",
-        "description": "Set by the API; leave empty when triggering by hand (a new task is created).",
+        "description": "Set by the API: a run works only for the task the API started it for. "
+        "Leave empty when triggering by hand (a new task is created).",
     }
     return schemas

@@ -17,10 +17,13 @@ from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
 
-from fuxictr_workflow.airflow_runs import TASKS_TEST_RUN_PREFIX
 from scripts import demo
 from tests.e2e.stack import Stack
 from tests.stage_runs import run_stage
+
+# How Airflow names the run `airflow tasks test` makes (task_command._generate_temporary_run_id);
+# the package never decides anything from it, the tests use it to find those runs.
+TASKS_TEST_RUN_PREFIX = "__airflow_temporary_run_"
 
 
 @contextmanager
@@ -81,7 +84,7 @@ def run_alone(
     run_id = f"{TASKS_TEST_RUN_PREFIX}{datetime.now(UTC).isoformat()}__"
     dag_id = dag_id_for(cfg.default_server, cfg.default_server)
     context = {
-        "dag_run": SimpleNamespace(conf={}, run_id=run_id),
+        "dag_run": SimpleNamespace(conf={}, run_id=run_id, dag_id=dag_id),
         "params": params,
         "ti": TaskInstance(stack, dag_id, run_id, airflow_task),
     }

@@ -74,11 +74,14 @@ def test_pipelines_started_together_share_the_training_pool(stack: Stack, launch
     """The API task and the REST-triggered run ran side by side; the server's pool
     (max_concurrent_trainings) let one train or infer run at a time across them."""
     stack.wait_until(
-        "a task for the REST run", lambda: stack.store.find_task_by_run(launched.rest_run), 300, 1
+        "a task for the REST run",
+        lambda: stack.store.find_task_by_run("fuxictr_workflow", launched.rest_run),
+        300,
+        1,
     )
     tasks = [
         stack.assert_completed(t)
-        for t in (launched.api_task, int(stack.store.find_task_by_run(launched.rest_run)))
+        for t in (launched.api_task, int(stack.store.find_task_by_run("fuxictr_workflow", launched.rest_run)))
     ]
     slots = stack.config().server(stack.config().default_server).max_concurrent_trainings
     pooled = [step_interval(task, step) for task in tasks for step in ("train", "infer")]

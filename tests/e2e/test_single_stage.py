@@ -20,12 +20,11 @@ from typing import Any
 import pytest
 
 from fuxictr_workflow import paths
-from fuxictr_workflow.airflow_runs import TASKS_TEST_RUN_PREFIX
 from fuxictr_workflow.stages import STAGE_NAMES
 from scripts import airflow_stack, demo
 from tests.e2e.launch import Launched, fields, trigger
 from tests.e2e.stack import INFER_ROWS, Stack
-from tests.e2e.stage_alone import run_alone
+from tests.e2e.stage_alone import TASKS_TEST_RUN_PREFIX, run_alone
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -114,9 +113,9 @@ def assert_consistent(task: dict[str, Any]) -> None:
 def wait_task_of_run(stack: Stack, run_id: str, timeout: float = 600) -> int:
     stack.store.init()  # a REST-triggered run is the first to use the store: no tables yet
     stack.wait_until(
-        f"a task for run {run_id}", lambda: stack.store.find_task_by_run(run_id) is not None, timeout, 1
+        f"a task for run {run_id}", lambda: stack.store.find_task_by_run(DAG, run_id) is not None, timeout, 1
     )
-    return int(stack.store.find_task_by_run(run_id) or 0)
+    return int(stack.store.find_task_by_run(DAG, run_id) or 0)
 
 
 @pytest.fixture(scope="module")
@@ -158,10 +157,11 @@ def test_rest_trigger_refuses_an_invalid_field(stack: Stack, field: str, value: 
 
 
 def test_trigger_naming_a_task_with_an_active_run_is_refused(stack: Stack) -> None:
-    """Issue 13 part 6: a plain trigger whose conf names a task_id that already has an active
-    run fails at its first task, naming task_id, and leaves the task and its run alone."""
+    """Issue 13 part 6, issue 29: a plain trigger whose conf names a task_id (here one with an
+    active run) fails at its first task, naming task_id: the API did not start that run for the
+    task. The task and its run are left alone."""
     task_id = stack.submit("active")
-    owner = f"workflow_task_{task_id}"
+    owner = stack.store.get_task(task_id, with_steps=False)["dag_run_id"]
     second = trigger(stack, {"task_id": task_id})["dag_run_id"]
     stack.wait_until(
         "the second run to end", lambda: run_states(stack)[second] in ("success", "failed"), every=1
@@ -171,7 +171,10 @@ def test_trigger_naming_a_task_with_an_active_run_is_refused(stack: Stack) -> No
     states = {ti["task_id"]: ti["state"] for ti in tis["task_instances"]}
     assert states.pop("claim_task") == "failed" and set(states.values()) == {"upstream_failed"}
     log = api(stack, "GET", f"/api/v2/dags/{DAG}/dagRuns/{second}/taskInstances/claim_task/logs/1")
-    assert f"task_id: workflow task {task_id} already has an active DAG run '{owner}'" in json.dumps(log)
+    assert (
+        f"task_id: workflow task {task_id} was not started by this DAG run ({DAG}, {second})"
+        in json.dumps(log)
+    )
     task = stack.store.get_task(task_id)
     assert task["dag_run_id"] == owner and task["status"] in ("pending", "running")
     assert run_states(stack)[owner] in ("queued", "running")

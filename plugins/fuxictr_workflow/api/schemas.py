@@ -74,7 +74,8 @@ class TaskCreated(BaseModel):
 
 
 class Task(BaseModel):
-    """The seed's Task, plus additive server, dag_run_id, error_message and stale."""
+    """The seed's Task, plus additive server, dag_run_id (with its DAG, dag_id), error_message
+    and stale."""
 
     id: int
     name: str
@@ -90,6 +91,7 @@ class Task(BaseModel):
     completed_at: str | None
     server: str | None = None
     dag_run_id: str | None = None
+    dag_id: str | None = None
     error_message: str | None = None
     stale: bool = False
 

@@ -58,27 +58,41 @@ def _stale_after() -> timedelta:
 
 
 def _start_run(store: WorkflowStore, task_id: int, attempt: int, user: Any, request: Request) -> str:
-    """Trigger the task's DAG run; a failed trigger fails the task with the reason."""
+    """Trigger the task's DAG run; a failed trigger fails the task with the reason.
+
+    The run is recorded as the task's run before it is triggered: the run's stages work for
+    the task only if that record names their (dag_id, run_id) (operators/base.py), and the
+    scheduler may start them before this function returns. A run id that turns out taken is
+    replaced by a fresh one, recorded again, and never reused."""
     cfg = get_config()
     task = store.get_task(task_id, with_steps=False)
     server = task["server"] or cfg.default_server
     conf = {"task_id": task_id, "server": server, **{f: task[f] for f in TASK_FIELDS}}
     if attempt:
         conf["resume"] = True
-    run_id = trigger.run_id_for(task_id, attempt)
     dag_id = dag_id_for(server, cfg.default_server)
-    try:
-        trigger.trigger(dag_id, run_id, conf, user, request)
-    except trigger.TriggerError as err:
-        store.fail_task(task_id, str(err))
+    for tries_left in range(trigger.RUN_ID_TRIES - 1, -1, -1):
+        run_id = trigger.run_id_for(task_id, attempt)
+        store.set_dag_run(task_id, dag_id, run_id, attempt)
+        try:
+            return trigger.trigger(dag_id, run_id, conf, user, request)
+        except trigger.RunIdTaken as err:
+            if tries_left:
+                continue
+            failure: Exception = err
+        except trigger.TriggerError as err:
+            failure = err
+        except Exception as err:  # the server logs the traceback; the task stays retryable
+            store.fail_task(task_id, f"could not trigger DAG {dag_id}: {err}")
+            raise
+        # no run of ours has that id: the record must not bind the task to a run someone else
+        # creates (or created) with it, and a retry then starts a run of its own
+        store.clear_dag_run(task_id)
+        store.fail_task(task_id, str(failure))
         raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, f"task {task_id} failed to start: {err}"
-        ) from err
-    except Exception as err:  # the server logs the traceback; the task stays retryable
-        store.fail_task(task_id, f"could not trigger DAG {dag_id}: {err}")
-        raise
-    store.set_dag_run(task_id, run_id, attempt)
-    return run_id
+            status.HTTP_503_SERVICE_UNAVAILABLE, f"task {task_id} failed to start: {failure}"
+        ) from failure
+    raise AssertionError("unreachable")
 
 
 @router.post(
@@ -108,18 +122,21 @@ def list_tasks(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
     dag_run_id: str | None = None,
+    dag_id: str | None = None,
 ) -> list[dict[str, Any]]:
     store = get_store()
     stale_after = _stale_after()
     if dag_run_id is not None:
-        found = store.find_task_by_run(dag_run_id)
-        rows = [store.get_task(found, with_steps=False)] if found is not None else []
+        # a run id is unique only within one DAG: every readable task with that run id (in
+        # `dag_id`'s run only, when given)
+        rows = store.tasks_with_run_id(dag_run_id)
         return [
             _task(r, stale_after)
             for r in rows
             if status_ in (None, r["status"])
+            and dag_id in (None, _run_dag_id(r))
             and security.is_authorized(user, "GET", security.server_dag_id(r["server"]))
-        ]
+        ][offset : offset + limit]
     cfg = get_config()
     servers = security.readable_servers(user, {*cfg.servers, *store.task_servers()})
     rows = store.list_tasks(
@@ -147,6 +164,12 @@ def _existing(store: WorkflowStore, task_id: int) -> dict[str, Any]:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"task {task_id} does not exist") from None
 
 
+def _run_dag_id(task: dict[str, Any]) -> str:
+    """The DAG of the task's current run (recorded with it; older rows: the server's DAG)."""
+    cfg = get_config()
+    return str(task.get("dag_id") or dag_id_for(task["server"] or cfg.default_server, cfg.default_server))
+
+
 @router.post(
     "/{task_id}/retry",
     response_model=TaskCreated,
@@ -160,8 +183,7 @@ def retry_task(task_id: int, user: security.CurrentUser, request: Request) -> di
     task = _existing(store, task_id)
     security.require(user, "POST", task["server"])
     previous = task["dag_run_id"] or ""
-    cfg = get_config()
-    dag_id = dag_id_for(task["server"] or cfg.default_server, cfg.default_server)
+    dag_id = _run_dag_id(task)
     retryable = task["status"] in (TaskStatus.FAILED, TaskStatus.CANCELLED)
     if retryable and previous and not trigger.wait_until_settled(dag_id, previous):
         raise HTTPException(
@@ -212,7 +234,5 @@ def cancel_task(task_id: int, user: security.CurrentUser) -> dict[str, Any]:
         daemon=True,
     ).start()
     if task["dag_run_id"]:
-        trigger.fail_run(
-            dag_id_for(task["server"] or cfg.default_server, cfg.default_server), task["dag_run_id"]
-        )
+        trigger.fail_run(_run_dag_id(task), task["dag_run_id"])
     return {"task_id": task_id, "status": TaskStatus.CANCELLED}

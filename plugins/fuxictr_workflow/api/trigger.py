@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
@@ -19,13 +20,25 @@ if TYPE_CHECKING:
 SETTLE_TIMEOUT_S = 60.0
 
 
+# How many fresh run ids a start tries when the one it picked is taken.
+RUN_ID_TRIES = 3
+
+
 class TriggerError(RuntimeError):
     """The DAG run could not be created; the message says why and what to do."""
 
 
+class RunIdTaken(TriggerError):
+    """The DAG has a run with that id (or that logical date) already: a fresh id may work."""
+
+
 def run_id_for(task_id: int, attempt: int = 0) -> str:
-    """The run id of a task's run: ``workflow_task_<id>``, then ``..._retry_<attempt>``."""
-    return f"workflow_task_{task_id}" + (f"_retry_{attempt}" if attempt else "")
+    """A new run id for a task's run: ``workflow_task_<id>[_retry_<attempt>]__<random>``.
+
+    The random part makes the id unguessable: anyone allowed to trigger the DAG can create a
+    run with any free id, and with predictable ids pre-created runs would take the ids of the
+    next tasks (their trigger would fail, and so would every retry with the same id)."""
+    return f"workflow_task_{task_id}" + (f"_retry_{attempt}" if attempt else "") + f"__{secrets.token_hex(8)}"
 
 
 def trigger(dag_id: str, run_id: str, conf: dict[str, Any], user: BaseUser, request: Request) -> str:
@@ -57,9 +70,11 @@ def trigger(dag_id: str, run_id: str, conf: dict[str, Any], user: BaseUser, requ
             )
             session.flush()
         except HTTPException as err:
+            if err.status_code == status.HTTP_409_CONFLICT:
+                raise RunIdTaken(_reason(dag_id, model, err)) from err
             raise TriggerError(_reason(dag_id, model, err)) from err
         except IntegrityError as err:  # the route leaves unique violations to Airflow's app (409)
-            raise TriggerError(
+            raise RunIdTaken(
                 f"could not trigger DAG {dag_id}: it has a run {run_id} (or one of the same logical date) already"
             ) from err
     return run_id

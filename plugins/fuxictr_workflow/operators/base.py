@@ -7,22 +7,20 @@ A stage operator mixes :class:`WorkflowStageMixin` in front of its Airflow base 
 heartbeats while the stage runs. The DAG's first task (claim.py) makes its run the
 workflow task's one active run.
 
-In a run `airflow tasks test` made (see airflow_runs.py) only the task under test acts, as a
-stage run alone; every other task the scheduler starts there parks itself.
+A stage run by `airflow tasks test` (its process has AIRFLOW_TEST_MODE, see airflow_runs.py)
+acts alone; in the run the command made, the scheduler's claim_task parks itself (claim.py).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowTaskTimeout
 
 from fuxictr_workflow import airflow_runs
 from fuxictr_workflow.config import WorkflowConfig, get_config
-from fuxictr_workflow.dag_params import dag_id_for
+from fuxictr_workflow.dag_params import dag_id_for, server_of_dag
 from fuxictr_workflow.stages import Stage, StepStatus, TaskStatus
 from fuxictr_workflow.store import NotFound, WorkflowStore
 from fuxictr_workflow.tracking import StageError, StageRun, Suspended, track_stage
@@ -30,22 +28,82 @@ from fuxictr_workflow.validation import TASK_FIELDS, FieldError, validate_server
 from fuxictr_workflow.workflow_log import WorkflowLogger, get_logger
 
 
+def run_of(context: Any) -> tuple[str, str]:
+    """The (dag_id, run_id) of the context's DAG run: together they name one run (run ids are
+    unique only within one DAG, and each training server has its own DAG)."""
+    dag_run = context["dag_run"]
+    dag_id = getattr(dag_run, "dag_id", None) or getattr(context.get("ti"), "dag_id", None)
+    if not dag_id:
+        raise refuse(f"the DAG run {dag_run.run_id!r} has no dag_id")
+    return str(dag_id), str(dag_run.run_id)
+
+
+def bound_dag_id(task: dict[str, Any], cfg: WorkflowConfig) -> str:
+    """The DAG of the task's run: recorded with the run, else (rows older than that record)
+    its server's DAG."""
+    return str(task.get("dag_id") or dag_id_for(task["server"] or cfg.default_server, cfg.default_server))
+
+
+def explicit_task_id(context: Any) -> Any:
+    """The task_id the run's conf (or, under `airflow tasks test -t`, its params) names."""
+    conf = context["dag_run"].conf or {}
+    return conf.get("task_id") if conf.get("task_id") is not None else context["params"].get("task_id")
+
+
 def resolve_task_id(context: Any, store: WorkflowStore, cfg: WorkflowConfig) -> int:
     """The workflow task of this DAG run.
 
-    Runs created through the API carry ``task_id`` in their conf; `airflow tasks test ...
-    -t '{"task_id": N}'` names an existing task to re-run one stage of. A run triggered from
-    the Airflow UI (or `airflow dags test`) has neither: its task row is created from the
-    run's params on first use, keyed by the run id, so UI and API see the same tasks.
+    A run the API triggered carries ``task_id`` in its conf, and the API recorded the run,
+    (dag_id, run_id), as the task's run before triggering it: the run works for that task only
+    if that record names it. The conf alone proves nothing (anyone who may trigger a DAG writes
+    its conf and picks its run id). `airflow tasks test ... -t '{"task_id": N}'` names a task to
+    re-run one stage of: the command's own process (AIRFLOW_TEST_MODE) may, for a task of this
+    DAG's server. A run without ``task_id`` (the Airflow UI, `airflow dags test`) gets its own
+    task, created from the run's params on first use and keyed by (dag_id, run_id), so UI and
+    API see the same tasks. A run never works for a task of another DAG.
     """
-    dag_run = context["dag_run"]
-    conf = dag_run.conf or {}
-    params = context["params"]
-    explicit = conf.get("task_id") if conf.get("task_id") is not None else params.get("task_id")
-    if explicit is not None:
-        return int(explicit)
-    fields = {f: params.get(f) for f in TASK_FIELDS}
-    return store.task_for_run(dag_run.run_id, fields, server=params.get("server") or cfg.default_server)
+    dag_id, run_id = run_of(context)
+    server = server_of_dag(dag_id, cfg.servers, cfg.default_server)
+    if server is None:
+        raise refuse(f"DAG {dag_id} is not the DAG of a configured training server")
+    explicit = explicit_task_id(context)
+    if explicit is None:
+        fields = {f: context["params"].get(f) for f in TASK_FIELDS}
+        return store.task_for_run(dag_id, run_id, fields, server=server)
+    if airflow_runs.in_tasks_test_command():
+        return _tested_task(explicit, dag_id, store, cfg)
+    return _bound_task(explicit, dag_id, run_id, store, cfg)
+
+
+def _tested_task(explicit: Any, dag_id: str, store: WorkflowStore, cfg: WorkflowConfig) -> int:
+    """`airflow tasks test -t '{"task_id": N}'`: any task of this DAG's server."""
+    try:
+        task = store.get_task(int(explicit), with_steps=False)
+    except (NotFound, ValueError, TypeError) as err:
+        raise refuse(f"task_id: {err}") from None
+    if bound_dag_id(task, cfg) != dag_id:
+        raise refuse(
+            f"task_id: workflow task {task['id']} is a task of DAG {bound_dag_id(task, cfg)}, "
+            f"not of {dag_id}; test its stages in its own DAG"
+        )
+    return int(task["id"])
+
+
+def _bound_task(explicit: Any, dag_id: str, run_id: str, store: WorkflowStore, cfg: WorkflowConfig) -> int:
+    """A run's conf names a task: it must be the task the API recorded this very run for.
+    Another run's task, another DAG's, one that does not exist: the same refusal, so that it
+    tells the run's owner nothing about other tasks."""
+    try:
+        task: dict[str, Any] | None = store.get_task(int(explicit), with_steps=False)
+    except (NotFound, ValueError, TypeError):
+        task = None
+    if task is None or task["dag_run_id"] != run_id or bound_dag_id(task, cfg) != dag_id:
+        raise refuse(
+            f"task_id: workflow task {explicit} was not started by this DAG run ({dag_id}, {run_id}); "
+            "a run works only for the task the workflow API started it for. Create tasks and "
+            "retry them through /api/workflow/tasks, or trigger the DAG without task_id"
+        )
+    return int(task["id"])
 
 
 def timeout_message(cfg: WorkflowConfig, stage: str) -> str:
@@ -65,31 +123,16 @@ def refuse(message: str) -> Exception:
 
 
 def workflow_task(context: Any, store: WorkflowStore, cfg: WorkflowConfig) -> dict[str, Any]:
-    """The workflow task row of this run, or a refusal naming ``task_id`` when it does not exist."""
-    try:
-        return store.get_task(resolve_task_id(context, store, cfg))
-    except (NotFound, ValueError, TypeError) as err:
-        raise refuse(f"task_id: {err}") from None
-
-
-def park_unless_under_test(context: Any, log: logging.Logger) -> None:
-    """In a run `airflow tasks test` made, a task the scheduler started waits (a day, or until the
-    command deletes the run) instead of acting or finishing: finishing either way would move the
-    scheduler on to the task under test and mark it skipped or upstream_failed mid-test."""
-    run_id = context["dag_run"].run_id
-    if airflow_runs.is_tasks_test_run(run_id) and not airflow_runs.in_tasks_test_command():
-        from airflow.sdk.exceptions import AirflowRescheduleException
-
-        log.info("%s was made by `airflow tasks test` for another task; this one does not act in it", run_id)
-        raise AirflowRescheduleException(reschedule_date=datetime.now(UTC) + timedelta(days=1))
+    """The workflow task row of this run (refusals name ``task_id``, see resolve_task_id)."""
+    return store.get_task(resolve_task_id(context, store, cfg))
 
 
 def active_run_elsewhere(context: Any, task: dict[str, Any], cfg: WorkflowConfig) -> str | None:
     """The task's owning DAG run if it is another run and still queued or running."""
     owner = task["dag_run_id"]
-    if not owner or owner == context["dag_run"].run_id:
+    dag_id = bound_dag_id(task, cfg)
+    if not owner or (dag_id, owner) == run_of(context):
         return None
-    dag_id = dag_id_for(task["server"] or cfg.default_server, cfg.default_server)
     active = context["ti"].get_dr_count(
         dag_id=dag_id, run_ids=[owner], states=list(airflow_runs.ACTIVE_RUN_STATES)
     )
@@ -124,10 +167,9 @@ class WorkflowStageMixin:
     closes_step: bool = True
 
     def execute(self, context: Any) -> Any:
-        park_unless_under_test(context, self.log)
         # a stage run by itself (`airflow tasks test`): not retried, and it ends with the task in
         # the status its steps say
-        alone = airflow_runs.is_tasks_test_run(context["dag_run"].run_id)
+        alone = airflow_runs.in_tasks_test_command()
         task_id = self._resolve(context)
         if alone:
             refuse_if_running_elsewhere(context, self.workflow_task, self.workflow_config)
@@ -145,7 +187,7 @@ class WorkflowStageMixin:
     def resume_stage(self, context: Any, event: dict[str, Any]) -> Any:
         """Back from a deferral (see :class:`Suspended`): the step is still running; the stage
         finishes it with what the trigger reported."""
-        alone = airflow_runs.is_tasks_test_run(context["dag_run"].run_id)
+        alone = airflow_runs.in_tasks_test_command()
         task_id = self._resolve(context)
         if self.workflow_task["status"] == TaskStatus.CANCELLED:
             raise refuse(f"task_id: workflow task {task_id} was cancelled")

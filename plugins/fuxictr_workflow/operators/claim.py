@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.sdk import BaseOperator
@@ -10,14 +12,47 @@ from fuxictr_workflow import airflow_runs
 from fuxictr_workflow.config import get_config
 from fuxictr_workflow.dag_params import CLAIM_TASK_ID
 from fuxictr_workflow.operators.base import (
-    park_unless_under_test,
+    explicit_task_id,
     refuse,
     refuse_if_running_elsewhere,
+    run_of,
     workflow_task,
 )
+from fuxictr_workflow.validation import TASK_FIELDS
 from fuxictr_workflow.workflow_log import get_logger
 
-__all__ = ["CLAIM_TASK_ID", "ClaimTaskOperator"]
+__all__ = ["CLAIM_TASK_ID", "ClaimTaskOperator", "park_beside_a_tasks_test"]
+
+
+def park_beside_a_tasks_test(context: Any, log: logging.Logger) -> None:
+    """Wait (reschedule) while the run is one `airflow tasks test` is using, see
+    airflow_runs.py: decided from which of the run's tasks Airflow has executing, never from the
+    run's id or conf, which whoever triggers a run chooses."""
+    dag_id, run_id = run_of(context)
+    states = context["ti"].get_task_states(dag_id=dag_id, run_ids=[run_id]).get(run_id) or {}
+    executing = airflow_runs.executing_elsewhere(states, context["ti"].task_id)
+    params = context["params"]
+    fieldless = explicit_task_id(context) is None and all(params.get(f) in (None, "") for f in TASK_FIELDS)
+    dag_run = context["dag_run"]
+    started = getattr(dag_run, "start_date", None) or getattr(dag_run, "run_after", None)
+    now = datetime.now(UTC)
+    wait = airflow_runs.claim_wait(executing=executing, fieldless=fieldless, started=started, now=now)
+    if wait is None:
+        return
+    from airflow.sdk.exceptions import AirflowRescheduleException
+
+    if executing:
+        log.info(
+            "%s is executing %s outside the scheduler (`airflow tasks test`); claim_task waits",
+            run_id,
+            executing,
+        )
+    else:
+        log.info(
+            "%s names no task and no task fields; waiting briefly in case `airflow tasks test` made it",
+            run_id,
+        )
+    raise AirflowRescheduleException(reschedule_date=now + wait)
 
 
 class ClaimTaskOperator(BaseOperator):
@@ -31,16 +66,16 @@ class ClaimTaskOperator(BaseOperator):
     ui_color = "#e8f0fe"
 
     def execute(self, context: Any) -> int:
-        park_unless_under_test(context, self.log)
+        alone = airflow_runs.in_tasks_test_command()
+        if not alone:
+            park_beside_a_tasks_test(context, self.log)
         cfg = get_config()
         store = get_logger().store
         task = workflow_task(context, store, cfg)
-        run_id = context["dag_run"].run_id
+        dag_id, run_id = run_of(context)
         refuse_if_running_elsewhere(context, task, cfg)
-        if not airflow_runs.is_tasks_test_run(run_id) and not store.claim_task(
-            task["id"], run_id, task["dag_run_id"]
-        ):
+        if not alone and not store.claim_task(task["id"], dag_id, run_id, task["dag_run_id"]):
             refuse_if_running_elsewhere(context, store.get_task(task["id"], with_steps=False), cfg)
             raise refuse(f"task_id: workflow task {task['id']} was claimed by another run just now")
-        self.log.info("DAG run %s runs workflow task %s", run_id, task["id"])
+        self.log.info("DAG run %s of %s runs workflow task %s", run_id, dag_id, task["id"])
         return int(task["id"])

@@ -54,6 +54,10 @@ tasks = sa.Table(
     # n of the task's current run `workflow_task_<id>_retry_<n>` (0: `workflow_task_<id>`), so a
     # retry that needs a new run knows its number whatever run (the UI's, `dags test`'s) owns it now
     sa.Column("run_attempt", sa.Integer, nullable=False, server_default=sa.text("0")),
+    # the DAG of the task's current run: a run is bound to its task by (dag_id, dag_run_id), since
+    # every training server has its own DAG and run ids are unique only within one DAG. NULL in
+    # rows older than version 3: those are bound to their server's DAG (store/tasks.py)
+    sa.Column("dag_id", sa.String(250)),
     sqlite_autoincrement=True,
 )
 
@@ -139,8 +143,17 @@ def _migrate_v2(conn: Connection) -> None:
             conn.execute(tasks.update().where(tasks.c.id == task_id).values(run_attempt=int(number)))
 
 
+def _migrate_v3(conn: Connection) -> None:
+    """Version 3: tasks.dag_id (nullable, additive). Existing rows keep NULL: the store cannot
+    know which server was the default one, so lookups bind them to their server's DAG instead."""
+    if "dag_id" in {c["name"] for c in sa.inspect(conn).get_columns(tasks.name)}:
+        return
+    ddl = sa.schema.CreateColumn(tasks.c.dag_id).compile(dialect=conn.dialect)
+    conn.exec_driver_sql(f"ALTER TABLE {tasks.name} ADD COLUMN {ddl}")
+
+
 # Append a function for each schema change; `init` applies the ones not yet applied, in order.
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_migrate_v1, _migrate_v2)
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_migrate_v1, _migrate_v2, _migrate_v3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -13,6 +13,17 @@ from fuxictr_workflow.store.database import Database, task_steps, tasks, utcnow
 from fuxictr_workflow.store.errors import IllegalTransition, NotFound
 
 
+def of_run(dag_id: str, dag_run_id: str, server: str | None = None) -> sa.ColumnElement[bool]:
+    """The task bound to the DAG run (dag_id, dag_run_id). Run ids are unique only within a DAG
+    (each training server has its own), so the run id alone may name another server's task.
+    A row from before tasks.dag_id (NULL) is bound to its server's DAG: `server`, the server
+    whose DAG `dag_id` is, matches it."""
+    bound = tasks.c.dag_id == dag_id
+    if server is not None:
+        bound = sa.or_(bound, sa.and_(tasks.c.dag_id.is_(None), tasks.c.server == server))
+    return sa.and_(tasks.c.dag_run_id == dag_run_id, bound)
+
+
 class Tasks:
     """The task rows. A task is created with its six steps; how the steps move, and the task
     with them, is :class:`~fuxictr_workflow.store.steps.Steps`."""
@@ -31,6 +42,7 @@ class Tasks:
         hive_table: str | None,
         server: str | None = None,
         dag_run_id: str | None = None,
+        dag_id: str | None = None,
     ) -> int:
         """Insert a pending task with its six pending steps; returns the task id."""
         fields = dict(
@@ -42,21 +54,23 @@ class Tasks:
             hive_table=hive_table,
             server=server,
             dag_run_id=dag_run_id,
+            dag_id=dag_id,
         )
         return self.db.write(lambda conn: self._insert_task(conn, fields))
 
-    def task_for_run(self, dag_run_id: str, fields: dict[str, Any], server: str | None = None) -> int:
-        """The task of a DAG run, created from the run's (unvalidated) params on first use.
+    def task_for_run(self, dag_id: str, dag_run_id: str, fields: dict[str, Any], server: str) -> int:
+        """The task of the DAG run (dag_id, dag_run_id), created from the run's (unvalidated)
+        params on first use; `server` is the training server whose DAG `dag_id` is.
 
         Values are stored as given (cut to the column sizes) so that a bad value is shown
         in the failed step's error_message instead of losing the run.
         """
 
         def run(conn: Connection) -> int:
-            found = conn.execute(sa.select(tasks.c.id).where(tasks.c.dag_run_id == dag_run_id)).scalar()
+            found = conn.execute(sa.select(tasks.c.id).where(of_run(dag_id, dag_run_id, server))).scalar()
             if found is not None:
                 return int(found)
-            values: dict[str, Any] = {"server": server, "dag_run_id": dag_run_id}
+            values: dict[str, Any] = {"server": server, "dag_run_id": dag_run_id, "dag_id": dag_id}
             for column in ("name", "experiment_id", "sample_sql", "infer_sql", "hdfs_path", "hive_table"):
                 raw = fields.get(column)
                 text = "" if raw is None else str(raw)
@@ -80,26 +94,40 @@ class Tasks:
         )
         return int(task_id)
 
-    def find_task_by_run(self, dag_run_id: str) -> int | None:
+    def find_task_by_run(self, dag_id: str, dag_run_id: str, server: str | None = None) -> int | None:
+        """The task bound to the DAG run (dag_id, dag_run_id), see :func:`of_run`."""
         with self.db.read() as conn:
-            found = conn.execute(sa.select(tasks.c.id).where(tasks.c.dag_run_id == dag_run_id)).scalar()
+            found = conn.execute(sa.select(tasks.c.id).where(of_run(dag_id, dag_run_id, server))).scalar()
         return None if found is None else int(found)
 
-    def set_dag_run(self, task_id: int, dag_run_id: str, run_attempt: int = 0) -> None:
-        """Record the run the API started for the task, and its attempt number (0: the first)."""
-        self.update(task_id, dag_run_id=dag_run_id, run_attempt=run_attempt)
+    def tasks_with_run_id(self, dag_run_id: str) -> list[dict[str, Any]]:
+        """Every task whose current run has this id, in any DAG (the caller filters by DAG)."""
+        query = sa.select(tasks).where(tasks.c.dag_run_id == dag_run_id).order_by(tasks.c.id)
+        with self.db.read() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
 
-    def claim_task(self, task_id: int, dag_run_id: str, previous: str | None) -> bool:
-        """Make ``dag_run_id`` the task's run if its run is still ``previous`` (compare and set:
-        of two runs claiming one task at once, one wins). Returns whether this run now owns it."""
+    def set_dag_run(self, task_id: int, dag_id: str, dag_run_id: str, run_attempt: int = 0) -> None:
+        """Record the run the API starts for the task, before it triggers it (so the run finds
+        itself bound to the task when it starts), and its attempt number (0: the first)."""
+        self.update(task_id, dag_id=dag_id, dag_run_id=dag_run_id, run_attempt=run_attempt)
+
+    def clear_dag_run(self, task_id: int) -> None:
+        """Forget the task's run (the API recorded a run it then could not create)."""
+        self.update(task_id, dag_id=None, dag_run_id=None)
+
+    def claim_task(self, task_id: int, dag_id: str, dag_run_id: str, previous: str | None) -> bool:
+        """Make (dag_id, dag_run_id) the task's run if its run is still ``previous`` (compare and
+        set: of two runs claiming one task at once, one wins). Returns whether this run now owns it."""
 
         def run(conn: Connection) -> bool:
-            owner = self.row(conn, task_id).dag_run_id
-            if owner == dag_run_id:
+            row = self.row(conn, task_id)
+            if row.dag_run_id == dag_run_id and row.dag_id in (dag_id, None):
+                if row.dag_id is None:
+                    self.update(task_id, conn, dag_id=dag_id)
                 return True
-            if owner != previous:
+            if row.dag_run_id != previous:
                 return False
-            self.update(task_id, conn, dag_run_id=dag_run_id)
+            self.update(task_id, conn, dag_id=dag_id, dag_run_id=dag_run_id)
             return True
 
         return self.db.write(run)

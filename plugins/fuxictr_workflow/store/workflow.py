@@ -33,7 +33,9 @@ class WorkflowStore:
         self.create_task = self.tasks.create_task
         self.task_for_run = self.tasks.task_for_run
         self.find_task_by_run = self.tasks.find_task_by_run
+        self.tasks_with_run_id = self.tasks.tasks_with_run_id
         self.set_dag_run = self.tasks.set_dag_run
+        self.clear_dag_run = self.tasks.clear_dag_run
         self.claim_task = self.tasks.claim_task
         self.heartbeat = self.tasks.heartbeat
         self.fail_task = self.tasks.fail_task

@@ -161,7 +161,9 @@ async function openFromQuery() {
     return tasks.find((t) => t.dag_run_id === runId);
   };
   try {
-    const found = await find(`dag_run_id=${encodeURIComponent(runId)}&limit=1`);
+    // a run id is unique only within its DAG: ask for the task of this DAG's run
+    const inDag = dagId ? `&dag_id=${encodeURIComponent(dagId)}` : "";
+    const found = await find(`dag_run_id=${encodeURIComponent(runId)}${inDag}&limit=1`);
     if (found) location.replace(`#/tasks/${found.id}`);
     else notice(`No workflow task is recorded for the run ${runId} yet.`);
   } catch (err) {

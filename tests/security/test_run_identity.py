@@ -1,0 +1,313 @@
+"""A DAG run and its workflow task (issue 29, item 1), attacked with runs the real Airflow
+api-server creates for users with rights on one DAG only.
+
+The shared stack (stack.py) has two training servers, so two DAGs: ``fuxictr_workflow``
+(server ``local``, A) and ``fuxictr_workflow__gpu2`` (server ``gpu2``, B). ``bob`` may trigger
+B's DAG only, ``alice`` A's only. The attackers create real DAG runs through Airflow's REST
+API, with the run ids and confs an attack needs; the stack has no scheduler, so this module
+runs the run's claim_task (and a stage) the way the task runner does, in this process, with
+the run's context as Airflow has it: dag_id, run id, conf and the DAG's params merged with it,
+and task instance and run states read from Airflow's REST API. The failure callback gets the
+run as Airflow passes it. Each attack must leave A's task as it was: its run, status, steps
+and log.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import datetime
+from types import SimpleNamespace
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from airflow.sdk.exceptions import AirflowFailException, AirflowRescheduleException
+
+from fuxictr_workflow.airflow_stops import on_dag_run_failed
+from fuxictr_workflow.dag_params import CLAIM_TASK_ID, param_schemas
+from fuxictr_workflow.operators.claim import ClaimTaskOperator
+from fuxictr_workflow.operators.hive import HiveExportOperator
+from fuxictr_workflow.store import WorkflowStore
+from tests.conftest import newest_task_id
+from tests.security.stack import ALLOWED_PREFIX, DB, MAIN, OTHER, call, token
+from tests.services.airflow_app import ApiServer
+
+pytestmark = pytest.mark.timeout(600)
+
+SECRET = "secret_of_a_4711"
+BODY_A = {
+    "name": "task_a",
+    "experiment_id": "exp_001",
+    "sample_sql": f"SELECT * FROM train_data WHERE {SECRET} = 1",
+    "infer_sql": "SELECT * FROM infer_data",
+    "hdfs_path": f"{ALLOWED_PREFIX}/a",
+    "hive_table": f"{DB}.out_a",
+}
+# what bob's own runs on B's DAG carry: valid fields of his own
+FIELDS_B = {
+    **BODY_A,
+    "name": "task_b",
+    "sample_sql": "SELECT * FROM gpu2_data",
+    "hdfs_path": f"{ALLOWED_PREFIX}/b",
+}
+
+
+@pytest.fixture(scope="module")
+def stack(security_api: ApiServer) -> Iterator[ApiServer]:
+    """The shared api-server, and its config for the operators run in this process."""
+    config = security_api.env["FUXICTR_WORKFLOW_CONFIG"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FUXICTR_WORKFLOW_CONFIG", config)
+        patch.delenv("AIRFLOW_TEST_MODE", raising=False)
+        yield security_api
+
+
+def airflow(api: ApiServer, method: str, path: str, body: Any = None, *, user: str = "admin") -> Any:
+    """Airflow's own REST API (/api/v2/dags/...) as `user`."""
+    req = urllib.request.Request(
+        f"{api.base_url}/api/v2/dags/{path}",
+        json.dumps(body).encode() if body is not None else None,
+        {"Authorization": f"Bearer {token(api, user)}", "Content-Type": "application/json"},
+        method=method,
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        text = resp.read()
+    return json.loads(text) if text else None
+
+
+def run_path(dag_id: str, run_id: str) -> str:
+    return f"{dag_id}/dagRuns/{quote(run_id, safe='')}"
+
+
+def trigger_as(api: ApiServer, user: str, dag_id: str, run_id: str, conf: dict[str, Any]) -> dict[str, Any]:
+    """A run created by `user` through Airflow's REST API, with the id and conf they chose."""
+    return airflow(
+        api,
+        "POST",
+        f"{dag_id}/dagRuns",
+        {"dag_run_id": run_id, "logical_date": None, "conf": conf},
+        user=user,
+    )
+
+
+class TaskInstance(SimpleNamespace):
+    """The parts of the task runner's task instance claim_task uses; run counts and task
+    states come from Airflow's REST API, as the runner's come from its execution API."""
+
+    def __init__(self, api: ApiServer, dag_id: str, run_id: str, task_id: str) -> None:
+        super().__init__(dag_id=dag_id, run_id=run_id, task_id=task_id, try_number=1, max_tries=0)
+        self._api = api
+
+    def get_dr_count(self, dag_id: str, run_ids: list[str], states: list[str]) -> int:
+        count = 0
+        for run_id in run_ids:
+            try:
+                count += airflow(self._api, "GET", run_path(dag_id, run_id))["state"] in states
+            except urllib.error.HTTPError as err:  # a run Airflow does not know counts as none
+                if err.code != 404:
+                    raise
+        return count
+
+    def get_task_states(self, dag_id: str, run_ids: list[str]) -> dict[str, dict[str, str | None]]:
+        return {
+            run_id: {
+                ti["task_id"]: ti["state"]
+                for ti in airflow(self._api, "GET", f"{run_path(dag_id, run_id)}/taskInstances")[
+                    "task_instances"
+                ]
+            }
+            for run_id in run_ids
+        }
+
+
+def server_of(dag_id: str) -> str:
+    return "local" if dag_id == MAIN else "gpu2"
+
+
+def context(api: ApiServer, dag_id: str, run_id: str, task_id: str = CLAIM_TASK_ID) -> dict[str, Any]:
+    """The task context of Airflow's run (dag_id, run_id) as Airflow has it: the DAG's params
+    with the run's conf over them, the run's dates."""
+    run = airflow(api, "GET", run_path(dag_id, run_id))
+    conf = run["conf"] or {}
+    params = {name: schema.get("default") for name, schema in param_schemas(server_of(dag_id)).items()}
+    params.update(conf)
+
+    def when(value: str | None) -> datetime | None:
+        return datetime.fromisoformat(value) if value else None
+
+    dag_run = SimpleNamespace(
+        dag_id=dag_id,
+        run_id=run_id,
+        conf=conf,
+        run_type=run["run_type"],
+        start_date=when(run.get("start_date")),
+        run_after=when(run.get("run_after")),
+    )
+    return {"dag_run": dag_run, "params": params, "ti": TaskInstance(api, dag_id, run_id, task_id)}
+
+
+def claim(api: ApiServer, dag_id: str, run_id: str) -> int:
+    return ClaimTaskOperator(task_id=CLAIM_TASK_ID).execute(context(api, dag_id, run_id))
+
+
+def refused_claim(api: ApiServer, dag_id: str, run_id: str) -> str:
+    with pytest.raises(AirflowFailException) as refused:
+        claim(api, dag_id, run_id)
+    return str(refused.value)
+
+
+def state_of(store: WorkflowStore, task_id: int) -> tuple[Any, ...]:
+    """All of a task an attack might change: its row, its steps, its log."""
+    task = store.get_task(task_id)
+    steps = [(s["step_name"], s["status"], s["error_message"]) for s in task.pop("steps")]
+    task.pop("updated_at")
+    return json.dumps(task, default=str, sort_keys=True), steps, store.logs_after(task_id)
+
+
+@pytest.fixture
+def task_a(stack: ApiServer) -> Iterator[tuple[int, str]]:
+    """A's task, created through the API by alice, with data_upload running (so a failure
+    callback that took it for its own would fail that step): (task id, its run id)."""
+    status, created = call(stack, "POST", "/tasks", BODY_A, user="alice")
+    assert status == 201, created
+    task_id = created["task_id"]
+    store = stack.store
+    store.start_step(task_id, "data_fetch")
+    store.complete_step(task_id, "data_fetch")
+    store.start_step(task_id, "data_upload")
+    task = store.get_task(task_id, with_steps=False)
+    assert task["dag_id"] == MAIN and task["dag_run_id"].startswith(f"workflow_task_{task_id}__")
+    yield task_id, task["dag_run_id"]
+    call(stack, "POST", f"/tasks/{task_id}/cancel")
+
+
+def test_a_run_of_bs_dag_named_after_as_run_gets_a_task_of_its_own(
+    stack: ApiServer, task_a: tuple[int, str]
+) -> None:
+    """bob names his run on B's DAG after A's run: it works for a new task of B's server with
+    bob's fields, never A's task (whose SQL would show in bob's run's logs)."""
+    task_id, run_a = task_a
+    before = state_of(stack.store, task_id)
+    trigger_as(stack, "bob", OTHER, run_a, FIELDS_B)
+    own = claim(stack, OTHER, run_a)
+    assert own != task_id
+    mine = stack.store.get_task(own, with_steps=False)
+    assert (mine["dag_id"], mine["server"], mine["sample_sql"]) == (OTHER, "gpu2", FIELDS_B["sample_sql"])
+    assert state_of(stack.store, task_id) == before
+    # a listing by run id shows bob his own task only
+    listed = call(stack, "GET", f"/tasks?dag_run_id={quote(run_a)}", user="bob")[1]
+    assert [t["id"] for t in listed] == [own] and SECRET not in json.dumps(listed)
+    both = call(stack, "GET", f"/tasks?dag_run_id={quote(run_a)}")[1]
+    assert [t["id"] for t in both] == [task_id, own]
+    for dag_id, expected in [(MAIN, task_id), (OTHER, own)]:
+        listed = call(stack, "GET", f"/tasks?dag_run_id={quote(run_a)}&dag_id={dag_id}")[1]
+        assert [t["id"] for t in listed] == [expected]
+
+
+def test_a_conf_task_id_adopts_no_task_the_api_did_not_start_the_run_for(
+    stack: ApiServer, task_a: tuple[int, str]
+) -> None:
+    """A conf naming A's task, whose run has ended (so no "active run" check stands in the
+    way): refused (naming task_id, not showing A's SQL) in bob's run on B's DAG, with A's run
+    id or another, in alice's own run on A's DAG, and in a stage of bob's run; likewise for a
+    task id that does not exist, in the same words."""
+    task_id, run_a = task_a
+    airflow(stack, "PATCH", run_path(MAIN, run_a), {"state": "failed"})
+    before = state_of(stack.store, task_id)
+    attempts = [
+        ("bob", OTHER, run_a),
+        ("bob", OTHER, f"manual__b_{task_id}"),
+        ("alice", MAIN, f"manual__a_{task_id}"),
+    ]
+    for user, dag_id, run_id in attempts:
+        trigger_as(stack, user, dag_id, run_id, {"task_id": task_id})
+        message = refused_claim(stack, dag_id, run_id)
+        assert message.startswith(f"task_id: workflow task {task_id} was not started by this DAG run"), (
+            message
+        )
+        assert SECRET not in message
+    with pytest.raises(AirflowFailException, match=f"^task_id: workflow task {task_id} was not started"):
+        HiveExportOperator(task_id="hive_export").execute(
+            context(stack, OTHER, run_a, "data_fetch.hive_export")
+        )
+    unknown = 999_999
+    trigger_as(stack, "bob", OTHER, f"manual__unknown_{task_id}", {"task_id": unknown})
+    message = refused_claim(stack, OTHER, f"manual__unknown_{task_id}")
+    assert message.startswith(f"task_id: workflow task {unknown} was not started by this DAG run"), message
+    assert state_of(stack.store, task_id) == before
+    # the control: A's own run, which the API recorded for the task, works for it
+    assert claim(stack, MAIN, run_a) == task_id
+
+
+def test_the_failure_callback_of_a_run_named_after_as_run_leaves_a_alone(
+    stack: ApiServer, task_a: tuple[int, str]
+) -> None:
+    """bob's run on B's DAG with A's run id and an unknown task_id fails at claim_task; its
+    failure callback must not fail A's running step, nor write to A's log (with train running
+    it would also stop A's job: tests/test_airflow_stops.py has that case over a real sshd).
+    A's own run's callback does fail the step: the callback works here, and it was the run's
+    identity that stopped it."""
+    task_id, run_a = task_a
+    before = state_of(stack.store, task_id)
+    trigger_as(stack, "bob", OTHER, run_a, {"task_id": 999_999})
+    refused_claim(stack, OTHER, run_a)
+    on_dag_run_failed(context(stack, OTHER, run_a))
+    assert state_of(stack.store, task_id) == before
+    on_dag_run_failed(context(stack, MAIN, run_a))
+    upload = next(s for s in stack.store.get_task(task_id)["steps"] if s["step_name"] == "data_upload")
+    assert upload["status"] == "failed" and f"the DAG run {run_a} failed" in upload["error_message"]
+
+
+def test_cancel_stops_only_the_tasks_own_run(stack: ApiServer, task_a: tuple[int, str]) -> None:
+    """Cancelling A fails A's run in A's DAG; bob's run with the same id in B's DAG goes on."""
+    task_id, run_a = task_a
+    trigger_as(stack, "bob", OTHER, run_a, FIELDS_B)
+    assert call(stack, "POST", f"/tasks/{task_id}/cancel", user="alice")[0] == 200
+    assert airflow(stack, "GET", run_path(MAIN, run_a))["state"] == "failed"
+    assert airflow(stack, "GET", run_path(OTHER, run_a))["state"] == "queued"
+
+
+def test_squatted_run_ids_neither_block_nor_capture_api_tasks(stack: ApiServer) -> None:
+    """alice pre-creates runs on A's DAG with the ids the next tasks used to get
+    (`workflow_task_<n>`, `..._retry_1`): the next task still starts, in a run of its own,
+    the squatted runs do not work for it, and a retry that needs a new run picks a fresh id."""
+    start = (newest_task_id(stack.store) or 0) + 1
+    squatted = {f"workflow_task_{n}{s}" for n in range(start, start + 3) for s in ("", "_retry_1")}
+    for run_id in squatted:
+        trigger_as(stack, "alice", MAIN, run_id, {})
+    status, created = call(stack, "POST", "/tasks", BODY_A, user="alice")
+    assert status == 201, created
+    task_id = created["task_id"]
+    assert task_id in range(start, start + 3)
+    run_id = stack.store.get_task(task_id, with_steps=False)["dag_run_id"]
+    assert (
+        run_id not in squatted and airflow(stack, "GET", run_path(MAIN, run_id))["conf"]["task_id"] == task_id
+    )
+    # the squatted run named after the task, given its task_id, does not work for it
+    trigger_as(stack, "alice", MAIN, f"workflow_task_{task_id}_x", {"task_id": task_id})
+    assert "was not started by this DAG run" in refused_claim(stack, MAIN, f"workflow_task_{task_id}_x")
+    # the task's run is gone from Airflow: a retry starts a new run, under a fresh id
+    stack.store.fail_task(task_id, "failed for the test")
+    airflow(stack, "DELETE", run_path(MAIN, run_id))
+    assert call(stack, "POST", f"/tasks/{task_id}/retry", user="alice")[0] == 200
+    retried = stack.store.get_task(task_id, with_steps=False)
+    assert retried["dag_run_id"].startswith(f"workflow_task_{task_id}_retry_1__")
+    assert retried["dag_run_id"] not in squatted
+    assert airflow(stack, "GET", run_path(MAIN, retried["dag_run_id"]))["state"] == "queued"
+    call(stack, "POST", f"/tasks/{task_id}/cancel")
+
+
+def test_a_run_merely_named_like_tasks_tests_run_is_not_parked(stack: ApiServer) -> None:
+    """bob names his run like the one `airflow tasks test` makes: claim_task does not park it
+    (for a day, holding one of max_active_runs); it runs as any run with its fields does."""
+    run_id = "__airflow_temporary_run_2026-01-01T00:00:00.000000+00:00__"
+    trigger_as(stack, "bob", OTHER, run_id, FIELDS_B)
+    try:
+        own = claim(stack, OTHER, run_id)
+    except AirflowRescheduleException as parked:
+        pytest.fail(f"claim_task parked a run by its name until {parked.reschedule_date}")
+    task = stack.store.get_task(own, with_steps=False)
+    assert (task["dag_id"], task["dag_run_id"], task["server"]) == (OTHER, run_id, "gpu2")
