@@ -363,7 +363,8 @@ def test_bad_form_shows_the_api_field_errors(browser: Any, ui_stack: UiStack) ->
     assert driver.find_element(By.ID, "create-dialog").is_displayed()
     assert newest_task_id(ui_stack.store) == before
 
-    # an empty required field and an unknown server: named next to their fields
+    # an unknown server, then an empty required field: each named next to its field (the
+    # server is authorized before the other fields are read, so its error comes alone first)
     name = driver.find_element(By.ID, "f-name")
     name.clear()
     driver.find_element(By.ID, "f-hive_table").clear()
@@ -372,8 +373,13 @@ def test_bad_form_shows_the_api_field_errors(browser: Any, ui_stack: UiStack) ->
     driver.find_element(By.ID, "f-experiment_id").send_keys("demo_exp")
     driver.find_element(By.ID, "f-server").send_keys("no_such_server")
     driver.find_element(By.ID, "create-submit").click()
+    wait_for(driver, lambda d: d.find_element(By.ID, "e-server").text, message="server error")
+    assert "no_such_server" in driver.find_element(By.ID, "e-server").text
+    driver.find_element(By.ID, "f-server").clear()
+    driver.find_element(By.ID, "create-submit").click()
     wait_for(driver, lambda d: d.find_element(By.ID, "e-name").text, message="name error")
     assert driver.find_element(By.ID, "e-hive_table").text == ""
+    assert driver.find_element(By.ID, "e-server").text == ""
     assert newest_task_id(ui_stack.store) == before
 
 
