@@ -5,6 +5,7 @@ follower, stopped as a whole process group, and a job that already ended well pi
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -107,6 +108,26 @@ def test_a_job_is_started_once_and_followed_to_its_metrics(
     # ended well: starting again reports it (its result is taken), unless a new run is asked for
     assert not job.start(argv(tmp_path, 1, 0))["started"]
     assert job.start(argv(tmp_path, 1, 0), again=True)["started"]
+
+
+def test_the_job_announces_its_start_once_whoever_follows_it(
+    remote: Any, tmp_path: Path, wlogger: WorkflowLogger
+) -> None:
+    """The task that starts a job can die before it logs anything (a scheduler SIGKILLed right
+    after `job.py start`): the start is still logged, once, by whichever follower reads the job
+    first, and a follower taking over from the acknowledged offset does not repeat it."""
+    task_id = new_task(wlogger.store)
+    job = job_for(remote, tmp_path)
+    gate = tmp_path / "gate"
+    first = job.start(argv(tmp_path, 3, 0.05, gate=gate))
+    follow(job, wlogger, task_id, polls=3)  # the starter is gone; a trigger follows
+    found = job.start(argv(tmp_path, 3, 0.05, gate=gate))  # a retry finds it running
+    gate.touch()
+    follow(job, wlogger, task_id, offset=int(found["acked"]))
+    started = [m for m in messages(wlogger, task_id) if m.startswith("train job started")]
+    assert len(started) == 1, started
+    assert f"(process group {first['pgid']})" in started[0] and "fake_runner.py" in started[0]
+    assert os.uname().nodename in started[0]
 
 
 def test_a_job_seen_ending_late_is_recorded_as_ended_when_it_did(

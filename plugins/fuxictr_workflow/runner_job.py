@@ -74,11 +74,15 @@ class RunnerOutput:
         """Note the line's metrics or error; returns (level, message) for the workflow log."""
         if not line.strip():
             return None
-        self.last_line = line
         try:
             event = json.loads(line)
         except json.JSONDecodeError:
             event = None
+        if isinstance(event, dict) and event.get("event") == "job_started":  # remote/job.py's
+            argv = " ".join(shlex.quote(str(a)) for a in event.get("argv", []))
+            where = f"on {event.get('host')} (process group {event.get('pgid')})"
+            return "INFO", f"{self.command} job started {where}: {argv}"[:LINE_MAX]
+        self.last_line = line
         if not isinstance(event, dict) or "event" not in event:
             return "DEBUG", line[:LINE_MAX]
         kind = event.pop("event")

@@ -11,7 +11,6 @@ a poll interval, and its final metrics become the step result and the XCom.
 from __future__ import annotations
 
 import posixpath
-import shlex
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -44,13 +43,13 @@ FOREGROUND_POLL_S = 1.0
 JOB_COMMAND_TIMEOUT_S = 120
 
 
-def describe_job(found: dict[str, Any], command: str, address: str, argv: str) -> str:
-    """The workflow log's line for what `job.py start` found or did. A job found running was
-    started by an earlier try, whose process may have died before it could log its start: the
-    line says when the job started, so the log still tells it."""
+def describe_job(found: dict[str, Any], command: str, address: str) -> str | None:
+    """The workflow log's line for what `job.py start` found. A job this try started announces
+    itself in its own log (the follower delivers that line, even when this process dies before
+    it could log anything), so there is nothing to say here."""
     where = f"on {address} (process group {found.get('pgid')})"
     if found.get("started"):
-        return f"{command} job started {where}: {argv}"
+        return None
     if found["state"] == "finished":
         return f"{command} job {where} has already ended (exit {found.get('exit_code')}); taking its result"
     if found["state"] == "starting":
@@ -156,7 +155,9 @@ class FuxiCTRStageOperator(WorkflowStageMixin, SSHOperator):
         self.job_args["deadline"] = float(found.get("started_at") or time.time()) + (
             cfg.task.execution_timeout(self.stage.value)
         )
-        run.info(describe_job(found, self.command_name, ep.address, " ".join(shlex.quote(a) for a in argv)))
+        said = describe_job(found, self.command_name, ep.address)
+        if said is not None:
+            run.info(said)
         in_worker = airflow_runs.in_tasks_test_command() or cfg.task.follow_jobs_from == "worker"
         if found["state"] == "finished" or in_worker:
             # an ended job: one poll logs what no follower logged yet, then the result is taken

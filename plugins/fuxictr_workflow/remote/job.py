@@ -4,7 +4,7 @@ Stdlib only; shipped with the runner bundle and run by the server's Python. A jo
 its own directory (the task's work dir has one per stage):
 
     job.json     pid, process group and kernel start time of the job, its argv
-    log          the job's stdout and stderr
+    log          a first line announcing the job (event job_started), then its stdout and stderr
     exit_code    written when the job has ended (143 when it was stopped)
     acked        how far into the log a follower has read (see ``status``)
 
@@ -127,6 +127,11 @@ def _supervise(job_dir: str, argv: list[str], cwd: str) -> None:
     # `stop` signals the whole group: the job ends, this process lives on to record how
     signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
     log = os.open(_path(job_dir, "log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    # the start is announced in the job's own log, which followers deliver from the last
+    # acknowledged offset: it reaches the workflow log even when the task that started the job
+    # dies before it can say so
+    announce = {"event": "job_started", "host": os.uname().nodename, "pgid": os.getpgid(0), "argv": argv}
+    os.write(log, (json.dumps(announce) + "\n").encode())
     child = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     os.close(log)
     me = os.getpid()
