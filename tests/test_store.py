@@ -11,6 +11,7 @@ from sqlalchemy.engine import Connection
 
 from fuxictr_workflow.stages import STAGE_NAMES
 from fuxictr_workflow.store import ChunkSpec, IllegalTransition, NotFound, WorkflowStore
+from fuxictr_workflow.store.database import SCHEMA_VERSION
 from tests.conftest import new_task
 from tests.services.postgres import reset_database
 
@@ -248,9 +249,9 @@ def test_logs_in_order(db: WorkflowStore) -> None:
 
 
 def test_init_is_idempotent_and_versioned(db: WorkflowStore) -> None:
-    assert db.schema_version() == 3
-    assert db.init() == 3
-    assert db.schema_version() == 3
+    assert db.schema_version() == SCHEMA_VERSION == 4
+    assert db.init() == SCHEMA_VERSION
+    assert db.schema_version() == SCHEMA_VERSION
 
 
 def test_migration_to_v2_fills_run_attempt_from_the_run_ids(db: WorkflowStore) -> None:
@@ -267,7 +268,7 @@ def test_migration_to_v2_fills_run_attempt_from_the_run_ids(db: WorkflowStore) -
 
     db.db.write(to_v1)
     assert db.schema_version() == 1
-    assert db.init() == 3
+    assert db.init() == SCHEMA_VERSION
     attempts = {t: db.get_task(t, with_steps=False)["run_attempt"] for t in (retried, first, other)}
     assert attempts == {retried: 3, first: 0, other: 0}
     db.set_dag_run(first, "fuxictr_workflow", "workflow_task_8_retry_1", 1)
@@ -281,16 +282,52 @@ def test_migration_to_v3_binds_old_runs_to_their_servers_dag(db: WorkflowStore) 
 
     def to_v2(conn: Connection) -> None:
         conn.exec_driver_sql("ALTER TABLE tasks DROP COLUMN dag_id")
-        conn.exec_driver_sql("DELETE FROM workflow_schema_version WHERE version = 3")
+        conn.exec_driver_sql("DELETE FROM workflow_schema_version WHERE version >= 3")
 
     db.db.write(to_v2)
     assert db.schema_version() == 2
-    assert db.init() == 3
+    assert db.init() == SCHEMA_VERSION
     assert db.get_task(old, with_steps=False)["dag_id"] is None
     assert db.find_task_by_run("fuxictr_workflow__gpu2", "workflow_task_9", "gpu2") == old
     assert db.find_task_by_run("fuxictr_workflow", "workflow_task_9", "local") is None
     assert db.claim_task(old, "fuxictr_workflow__gpu2", "workflow_task_9", previous=None)
     assert db.get_task(old, with_steps=False)["dag_id"] == "fuxictr_workflow__gpu2"
+
+
+def test_migration_to_v4_adds_the_steps_job_log_position(db: WorkflowStore) -> None:
+    """A version-3 store (task_steps without job_key / job_log_offset) gets both, NULL: its
+    steps have logged no job's lines yet."""
+    task_id = new_task(db)
+
+    def to_v3(conn: Connection) -> None:
+        conn.exec_driver_sql("ALTER TABLE task_steps DROP COLUMN job_key")
+        conn.exec_driver_sql("ALTER TABLE task_steps DROP COLUMN job_log_offset")
+        conn.exec_driver_sql("DELETE FROM workflow_schema_version WHERE version >= 4")
+
+    db.db.write(to_v3)
+    assert db.schema_version() == 3
+    assert db.init() == SCHEMA_VERSION
+    assert db.job_log_position(task_id, "train") == (None, 0)
+    assert db.append_job_lines(task_id, "train", "job-1", 0, 10, [("INFO", "a")]) is not None
+    assert db.job_log_position(task_id, "train") == ("job-1", 10)
+
+
+def test_a_jobs_lines_are_logged_once_per_offset(db: WorkflowStore) -> None:
+    """append_job_lines moves the step's offset with the lines it logs: a second writer from the
+    same offset (a follower that read the same bytes) logs nothing, a new job starts from 0,
+    and each step keeps its own position."""
+    task_id = new_task(db)
+    assert db.append_job_lines(task_id, "train", "job-1", 0, 6, [("INFO", "one")]) is not None
+    assert db.append_job_lines(task_id, "train", "job-1", 0, 6, [("INFO", "one")]) is None
+    assert db.append_job_lines(task_id, "train", "job-1", 3, 9, [("INFO", "two")]) is None
+    assert db.append_job_lines(task_id, "train", "job-1", 6, 12, [("INFO", "two")]) is not None
+    assert db.append_job_lines(task_id, "train", "job-2", 6, 12, [("INFO", "x")]) is None
+    assert db.append_job_lines(task_id, "train", "job-2", 0, 4, [("INFO", "new")]) is not None
+    assert db.append_job_lines(task_id, "infer", "job-3", 0, 5, [("INFO", "scored")]) is not None
+    assert db.job_log_position(task_id, "train") == ("job-2", 4)
+    assert db.job_log_position(task_id, "infer") == ("job-3", 5)
+    logged = [(e["step"], e["message"]) for e in db.logs_after(task_id)]
+    assert logged == [("train", "one"), ("train", "two"), ("train", "new"), ("infer", "scored")]
 
 
 # -- concurrency: 8 processes x 200 mixed writes against one database --

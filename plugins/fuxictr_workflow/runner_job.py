@@ -97,10 +97,14 @@ class RunnerOutput:
             return "ERROR", self.error
         return "DEBUG", line[:LINE_MAX]
 
-    def take(self, line: str, task_id: int, step: str, logger: WorkflowLogger) -> None:
-        said = self.read(line)
-        if said is not None:
-            logger.log(task_id, step, *said)
+
+def job_key(status: dict[str, Any]) -> str | None:
+    """Which job a status is of (its supervisor's pid and kernel start time, and its start),
+    so that an offset into one job's log is never applied to another's; None before the job
+    has recorded itself."""
+    if "supervisor_pid" not in status:
+        return None
+    return f"{status['supervisor_pid']}:{status.get('supervisor_ticks')}:{status.get('started_at')}"
 
 
 @dataclass
@@ -108,32 +112,43 @@ class JobFollower:
     """Reads a running job's new log lines into the workflow log, heartbeats the task, and stops
     the job when the task has been cancelled. One :meth:`poll` per call; the caller loops.
 
-    Each poll acknowledges, on the server, the lines the previous poll logged; a follower
-    that takes over resumes at the acknowledged offset. A follower that dies between logging
-    a poll's lines and its next poll leaves those lines unacknowledged, so at most one poll's
-    lines appear twice in the workflow log; none is ever skipped."""
+    Where the workflow log has got to in the job's log is kept in the store, moved in the same
+    transaction that logs the lines (WorkflowLogger.log_job_lines): a follower that takes over
+    (a retried task, a restarted triggerer, a second follower at once) resumes exactly there,
+    so no line is skipped or logged twice."""
 
     job: RemoteJob
     task_id: int
     step: str
     logger: WorkflowLogger
     output: RunnerOutput
-    offset: int = 0
     final: dict[str, Any] = field(default_factory=dict)
     # epoch seconds after which a running job is stopped (its stage's execution_timeout)
     deadline: float | None = None
+    offset: int = 0
+    key: str | None = None
 
     def poll(self) -> bool:
         """Read what is new; True once the job has ended (``final`` then says how)."""
+        if self.key is None:
+            # this follower's first poll, or another follower logged what this one read: go on
+            # from where the store has got to
+            self.key, self.offset = self.logger.store.job_log_position(self.task_id, self.step)
         status = self.job.status(self.offset)
-        if int(status.get("acked", 0)) > self.offset:
-            # an earlier follower read further (this one was made from an older offset, as a
-            # trigger is after a triggerer restart): go on from there
-            self.offset = int(status["acked"])
-            status = self.job.status(self.offset)
-        for line in status.get("log", "").splitlines():
-            self.output.take(line, self.task_id, self.step, self.logger)
-        self.offset = int(status.get("offset", self.offset))
+        key = job_key(status)
+        if key is not None and key != self.key:  # a job whose lines nobody has logged yet
+            self.key, self.offset = key, 0
+            status = self.job.status(0)
+        end = int(status.get("offset", self.offset))
+        if key is not None and end > self.offset:
+            said = [
+                s for line in status.get("log", "").splitlines() if (s := self.output.read(line)) is not None
+            ]
+            if self.logger.log_job_lines(self.task_id, self.step, key, self.offset, end, said):
+                self.offset = end
+            else:
+                self.key = None  # the next poll goes on from where the other follower got to
+                return False
         store = self.logger.store
         store.heartbeat(self.task_id)
         if (

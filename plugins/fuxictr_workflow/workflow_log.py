@@ -47,6 +47,23 @@ class WorkflowLogger:
         _py_logger.log(getattr(logging, level), "[task %s %s] %s", task_id, step or "-", message)
         return event_id
 
+    def log_job_lines(
+        self, task_id: int, step: str, job_key: str, start: int, end: int, lines: list[tuple[str, str]]
+    ) -> bool:
+        """Record the (level, message) lines taken from bytes start..end of a job's log, exactly
+        once (see WorkflowStore.append_job_lines); False when another follower already did. The
+        files follow the store: a process killed in between leaves these lines out of the files."""
+        for level, _ in lines:
+            if level not in LEVELS:
+                raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+        ts = self.store.append_job_lines(task_id, step, job_key, start, end, lines)
+        if ts is None:
+            return False
+        for level, message in lines:
+            self._append_file(task_id, format_line(task_id, step, level, message, ts), ts)
+            _py_logger.log(getattr(logging, level), "[task %s %s] %s", task_id, step, message)
+        return True
+
     def info(self, task_id: int, step: str | None, message: str) -> int:
         return self.log(task_id, step, "INFO", message)
 

@@ -148,7 +148,6 @@ class FuxiCTRStageOperator(WorkflowStageMixin, SSHOperator):
                 # a cancel recorded before this job started could not stop it (cancel_jobs.py)
                 job.stop()
                 raise TaskCancelled(f"task {task_id} was cancelled; its {self.command_name} job was stopped")
-        offset = 0 if found.get("started") else int(found.get("acked", 0))
         # the job may run for the stage's execution_timeout from its own start, however many
         # tries follow it; past that its follower stops it (Airflow's own timeout does not
         # reach a deferred task)
@@ -161,14 +160,14 @@ class FuxiCTRStageOperator(WorkflowStageMixin, SSHOperator):
         in_worker = airflow_runs.in_tasks_test_command() or cfg.task.follow_jobs_from == "worker"
         if found["state"] == "finished" or in_worker:
             # an ended job: one poll logs what no follower logged yet, then the result is taken
-            return self._follow_here(context, run, ep, offset)
-        return run.suspend(RunnerJobTrigger(**self.job_args, offset=offset))
+            return self._follow_here(context, run, ep)
+        return run.suspend(RunnerJobTrigger(**self.job_args))
 
     def _job(self, run_command: Callable[[str], str]) -> RemoteJob:
         a = self.job_args
         return RemoteJob(run_command, a["python"], a["job_py"], a["job_dir"])
 
-    def _follow_here(self, context: Any, run: StageRun, ep: Endpoint, offset: int) -> Any:
+    def _follow_here(self, context: Any, run: StageRun, ep: Endpoint) -> Any:
         """Follow the job from this process to its end (`airflow tasks test`, or a job that has
         already ended)."""
         with ep.paramiko_client() as client:
@@ -178,14 +177,11 @@ class FuxiCTRStageOperator(WorkflowStageMixin, SSHOperator):
                 run.step,
                 run.logger,
                 RunnerOutput(self.command_name),
-                offset,
                 deadline=self.job_args.get("deadline"),
             )
             while not follower.poll():
                 time.sleep(FOREGROUND_POLL_S)
-        return self.finish_stage(
-            context, run, {**follower.final, "offset": follower.offset, "job": self.job_args}
-        )
+        return self.finish_stage(context, run, {**follower.final, "job": self.job_args})
 
     def finish_stage(self, context: Any, run: StageRun, event: dict[str, Any]) -> dict[str, Any]:
         """The job has ended: its exit code and its final metrics or error line decide."""

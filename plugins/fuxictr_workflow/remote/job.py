@@ -6,7 +6,6 @@ its own directory (the task's work dir has one per stage):
     job.json     pid, process group and kernel start time of the job, its argv
     log          a first line announcing the job (event job_started), then its stdout and stderr
     exit_code    written when the job has ended (143 when it was stopped)
-    acked        how far into the log a follower has read (see ``status``)
 
     job.py start JOB_DIR -- ARGV...   start ARGV detached, unless a job runs there already
     job.py status JOB_DIR [OFFSET]    state, exit code, and the log from OFFSET (at most 1 MiB)
@@ -87,15 +86,7 @@ def _claim_age(job_dir: str) -> float | None:
 
 
 def state(job_dir: str) -> dict:
-    """none | starting | running | finished, with the job's details and how much of its log a
-    follower has acknowledged."""
-    found = _state(job_dir)
-    if found["state"] in ("running", "finished"):
-        found["acked"] = int(_read(_path(job_dir, "acked")) or 0)
-    return found
-
-
-def _state(job_dir: str) -> dict:
+    """none | starting | running | finished, with the job's details (job.json)."""
     info_text = _read(_path(job_dir, "job.json"))
     exit_text = _read(_path(job_dir, "exit_code"))
     if info_text is None:
@@ -117,7 +108,7 @@ def _state(job_dir: str) -> dict:
 
 def _archive(job_dir: str) -> None:
     """Keep the previous run's files as <name>.prev, so a new run starts from empty files."""
-    for name in ("job.json", "log", "exit_code", "acked"):
+    for name in ("job.json", "log", "exit_code"):
         if os.path.exists(_path(job_dir, name)):
             os.replace(_path(job_dir, name), _path(job_dir, name + ".prev"))
 
@@ -197,11 +188,9 @@ def start(job_dir: str, argv: list[str], again: bool = False) -> dict:
 
 
 def status(job_dir: str, offset: int = 0) -> dict:
-    """The job's state and its log from ``offset``. Asking from an offset acknowledges what came
-    before it (``acked``): a follower that takes over later resumes there."""
+    """The job's state and its log from ``offset`` (where a follower has got to is kept on
+    Airflow's side, in the workflow store)."""
     current = state(job_dir)
-    if current["state"] != "none" and offset > int(_read(_path(job_dir, "acked")) or 0):
-        _write_atomic(_path(job_dir, "acked"), str(offset))
     data = b""
     try:
         with open(_path(job_dir, "log"), "rb") as f:

@@ -74,6 +74,10 @@ task_steps = sa.Table(
     sa.Column("retry_count", sa.Integer, server_default=sa.text("0")),
     # additive: JSON result of the step (metrics, bytes moved, row counts ...)
     sa.Column("result", sa.Text),
+    # additive: how far into its train/infer job's log the workflow log has taken lines, and
+    # which job that log belongs to (store/logs.py append_job_lines)
+    sa.Column("job_key", sa.String(100)),
+    sa.Column("job_log_offset", BigInt),
     sqlite_autoincrement=True,
 )
 sa.Index("ix_task_steps_task_step", task_steps.c.task_id, task_steps.c.step_name, unique=True)
@@ -128,12 +132,23 @@ def _migrate_v1(conn: Connection) -> None:
     metadata.create_all(conn, tables=[tasks, task_steps, transfer_chunks, task_logs])
 
 
+def _add_columns(conn: Connection, *columns: sa.Column) -> bool:
+    """ALTER TABLE ... ADD COLUMN for each column its table lacks; False when all were there (a
+    store created at this version by _migrate_v1 has them already)."""
+    added = False
+    for column in columns:
+        if column.name in {c["name"] for c in sa.inspect(conn).get_columns(column.table.name)}:
+            continue
+        ddl = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE {column.table.name} ADD COLUMN {ddl}")
+        added = True
+    return added
+
+
 def _migrate_v2(conn: Connection) -> None:
     """Version 2: tasks.run_attempt, filled from the retry number of the tasks' current run ids."""
-    if "run_attempt" in {c["name"] for c in sa.inspect(conn).get_columns(tasks.name)}:
+    if not _add_columns(conn, tasks.c.run_attempt):
         return
-    ddl = sa.schema.CreateColumn(tasks.c.run_attempt).compile(dialect=conn.dialect)
-    conn.exec_driver_sql(f"ALTER TABLE {tasks.name} ADD COLUMN {ddl}")
     retried = sa.select(tasks.c.id, tasks.c.dag_run_id).where(
         tasks.c.dag_run_id.contains("_retry_", autoescape=True)
     )
@@ -146,14 +161,17 @@ def _migrate_v2(conn: Connection) -> None:
 def _migrate_v3(conn: Connection) -> None:
     """Version 3: tasks.dag_id (nullable, additive). Existing rows keep NULL: the store cannot
     know which server was the default one, so lookups bind them to their server's DAG instead."""
-    if "dag_id" in {c["name"] for c in sa.inspect(conn).get_columns(tasks.name)}:
-        return
-    ddl = sa.schema.CreateColumn(tasks.c.dag_id).compile(dialect=conn.dialect)
-    conn.exec_driver_sql(f"ALTER TABLE {tasks.name} ADD COLUMN {ddl}")
+    _add_columns(conn, tasks.c.dag_id)
+
+
+def _migrate_v4(conn: Connection) -> None:
+    """Version 4: task_steps.job_key and job_log_offset (nullable, additive). A step whose job
+    was followed before has none: its job's lines are taken from the start of its log again."""
+    _add_columns(conn, task_steps.c.job_key, task_steps.c.job_log_offset)
 
 
 # Append a function for each schema change; `init` applies the ones not yet applied, in order.
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_migrate_v1, _migrate_v2, _migrate_v3)
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_migrate_v1, _migrate_v2, _migrate_v3, _migrate_v4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from fuxictr_workflow.store.database import Database, task_logs, utcnow
+from fuxictr_workflow.store.database import Database, task_logs, task_steps, utcnow
 
 
 class TaskLogs:
@@ -33,6 +33,52 @@ class TaskLogs:
 
         return self.db.write(run)
 
+    def job_log_position(self, task_id: int, step: str) -> tuple[str | None, int]:
+        """Which job's log the step's lines were last taken from, and how far into it (None, 0
+        when none was)."""
+        query = sa.select(task_steps.c.job_key, task_steps.c.job_log_offset).where(
+            task_steps.c.task_id == task_id, task_steps.c.step_name == step
+        )
+        with self.db.read() as conn:
+            row = conn.execute(query).first()
+        if row is None or row.job_key is None:
+            return None, 0
+        return str(row.job_key), int(row.job_log_offset or 0)
+
+    def append_job_lines(
+        self, task_id: int, step: str, job_key: str, start: int, end: int, lines: list[tuple[str, str]]
+    ) -> datetime | None:
+        """Log the (level, message) lines read from bytes start..end of job `job_key`'s log, in
+        the transaction that moves the step's offset from start to end. Whoever follows the job
+        next resumes at end, so each line is logged exactly once, even with two followers at
+        once or one killed mid-poll. Returns the lines' timestamp, or None (nothing logged) when
+        the step's offset is no longer at start: another follower logged these bytes."""
+        ts = utcnow()
+        same_job = sa.and_(task_steps.c.job_key == job_key, task_steps.c.job_log_offset == start)
+        # a compare-and-set on the row: two writers at once cannot both match it, on either backend
+        moved = (
+            task_steps.update()
+            .where(
+                task_steps.c.task_id == task_id,
+                task_steps.c.step_name == step,
+                sa.or_(same_job, sa.and_(sa.literal(start) == 0, _other_job(job_key))),
+            )
+            .values(job_key=job_key, job_log_offset=end)
+        )
+
+        def run(conn: Connection) -> datetime | None:
+            if conn.execute(moved).rowcount != 1:
+                return None
+            if lines:
+                rows = [
+                    {"task_id": task_id, "step": step, "level": level, "message": message, "timestamp": ts}
+                    for level, message in lines
+                ]
+                conn.execute(task_logs.insert(), rows)
+            return ts
+
+        return self.db.write(run)
+
     def logs_after(self, task_id: int, after_id: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
         query = (
             sa.select(task_logs)
@@ -42,3 +88,7 @@ class TaskLogs:
         )
         with self.db.read() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def _other_job(job_key: str) -> sa.ColumnElement[bool]:
+    return sa.or_(task_steps.c.job_key.is_(None), task_steps.c.job_key != job_key)

@@ -58,6 +58,8 @@ class WorkflowStore:
         self.chunk_progress = self.chunk_ledger.chunk_progress
 
         self.append_log = self.logs.append_log
+        self.append_job_lines = self.logs.append_job_lines
+        self.job_log_position = self.logs.job_log_position
         self.logs_after = self.logs.logs_after
 
         if create:

@@ -30,7 +30,6 @@ class RunnerJobTrigger(BaseTrigger):
         python: str,
         job_py: str,
         job_dir: str,
-        offset: int = 0,
         poll_interval: float = 1.0,
         deadline: float | None = None,
     ) -> None:
@@ -43,7 +42,6 @@ class RunnerJobTrigger(BaseTrigger):
             "python": python,
             "job_py": job_py,
             "job_dir": job_dir,
-            "offset": offset,
             "poll_interval": poll_interval,
             "deadline": deadline,
         }
@@ -70,7 +68,6 @@ class RunnerJobTrigger(BaseTrigger):
             step=k["step"],
             logger=get_logger(),
             output=RunnerOutput(k["command"]),
-            offset=k["offset"],
             deadline=k.get("deadline"),
         )
 
@@ -101,9 +98,7 @@ class RunnerJobTrigger(BaseTrigger):
             try:
                 if client is None or not client.get_transport() or not client.get_transport().is_active():
                     client, run = await asyncio.to_thread(self._connect)
-                    offset = follower.offset if follower is not None else self.kwargs["offset"]
                     follower = self._follower(run)
-                    follower.offset = offset
                 done = await asyncio.to_thread(follower.poll)
                 failures = 0
             except Exception as err:
@@ -121,7 +116,7 @@ class RunnerJobTrigger(BaseTrigger):
                 continue
             if done:
                 client.close()
-                yield TriggerEvent({**follower.final, "offset": follower.offset, "job": self.kwargs})
+                yield TriggerEvent({**follower.final, "job": self.kwargs})
                 return
             await asyncio.sleep(self.kwargs["poll_interval"])
 
