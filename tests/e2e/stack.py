@@ -23,6 +23,8 @@ from scripts.hive_server import HiveServer
 SAMPLE_ROWS, INFER_ROWS = 6000, 1500
 # the first line of the agent's source, which the training server runs as `python -S -c <source>`
 AGENT_MARK = b"The transfer agent: "
+# how long the frozen transfer agents run between two looks while a test waits for a part-way upload
+SLICE_S = 0.02
 
 
 def free_port() -> int:
@@ -128,34 +130,36 @@ class Stack:
 
     @contextmanager
     def upload_frozen_part_way(self, task_id: int, timeout: float = 300) -> Iterator[list[int]]:
-        """Once data_upload has verified some chunks, freeze (SIGSTOP) the transfer agents the
-        training server runs, so the upload cannot finish before the test's fault lands however
-        slowly the test process is scheduled; they are let go (SIGCONT) on leaving, for the ones
-        the fault did not kill to see it. Yields the frozen pids."""
-        frozen: list[int] = []
+        """Hold data_upload part-way: the training server's transfer agents are frozen (SIGSTOP)
+        as soon as they appear and then let run in short slices until some, not all, chunks are
+        verified, so the upload cannot finish before the test's fault lands however slowly the
+        test process is scheduled (watching a free-running upload for its first verified chunk
+        saw a small one finish on a loaded machine). On leaving they are let go (SIGCONT), for the
+        ones the fault did not kill to see it. Yields the frozen pids."""
+        frozen: set[int] = set()
 
-        def some_verified() -> bool:
-            chunks = self.store.chunks(task_id, "data_upload")
-            done = sum(c["status"] == "verified" for c in chunks)
-            if done:
-                frozen.extend(self.transfer_agents())
-                for pid in frozen:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGSTOP)
-            return done > 0
-
-        try:
-            self.wait_until("data_upload to be part-way", some_verified, timeout, every=0.005)
-            chunks = self.store.chunks(task_id, "data_upload")
-            assert frozen, "no transfer agent ran on the training server while data_upload ran"
-            assert any(c["status"] != "verified" for c in chunks), (
-                "data_upload finished before its agents were frozen"
-            )
-            yield frozen
-        finally:
+        def signal_all(sig: int) -> None:
             for pid in frozen:
                 with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGCONT)
+                    os.kill(pid, sig)
+
+        def part_way() -> bool:
+            frozen.update(self.transfer_agents())
+            signal_all(signal.SIGSTOP)
+            chunks = self.store.chunks(task_id, "data_upload")
+            done = sum(c["status"] == "verified" for c in chunks)
+            assert not chunks or done < len(chunks), "data_upload finished before its agents were frozen"
+            if frozen and done:
+                return True
+            signal_all(signal.SIGCONT)  # a slice of work, then frozen again on the next look
+            time.sleep(SLICE_S)
+            return False
+
+        try:
+            self.wait_until("data_upload to be part-way", part_way, timeout, every=0)
+            yield sorted(frozen)
+        finally:
+            signal_all(signal.SIGCONT)
 
     def transfer_agents(self) -> list[int]:
         """The transfer agents running under this stack's sshd (its listener's descendants)."""
