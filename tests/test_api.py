@@ -13,18 +13,10 @@ from typing import Any
 import pytest
 
 from tests.conftest import newest_task_id
+from tests.seed_example import SEED_README_BODY as BODY
 from tests.services.airflow_app import ApiServer
 
 pytestmark = pytest.mark.timeout(600)
-
-BODY = {
-    "name": "my_task",
-    "experiment_id": "exp_001",
-    "sample_sql": "SELECT * FROM train_data WHERE date = '2024-01-01'",
-    "infer_sql": "SELECT * FROM infer_data WHERE date = '2024-01-02'",
-    "hdfs_path": "/hdfs/path/to/data",
-    "hive_table": "hive_db.output_table",
-}
 
 
 def call(
@@ -125,14 +117,7 @@ def test_auth(api_server: ApiServer) -> None:
 
 def airflow_call(server: ApiServer, method: str, path: str, body: Any = None) -> Any:
     """Airflow's own REST API (/api/v2/dags/fuxictr_workflow...), as admin."""
-    req = urllib.request.Request(
-        f"{server.base_url}/api/v2/dags/fuxictr_workflow{path}",
-        json.dumps(body).encode() if body is not None else None,
-        {"Authorization": f"Bearer {server.token()}", "Content-Type": "application/json"},
-        method=method,
-    )
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return json.loads(resp.read())
+    return server.airflow(method, f"fuxictr_workflow{path}", body)
 
 
 def ti_states(server: ApiServer, run_id: str) -> dict[str, str | None]:

@@ -11,16 +11,7 @@ from fuxictr_workflow.config import DEFAULT_CONFIG_PATH, load_config
 from fuxictr_workflow.validation import FieldError, validate_task_fields
 from scripts import demo
 from scripts.sshd import SshdInfo
-
-# README "Creating a Task", verbatim
-SEED_README_BODY = {
-    "name": "my_task",
-    "experiment_id": "exp_001",
-    "sample_sql": "SELECT * FROM train_data WHERE date = '2024-01-01'",
-    "infer_sql": "SELECT * FROM infer_data WHERE date = '2024-01-02'",
-    "hdfs_path": "/hdfs/path/to/data",
-    "hive_table": "hive_db.output_table",
-}
+from tests.seed_example import SEED_README_BODY
 
 
 def test_the_seed_example_body_passes_the_embedded_defaults_checks(sshd: SshdInfo, tmp_path: Path) -> None:

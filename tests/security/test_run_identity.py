@@ -65,32 +65,19 @@ def stack(security_api: ApiServer) -> Iterator[ApiServer]:
         yield security_api
 
 
-def airflow(api: ApiServer, method: str, path: str, body: Any = None, *, user: str = "admin") -> Any:
-    """Airflow's own REST API (/api/v2/dags/...) as `user`."""
-    req = urllib.request.Request(
-        f"{api.base_url}/api/v2/dags/{path}",
-        json.dumps(body).encode() if body is not None else None,
-        {"Authorization": f"Bearer {token(api, user)}", "Content-Type": "application/json"},
-        method=method,
-    )
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        text = resp.read()
-    return json.loads(text) if text else None
-
-
 def run_path(dag_id: str, run_id: str) -> str:
     return f"{dag_id}/dagRuns/{quote(run_id, safe='')}"
 
 
+def airflow(api: ApiServer, method: str, path: str, body: Any = None, *, user: str = "admin") -> Any:
+    """Airflow's own REST API (/api/v2/dags/...) as `user`."""
+    return api.airflow(method, path, body, token=token(api, user))
+
+
 def trigger_as(api: ApiServer, user: str, dag_id: str, run_id: str, conf: dict[str, Any]) -> dict[str, Any]:
     """A run created by `user` through Airflow's REST API, with the id and conf they chose."""
-    return airflow(
-        api,
-        "POST",
-        f"{dag_id}/dagRuns",
-        {"dag_run_id": run_id, "logical_date": None, "conf": conf},
-        user=user,
-    )
+    body = {"dag_run_id": run_id, "logical_date": None, "conf": conf}
+    return airflow(api, "POST", f"{dag_id}/dagRuns", body, user=user)
 
 
 class TaskInstance(SimpleNamespace):

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from fuxictr_workflow.store import WorkflowStore
-from scripts import airflow_stack
+from scripts import airflow_stack, demo
 
 API_DAGS = Path(__file__).resolve().parents[1] / "fixtures" / "api_dags"
 
@@ -43,6 +43,10 @@ class ApiServer:
         )
         with urllib.request.urlopen(req, timeout=30) as resp:
             return json.loads(resp.read())["access_token"]
+
+    def airflow(self, method: str, path: str, body: Any = None, *, token: str | None = None) -> Any:
+        """Airflow's own REST API, /api/v2/dags/<path>, with `token` (a new admin one by default)."""
+        return demo.api(self.port, token or self.token(), method, f"/api/v2/dags/{path}", body)
 
 
 def free_port() -> int:
