@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.engine import Connection
 
 from fuxictr_workflow.stages import STAGE_NAMES
-from fuxictr_workflow.store import ChunkSpec, IllegalTransition, NotFound, WorkflowStore
+from fuxictr_workflow.store import ChunkSpec, EpochRecord, IllegalTransition, NotFound, WorkflowStore
 from fuxictr_workflow.store.database import SCHEMA_VERSION
 from tests.conftest import new_task
 from tests.services.postgres import reset_database
@@ -249,7 +249,7 @@ def test_logs_in_order(db: WorkflowStore) -> None:
 
 
 def test_init_is_idempotent_and_versioned(db: WorkflowStore) -> None:
-    assert db.schema_version() == SCHEMA_VERSION == 4
+    assert db.schema_version() == SCHEMA_VERSION == 5
     assert db.init() == SCHEMA_VERSION
     assert db.schema_version() == SCHEMA_VERSION
 
@@ -328,6 +328,69 @@ def test_a_jobs_lines_are_logged_once_per_offset(db: WorkflowStore) -> None:
     assert db.job_log_position(task_id, "infer") == ("job-3", 5)
     logged = [(e["step"], e["message"]) for e in db.logs_after(task_id)]
     assert logged == [("train", "one"), ("train", "two"), ("train", "new"), ("infer", "scored")]
+
+
+def epoch(
+    n: int, auc: float | None = 0.7, logloss: float | None = 0.5, loss: float | None = 0.6
+) -> EpochRecord:
+    return EpochRecord(n, auc, logloss, loss)
+
+
+def test_a_jobs_epochs_are_stored_with_its_lines_exactly_once(db: WorkflowStore) -> None:
+    """Epochs ride in the transaction that logs the job's lines: a second writer of the same
+    bytes stores none, a new job of the step (read from offset 0) replaces the step's epochs,
+    and each step keeps its own."""
+    task_id = new_task(db)
+    assert db.append_job_lines(task_id, "train", "job-1", 0, 6, [("INFO", "e1")], [epoch(1)]) is not None
+    assert db.append_job_lines(task_id, "train", "job-1", 0, 6, [("INFO", "e1")], [epoch(1)]) is None
+    assert (
+        db.append_job_lines(task_id, "train", "job-1", 6, 9, [], [epoch(2, 0.75, 0.45, 0.5), epoch(3)])
+        is not None
+    )
+    assert db.append_job_lines(task_id, "train", "job-1", 6, 9, [], [epoch(2), epoch(3)]) is None
+    assert db.epochs(task_id, "train") == [epoch(1), epoch(2, 0.75, 0.45, 0.5), epoch(3)]
+    assert db.append_job_lines(task_id, "infer", "job-9", 0, 5, [], [epoch(1, None, None, 0.2)]) is not None
+    assert (
+        db.append_job_lines(task_id, "train", "job-2", 0, 4, [("INFO", "again")], [epoch(1, 0.8)]) is not None
+    )
+    assert db.epochs(task_id, "train") == [epoch(1, 0.8)]
+    assert db.epochs(task_id, "infer") == [epoch(1, None, None, 0.2)]
+    assert db.epochs(new_task(db), "train") == []
+
+
+def test_migration_to_v5_adds_the_epochs_table(db: WorkflowStore) -> None:
+    """A version-4 store (no task_epochs, no experiment index) gets both; its tasks have no epochs."""
+    task_id = new_task(db)
+
+    def to_v4(conn: Connection) -> None:
+        conn.exec_driver_sql("DROP TABLE task_epochs")
+        conn.exec_driver_sql("DROP INDEX ix_tasks_experiment_id_id")
+        conn.exec_driver_sql("DELETE FROM workflow_schema_version WHERE version >= 5")
+
+    db.db.write(to_v4)
+    assert db.schema_version() == 4
+    assert db.init() == SCHEMA_VERSION
+    assert db.epochs(task_id, "train") == []
+    assert db.append_job_lines(task_id, "train", "job-1", 0, 10, [], [epoch(1)]) is not None
+    assert db.epochs(task_id, "train") == [epoch(1)]
+
+
+def test_an_experiments_tasks_and_their_step_results(db: WorkflowStore) -> None:
+    ids = [
+        new_task(db, experiment_id=e, server=s) for e, s in [("a", "x"), ("b", "x"), ("a", "y"), ("a", None)]
+    ]
+    assert [t["id"] for t in db.list_tasks(experiment_id="a")] == [ids[3], ids[2], ids[0]]
+    assert [t["id"] for t in db.list_tasks(experiment_id="a", servers=["x"], unassigned=False)] == [ids[0]]
+    assert [t["id"] for t in db.list_tasks(experiment_id="a", limit=1, offset=1)] == [ids[2]]
+    db.start_step(ids[0], "data_fetch")
+    db.complete_step(ids[0], "data_fetch", {"sample_rows": 10})
+    db.start_step(ids[0], "train")
+    db.complete_step(ids[0], "train", {"auc": 0.7, "model": "DeepFM"})
+    db.start_step(ids[2], "train")
+    assert db.step_results(ids, ["train", "data_fetch"]) == {
+        ids[0]: {"data_fetch": {"sample_rows": 10}, "train": {"auc": 0.7, "model": "DeepFM"}}
+    }
+    assert db.step_results([], ["train"]) == {}
 
 
 # -- concurrency: 8 processes x 200 mixed writes against one database --

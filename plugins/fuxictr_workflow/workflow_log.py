@@ -12,12 +12,13 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from fuxictr_workflow.private_files import make_private_dir, open_private
-from fuxictr_workflow.store import WorkflowStore, iso, utcnow
+from fuxictr_workflow.store import EpochRecord, WorkflowStore, iso, utcnow
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _FILE_TS = "%Y-%m-%d_%H-%M-%S"
@@ -48,15 +49,23 @@ class WorkflowLogger:
         return event_id
 
     def log_job_lines(
-        self, task_id: int, step: str, job_key: str, start: int, end: int, lines: list[tuple[str, str]]
+        self,
+        task_id: int,
+        step: str,
+        job_key: str,
+        start: int,
+        end: int,
+        lines: list[tuple[str, str]],
+        epochs: Sequence[EpochRecord] = (),
     ) -> bool:
-        """Record the (level, message) lines taken from bytes start..end of a job's log, exactly
-        once (see WorkflowStore.append_job_lines); False when another follower already did. The
-        files follow the store: a process killed in between leaves these lines out of the files."""
+        """Record the (level, message) lines and the epochs taken from bytes start..end of a
+        job's log, exactly once (see WorkflowStore.append_job_lines); False when another
+        follower already did. The files follow the store: a process killed in between leaves
+        these lines out of the files."""
         for level, _ in lines:
             if level not in LEVELS:
                 raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
-        ts = self.store.append_job_lines(task_id, step, job_key, start, end, lines)
+        ts = self.store.append_job_lines(task_id, step, job_key, start, end, lines, epochs)
         if ts is None:
             return False
         for level, message in lines:

@@ -119,6 +119,24 @@ task_logs = sa.Table(
 )
 sa.Index("ix_task_logs_task_id_id", task_logs.c.task_id, task_logs.c.id)
 
+# One row per epoch of a train/infer job: the validation metrics FuXiCTR computed at the
+# epoch's end and the mean training loss of the epoch (store/epochs.py). Written in the
+# transaction that logs the job's lines (store/logs.py append_job_lines), so exactly once.
+task_epochs = sa.Table(
+    "task_epochs",
+    metadata,
+    sa.Column("task_id", sa.Integer, sa.ForeignKey("tasks.id"), primary_key=True),
+    sa.Column("step", sa.String(50), primary_key=True),
+    sa.Column("epoch", sa.Integer, primary_key=True),
+    sa.Column("auc", sa.Float),
+    sa.Column("logloss", sa.Float),
+    sa.Column("train_loss", sa.Float),
+    sa.Column("timestamp", sa.TIMESTAMP, nullable=False),
+)
+
+# an experiment's history lists its tasks newest first (GET /experiments/{id}/history)
+ix_tasks_experiment = sa.Index("ix_tasks_experiment_id_id", tasks.c.experiment_id, tasks.c.id)
+
 schema_version = sa.Table(
     "workflow_schema_version",
     metadata,
@@ -170,8 +188,21 @@ def _migrate_v4(conn: Connection) -> None:
     _add_columns(conn, task_steps.c.job_key, task_steps.c.job_log_offset)
 
 
+def _migrate_v5(conn: Connection) -> None:
+    """Version 5: the task_epochs table and the index of tasks by experiment_id (a store
+    created at this version by _migrate_v1 has the index already)."""
+    metadata.create_all(conn, tables=[task_epochs])
+    ix_tasks_experiment.create(conn, checkfirst=True)
+
+
 # Append a function for each schema change; `init` applies the ones not yet applied, in order.
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_migrate_v1, _migrate_v2, _migrate_v3, _migrate_v4)
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
+    _migrate_v1,
+    _migrate_v2,
+    _migrate_v3,
+    _migrate_v4,
+    _migrate_v5,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

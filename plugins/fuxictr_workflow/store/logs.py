@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -9,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from fuxictr_workflow.store.database import Database, task_logs, task_steps, utcnow
+from fuxictr_workflow.store.epochs import EpochRecord, forget_epochs, insert_epochs
 
 
 class TaskLogs:
@@ -46,13 +48,22 @@ class TaskLogs:
         return str(row.job_key), int(row.job_log_offset or 0)
 
     def append_job_lines(
-        self, task_id: int, step: str, job_key: str, start: int, end: int, lines: list[tuple[str, str]]
+        self,
+        task_id: int,
+        step: str,
+        job_key: str,
+        start: int,
+        end: int,
+        lines: list[tuple[str, str]],
+        epochs: Sequence[EpochRecord] = (),
     ) -> datetime | None:
-        """Log the (level, message) lines read from bytes start..end of job `job_key`'s log, in
-        the transaction that moves the step's offset from start to end. Whoever follows the job
-        next resumes at end, so each line is logged exactly once, even with two followers at
-        once or one killed mid-poll. Returns the lines' timestamp, or None (nothing logged) when
-        the step's offset is no longer at start: another follower logged these bytes."""
+        """Log the (level, message) lines read from bytes start..end of job `job_key`'s log, and
+        store the epochs those bytes reported, in the transaction that moves the step's offset
+        from start to end. Whoever follows the job next resumes at end, so each line and epoch
+        is recorded exactly once, even with two followers at once or one killed mid-poll. A job
+        read from its start replaces the step's epochs of an earlier job. Returns the lines'
+        timestamp, or None (nothing recorded) when the step's offset is no longer at start:
+        another follower recorded these bytes."""
         ts = utcnow()
         same_job = sa.and_(task_steps.c.job_key == job_key, task_steps.c.job_log_offset == start)
         # a compare-and-set on the row: two writers at once cannot both match it, on either backend
@@ -69,6 +80,9 @@ class TaskLogs:
         def run(conn: Connection) -> datetime | None:
             if conn.execute(moved).rowcount != 1:
                 return None
+            if start == 0:
+                forget_epochs(conn, task_id, step)
+            insert_epochs(conn, task_id, step, epochs, ts)
             if lines:
                 rows = [
                     {"task_id": task_id, "step": step, "level": level, "message": message, "timestamp": ts}

@@ -7,6 +7,7 @@ write rows directly.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -247,3 +248,20 @@ class Steps:
                 )
             ).scalar()
         return json.loads(raw) if raw else None
+
+    def step_results(
+        self, task_ids: Collection[int], step_names: Collection[str]
+    ) -> dict[int, dict[str, Any]]:
+        """The recorded results of those steps of those tasks, in one read: task id → step → result."""
+        found: dict[int, dict[str, Any]] = {}
+        if not task_ids:
+            return found
+        query = sa.select(task_steps.c.task_id, task_steps.c.step_name, task_steps.c.result).where(
+            task_steps.c.task_id.in_(list(task_ids)),
+            task_steps.c.step_name.in_(list(step_names)),
+            task_steps.c.result.is_not(None),
+        )
+        with self.db.read() as conn:
+            for task_id, step_name, raw in conn.execute(query):
+                found.setdefault(task_id, {})[step_name] = json.loads(raw)
+        return found

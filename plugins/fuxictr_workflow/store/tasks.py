@@ -203,12 +203,15 @@ class Tasks:
         offset: int = 0,
         servers: Collection[str] | None = None,
         unassigned: bool = True,
+        experiment_id: str | None = None,
     ) -> list[dict[str, Any]]:
         """Newest first; with `servers`, only tasks of those servers (and, if `unassigned`,
         tasks without one), filtered before limit/offset so pages stay full."""
         query = sa.select(tasks).order_by(tasks.c.id.desc()).limit(limit).offset(offset)
         if status is not None:
             query = query.where(tasks.c.status == status)
+        if experiment_id is not None:
+            query = query.where(tasks.c.experiment_id == experiment_id)
         if servers is not None:
             allowed = tasks.c.server.in_(list(servers))
             query = query.where(sa.or_(allowed, tasks.c.server.is_(None)) if unassigned else allowed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fuxictr_workflow.store.chunks import ChunkLedger
 from fuxictr_workflow.store.database import Database
+from fuxictr_workflow.store.epochs import TaskEpochs
 from fuxictr_workflow.store.logs import TaskLogs
 from fuxictr_workflow.store.retention import Retention
 from fuxictr_workflow.store.steps import Steps
@@ -24,6 +25,7 @@ class WorkflowStore:
         self.steps = Steps(self.db, self.tasks)
         self.chunk_ledger = ChunkLedger(self.db)
         self.logs = TaskLogs(self.db)
+        self.task_epochs = TaskEpochs(self.db)
         self.retention = Retention(self.db)
 
         self.init = self.db.init
@@ -50,6 +52,7 @@ class WorkflowStore:
         self.pause_step = self.steps.pause_step
         self.reset_from_step = self.steps.reset_from_step
         self.step_result = self.steps.step_result
+        self.step_results = self.steps.step_results
 
         self.register_chunks = self.chunk_ledger.register_chunks
         self.mark_chunk = self.chunk_ledger.mark_chunk
@@ -61,6 +64,8 @@ class WorkflowStore:
         self.append_job_lines = self.logs.append_job_lines
         self.job_log_position = self.logs.job_log_position
         self.logs_after = self.logs.logs_after
+
+        self.epochs = self.task_epochs.epochs
 
         if create:
             self.init()
