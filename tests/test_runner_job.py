@@ -1,6 +1,6 @@
 """The runner's detached job over the real sshd: started once, found again by a second
-starter, its lines followed into the workflow log without gaps or repeats across a change of
-follower, stopped as a whole process group, and a job that already ended well picked up."""
+starter, its lines followed into the workflow log (and its epochs into the store) without gaps
+or repeats across a change of follower, stopped as a whole process group, and a job that already ended well picked up."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from fuxictr_workflow import paths
 from fuxictr_workflow.cancel_jobs import stop_task_jobs
 from fuxictr_workflow.config import WorkflowConfig
 from fuxictr_workflow.runner_bundle import job_py, ship_runner
-from fuxictr_workflow.runner_job import JobFollower, RemoteJob, RunnerOutput, ended_at, job_dir
+from fuxictr_workflow.runner_job import JobFollower, JobLines, RemoteJob, RunnerOutput, ended_at, job_dir
 from fuxictr_workflow.servers import endpoint, prepare_remote_root
-from fuxictr_workflow.store import utcnow
+from fuxictr_workflow.store import EpochRecord, utcnow
 from fuxictr_workflow.tracking import track_stage
 from fuxictr_workflow.triggers.ssh_commands import run_command
 from fuxictr_workflow.workflow_log import WorkflowLogger
@@ -32,14 +32,16 @@ from tests.transfer_helpers import make_endpoint
 
 JOB_PY = str(Path(__file__).resolve().parents[1] / "plugins" / "fuxictr_workflow" / "remote" / "job.py")
 
-# a stand-in runner: N progress lines a given time apart, then metrics (or an error); with a
-# gate file named, it holds after half its lines until that file exists
+# a stand-in runner: N progress lines, each followed by its epoch's line, a given time apart,
+# then metrics (or an error); with a gate file named, it holds after half its lines until that
+# file exists
 FAKE_RUNNER = """
 import json, os, sys, time
 n, pause, fail = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3] == "fail"
 gate = sys.argv[4] if len(sys.argv) > 4 else None
 for i in range(n):
     print(json.dumps({"event": "progress", "epoch": i, "step": i, "loss": 1.0 / (i + 1), "metric": {"AUC": 0.5 + i / 100}}), flush=True)
+    print(json.dumps({"event": "epoch", "epoch": i + 1, "step": i, "train_loss": 1.0 / (i + 1), "auc": 0.5 + i / 100, "logloss": 0.7 - i / 100}), flush=True)
     time.sleep(pause)
     while gate and i == n // 2 and not os.path.exists(gate):
         time.sleep(0.05)
@@ -88,6 +90,42 @@ def messages(wlogger: WorkflowLogger, task_id: int) -> list[str]:
     return [e["message"] for e in wlogger.store.logs_after(task_id, limit=10_000)]
 
 
+def fake_epochs(n: int) -> list[EpochRecord]:
+    """The epochs FAKE_RUNNER reports for n lines."""
+    return [EpochRecord(i + 1, 0.5 + i / 100, 0.7 - i / 100, 1.0 / (i + 1)) for i in range(n)]
+
+
+def test_runner_output_sorts_lines_into_log_lines_epochs_metrics_and_errors() -> None:
+    output = RunnerOutput("train")
+    text = "\n".join(
+        [
+            json.dumps({"event": "job_started", "host": "gpu", "pgid": 7, "argv": ["runner.py", "train"]}),
+            json.dumps({"event": "progress", "epoch": 1, "step": 4, "loss": 0.5, "metric": {"AUC": 0.7}}),
+            json.dumps(
+                {"event": "epoch", "epoch": 1, "step": 4, "train_loss": 0.5, "auc": 0.7, "logloss": 0.6}
+            ),
+            "",
+            "a warning from torch",
+            '{"event": "epoch", "epoch": 2, "step": 8, "train_loss": NaN, "auc": null, "logloss": 0.55}',
+            json.dumps({"event": "epoch", "epoch": "three", "auc": 0.7}),
+            json.dumps({"event": "epoch", "auc": 0.7}),
+            json.dumps({"event": "metrics", "auc": 0.71, "model": "DeepFM"}),
+        ]
+    )
+    said = output.read(text)
+    assert said.epochs == [EpochRecord(1, 0.7, 0.6, 0.5), EpochRecord(2, None, 0.55, None)]
+    assert [level for level, _ in said.logged] == ["INFO", "INFO", "DEBUG", "WARNING", "WARNING", "INFO"]
+    assert said.logged[0][1] == "train job started on gpu (process group 7): runner.py train"
+    assert said.logged[1][1] == "epoch 1 step 4: loss 0.5000, AUC 0.7000"
+    assert "unreadable epoch line" in said.logged[3][1] and "three" in said.logged[3][1]
+    assert "unreadable epoch line" in said.logged[4][1]
+    assert output.metrics == {"auc": 0.71, "model": "DeepFM"} and output.error is None
+    assert output.read(json.dumps({"event": "error", "error": "no such experiment"})) == JobLines(
+        [("ERROR", "no such experiment")], []
+    )
+    assert output.error == "no such experiment"
+
+
 def test_a_job_is_started_once_and_followed_to_its_metrics(
     remote: Any, tmp_path: Path, wlogger: WorkflowLogger
 ) -> None:
@@ -103,6 +141,7 @@ def test_a_job_is_started_once_and_followed_to_its_metrics(
     assert [m for m in logged if m.startswith("epoch")] == [
         f"epoch {i} step {i}: loss {1 / (i + 1):.4f}, AUC {0.5 + i / 100:.4f}" for i in range(5)
     ]
+    assert wlogger.store.epochs(task_id, "train") == fake_epochs(5)
     # ended well: starting again reports it (its result is taken), unless a new run is asked for
     assert not job.start(argv(tmp_path, 1, 0))["started"]
     assert job.start(argv(tmp_path, 1, 0), again=True)["started"]
@@ -179,6 +218,7 @@ def test_followers_taking_over_log_each_line_once(
     expected = [f"epoch {i} step {i}: loss {1 / (i + 1):.4f}, AUC {0.5 + i / 100:.4f}" for i in range(12)]
     assert [m for m in logged if m.startswith("epoch")] == expected
     assert len([m for m in logged if m.startswith("train job started")]) == 1
+    assert wlogger.store.epochs(task_id, "train") == fake_epochs(12)
 
 
 def test_stop_ends_the_whole_group_and_records_it(
@@ -251,6 +291,7 @@ def test_the_trigger_follows_the_job_into_the_workflow_log(
     assert payload["job"]["job_dir"] == job.job_dir
     epochs = [m for m in messages(get_logger(), task_id) if m.startswith("epoch")]
     assert len(epochs) == 6
+    assert store.epochs(task_id, "train") == fake_epochs(6)
     assert store.get_task(task_id, with_steps=False)["heartbeat_at"] != before
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from fuxictr_workflow.store import EpochRecord
 from fuxictr_workflow.workflow_log import WorkflowLogger
 
 # runs one shell command on the training server and returns its stdout (raises on failure)
@@ -62,6 +63,15 @@ def ended_at(final: dict[str, Any]) -> datetime | None:
 
 
 @dataclass
+class JobLines:
+    """What a piece of the job's log said: lines for the workflow log, and the epochs it
+    reported (stored, not logged: the epoch's progress line already says its numbers)."""
+
+    logged: list[tuple[str, str]] = field(default_factory=list)
+    epochs: list[EpochRecord] = field(default_factory=list)
+
+
+@dataclass
 class RunnerOutput:
     """What the runner's lines said so far: its final metrics, or its error."""
 
@@ -70,8 +80,18 @@ class RunnerOutput:
     error: str | None = None
     last_line: str = ""
 
-    def read(self, line: str) -> tuple[str, str] | None:
-        """Note the line's metrics or error; returns (level, message) for the workflow log."""
+    def read(self, text: str) -> JobLines:
+        """Note the lines' metrics or error; returns what they give the workflow log and the store."""
+        said = JobLines()
+        for line in text.splitlines():
+            item = self._read_line(line)
+            if isinstance(item, EpochRecord):
+                said.epochs.append(item)
+            elif item is not None:
+                said.logged.append(item)
+        return said
+
+    def _read_line(self, line: str) -> tuple[str, str] | EpochRecord | None:
         if not line.strip():
             return None
         try:
@@ -86,6 +106,11 @@ class RunnerOutput:
         if not isinstance(event, dict) or "event" not in event:
             return "DEBUG", line[:LINE_MAX]
         kind = event.pop("event")
+        if kind == "epoch":
+            try:
+                return EpochRecord.of(event)
+            except (KeyError, TypeError, ValueError) as err:  # kept visible, never a stuck follower
+                return "WARNING", f"unreadable epoch line ({err}): {line}"[:LINE_MAX]
         if kind == "progress":
             metric = ", ".join(f"{k} {v:.4f}" for k, v in event.get("metric", {}).items())
             return "INFO", f"epoch {event['epoch']} step {event['step']}: loss {event['loss']:.4f}, {metric}"
@@ -109,13 +134,14 @@ def job_key(status: dict[str, Any]) -> str | None:
 
 @dataclass
 class JobFollower:
-    """Reads a running job's new log lines into the workflow log, heartbeats the task, and stops
-    the job when the task has been cancelled. One :meth:`poll` per call; the caller loops.
+    """Reads a running job's new log lines into the workflow log (and its epochs into the
+    store), heartbeats the task, and stops the job when the task has been cancelled. One
+    :meth:`poll` per call; the caller loops.
 
     Where the workflow log has got to in the job's log is kept in the store, moved in the same
-    transaction that logs the lines (WorkflowLogger.log_job_lines): a follower that takes over
-    (a retried task, a restarted triggerer, a second follower at once) resumes exactly there,
-    so no line is skipped or logged twice."""
+    transaction that logs the lines and stores the epochs (WorkflowLogger.log_job_lines): a
+    follower that takes over (a retried task, a restarted triggerer, a second follower at once)
+    resumes exactly there, so no line or epoch is skipped or recorded twice."""
 
     job: RemoteJob
     task_id: int
@@ -141,10 +167,10 @@ class JobFollower:
             status = self.job.status(0)
         end = int(status.get("offset", self.offset))
         if key is not None and end > self.offset:
-            said = [
-                s for line in status.get("log", "").splitlines() if (s := self.output.read(line)) is not None
-            ]
-            if self.logger.log_job_lines(self.task_id, self.step, key, self.offset, end, said):
+            said = self.output.read(status.get("log", ""))
+            if self.logger.log_job_lines(
+                self.task_id, self.step, key, self.offset, end, said.logged, said.epochs
+            ):
                 self.offset = end
             else:
                 self.key = None  # the next poll goes on from where the other follower got to

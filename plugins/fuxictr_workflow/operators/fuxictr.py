@@ -223,8 +223,7 @@ class FuxiCTRStageOperator(WorkflowStageMixin, SSHOperator):
             job, offset, more = self._job(run_command(client)), 0, True
             while more:
                 status = job.status(offset)
-                for line in status.get("log", "").splitlines():
-                    output.read(line)
+                output.read(status.get("log", ""))
                 offset, more = int(status["offset"]), bool(status.get("more"))
         return output
 
