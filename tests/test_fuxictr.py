@@ -30,7 +30,7 @@ from fuxictr_workflow import paths
 from fuxictr_workflow.config import WorkflowConfig, load_config
 from fuxictr_workflow.operators.fuxictr import InferOperator, TrainOperator
 from fuxictr_workflow.stages import StepStatus
-from fuxictr_workflow.store import WorkflowStore, get_store
+from fuxictr_workflow.store import EpochRecord, WorkflowStore, get_store
 from fuxictr_workflow.synthetic import make_ctr_table, write_parquet_parts
 from scripts.sshd import SshdInfo
 from tests.conftest import VENV_PYTHON, new_task, write_config
@@ -40,6 +40,7 @@ pytestmark = pytest.mark.timeout(600)
 
 SAMPLE_ROWS, INFER_ROWS = 6000, 2000
 ZOO = Path(__file__).resolve().parent / "fuxictr_zoo"
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "plugins" / "fuxictr_workflow" / "remote" / "demo_config"
 
 
 @functools.cache
@@ -113,6 +114,7 @@ class Outcome:
     train_step: dict[str, Any]
     train_result: dict[str, Any]
     train_messages: list[str]
+    train_epochs: list[EpochRecord]
     infers: list[tuple[dict[str, Any], pa.Table]]  # each infer's result and the file it wrote
     neighbour: Path | None
 
@@ -151,11 +153,12 @@ def run_pipeline(cfg: WorkflowConfig, expid: str) -> Outcome:
     train = run_stage(TrainOperator(task_id="train"), stage_context(task_id))
     train_step, train_result = step(store, task_id, "train"), store.step_result(task_id, "train")
     messages = [e["message"] for e in store.logs_after(task_id)]
+    epochs = store.epochs(task_id, "train")
     infers = []
     for _ in range(p.infers):
         result = run_stage(InferOperator(task_id="infer"), stage_context(task_id))
         infers.append((result, pq.read_table(paths.remote_predictions(root, task_id))))
-    return Outcome(task_id, train, train_step, train_result, messages, infers, marker)
+    return Outcome(task_id, train, train_step, train_result, messages, epochs, infers, marker)
 
 
 class Pipelines:
@@ -192,14 +195,45 @@ def pipelines(cfg: WorkflowConfig, request: pytest.FixtureRequest) -> Iterator[P
 # ---------------- the tests ----------------
 
 
+def epochs_to_run(aucs: list[float], configured: int, patience: int) -> int:
+    """How many epochs FuXiCTR trains with monitor AUC (max) given each epoch's AUC: it stops
+    once `patience` evaluations in a row did not improve on the best (checkpoint_and_earlystop)."""
+    best, stalled = float("-inf"), 0
+    for done, auc in enumerate(aucs, 1):
+        if auc < best + 1e-6:
+            stalled += 1
+        else:
+            best, stalled = auc, 0
+        if stalled >= patience or done == configured:
+            return done
+    return len(aucs)
+
+
+def check_epochs(run: Outcome, config_dir: Path, expid: str) -> None:
+    """One stored epoch per epoch trained, numbered from 1, with plausible values, and the final
+    AUC that of the best epoch (FuXiCTR reloads the best checkpoint before the final evaluation)."""
+    from fuxictr.utils import load_config as load_experiment
+
+    params = load_experiment(str(config_dir), expid)
+    epochs = run.train_epochs
+    aucs = [e.auc for e in epochs]
+    assert [e.epoch for e in epochs] == list(range(1, len(epochs) + 1)), epochs
+    assert all(a is not None and 0 < a < 1 for a in aucs), epochs
+    assert all(e.logloss is not None and e.logloss > 0 for e in epochs), epochs
+    assert all(e.train_loss is not None and e.train_loss > 0 for e in epochs), epochs
+    assert len(epochs) == epochs_to_run(aucs, params["epochs"], params["early_stop_patience"]), epochs
+    assert abs(max(aucs) - run.train["auc"]) < 1e-4, (epochs, run.train)
+
+
 def test_train_then_infer(pipelines: Pipelines) -> None:
     run = pipelines.outcome("DeepFM_demo")
     metrics = run.train
     assert metrics["auc"] >= 0.70 and metrics["rows"] == SAMPLE_ROWS
     assert run.train_step["status"] == StepStatus.COMPLETED
-    assert run.train_result["auc"] == metrics["auc"]
+    assert run.train_result["auc"] == metrics["auc"] and run.train_result["model"] == "DeepFM"
     messages = run.train_messages
     assert any(m.startswith("epoch 1 step") and "AUC" in m for m in messages), messages
+    check_epochs(run, DEMO_CONFIG, "DeepFM_demo")
 
     (first, table), (_, again) = run.infers
     assert first["rows"] == INFER_ROWS == table.num_rows
@@ -333,6 +367,7 @@ def test_multitask_zoo_model_scores_each_task(pipelines: Pipelines) -> None:
     assert all(task["auc"] >= 0.70 for task in metrics["tasks"].values()), metrics
     messages = run.train_messages
     assert any("label_AUC" in m and "conversion_AUC" in m for m in messages), messages
+    check_epochs(run, ZOO / "config", "TinyMMoE_test")  # each epoch's AUC: the tasks' mean
 
     [(_, table)] = run.infers
     assert table.column_names == ["id", "score_label", "score_conversion"]

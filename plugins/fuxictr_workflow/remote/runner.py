@@ -3,9 +3,10 @@
     runner.py train --expid EXP --config-dir DIR --data-dir DIR --work-dir DIR [--gpu N]
     runner.py infer --expid EXP --config-dir DIR --data-dir DIR --work-dir DIR --output FILE
 
-Every stdout line is one JSON object with an "event" key: "progress" (epoch, step, loss,
-metric), "metrics" (the final line of train/infer) or "error" (a user-facing reason; the
-exit code is then 2). The experiment is loaded with FuXiCTR's own load_config rules; the
+Every stdout line is one JSON object with an "event" key: "progress" (after each validation:
+epoch, step, loss, metric), "epoch" (at each epoch's end: epoch, step, train_loss, auc,
+logloss), "metrics" (the final line of train/infer; train's names the model) or "error" (a
+user-facing reason; the exit code is then 2). The experiment is loaded with FuXiCTR's own load_config rules; the
 model class is found by model_lookup.py.
 
 What the model sees is what FuXiCTR's stock flow (run_expid) gives it: a FeatureProcessor
@@ -170,6 +171,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     Path(args.work_dir, "train_meta.json").write_text(json.dumps({**meta, "model_source": source}))
     return {
         **metrics_result(logs, feature_map.labels),
+        "model": params["model"],
         "model_source": source,
         "rows": rows,
         "train_rows": stores[0].rows,
@@ -179,29 +181,71 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _report_progress(model: Any) -> None:
-    """Print a progress line after each evaluation (epoch end with eval_steps=None)."""
+    """Print a "progress" line after each evaluation (FuXiCTR evaluates the validation set every
+    `eval_steps` steps, at each epoch's end by default) and an "epoch" line at each epoch's end:
+    the epoch's mean training loss and the validation AUC and logloss of the evaluation made at
+    its last step (None when the epoch did not end with one, e.g. eval_steps not dividing it).
+
+    Each evaluation computes REPORTED_METRICS besides the monitored ones: early stopping reads
+    only the monitored metrics from the result, so training is unchanged."""
     original_train_step = model.train_step
     original_checkpoint = model.checkpoint_and_earlystop
-    losses: list[float] = []
+    original_evaluate = model.evaluate
+    original_train_epoch = model.train_epoch
+    since_eval: list[float] = []
+    epoch_losses: list[float] = []
+    evaluated: dict[str, Any] = {}  # the latest evaluation: its step and its metrics
 
     def train_step(batch: Any) -> Any:
         loss = original_train_step(batch)
-        losses.append(float(loss.item()))
+        since_eval.append(float(loss.item()))
+        epoch_losses.append(since_eval[-1])
         return loss
+
+    def evaluate(data: Any, metrics: list[str] | None = None) -> Any:
+        if metrics is not None:
+            metrics = list(dict.fromkeys([*metrics, *REPORTED_METRICS]))
+        return original_evaluate(data, metrics=metrics)
 
     def checkpoint(logs: dict[str, Any], *a: Any, **kw: Any) -> Any:
         emit(
             "progress",
             epoch=model._epoch_index + 1,
             step=model._total_steps,
-            loss=round(sum(losses) / max(len(losses), 1), 6),
+            loss=round(_mean(since_eval), 6),
             metric={k: round(float(v), 6) for k, v in logs.items()},
         )
-        losses.clear()
+        since_eval.clear()
+        evaluated.update(step=model._total_steps, logs=logs)
         return original_checkpoint(logs, *a, **kw)
 
+    def train_epoch(data: Any) -> Any:
+        epoch_losses.clear()
+        done = original_train_epoch(data)
+        logs = evaluated.get("logs", {}) if evaluated.get("step") == model._total_steps else {}
+        emit(
+            "epoch",
+            epoch=model._epoch_index + 1,
+            step=model._total_steps,
+            train_loss=round(_mean(epoch_losses), 6) if epoch_losses else None,
+            auc=_metric(logs, "AUC"),
+            logloss=_metric(logs, "logloss"),
+        )
+        return done
+
     model.train_step = train_step
+    model.evaluate = evaluate
     model.checkpoint_and_earlystop = checkpoint
+    model.train_epoch = train_epoch
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / max(len(values), 1)
+
+
+def _metric(logs: dict[str, Any], name: str) -> float | None:
+    """A validation metric of the evaluation (for a multi-task model, its mean over the tasks)."""
+    return round(float(logs[name]), 6) if name in logs else None
 
 
 def score_columns(labels: list[str]) -> list[str]:
