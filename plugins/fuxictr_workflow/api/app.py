@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, status
 
-from fuxictr_workflow.api import guards, logs_ws, security, tasks, ui
+from fuxictr_workflow.api import experiments, guards, logs_ws, security, tasks, ui
 from fuxictr_workflow.config import get_config
 
 
@@ -25,6 +25,7 @@ def create_app() -> FastAPI:
         openapi_url=None,
     )
     app.include_router(tasks.router)
+    app.include_router(experiments.router)
     app.include_router(logs_ws.router)
     app.include_router(ui.router)
     app.add_middleware(guards.RequestGuard)

@@ -7,12 +7,14 @@ config.yaml, the same file the stages read.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from fuxictr_workflow import validation as v
 from fuxictr_workflow.config import get_config
+from fuxictr_workflow.stages import TaskStatus
 
 
 class TaskCreateRequest(BaseModel):
@@ -68,6 +70,11 @@ def _check(fn: Any, value: Any) -> Any:
         raise ValueError(err.message) from None
 
 
+def field_rule(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A validation.py rule as a pydantic validator (for a path or query parameter)."""
+    return lambda value: _check(fn, value)
+
+
 class TaskCreated(BaseModel):
     task_id: int
     status: str
@@ -113,6 +120,44 @@ class TransferProgress(BaseModel):
     bytes_verified: int
 
 
+class Epoch(BaseModel):
+    """One training epoch: validation AUC and logloss at its end, mean training loss over it."""
+
+    epoch: int
+    auc: float | None
+    logloss: float | None
+    train_loss: float | None
+
+
 class TaskDetail(Task):
     steps: list[Step]
     transfer: dict[str, TransferProgress] = Field(default_factory=dict)
+    epochs: list[Epoch] = Field(default_factory=list)
+
+
+class HistoryQuery(BaseModel):
+    """The query of GET /experiments/{experiment_id}/history: the task list's filter and paging.
+    Unknown parameters are refused (422 naming them), as a misspelt filter must not be ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: TaskStatus | None = None
+    limit: int = Field(100, ge=1, le=1000)
+    offset: int = Field(0, ge=0)
+
+
+class HistoryEntry(BaseModel):
+    """One task of an experiment: its outcome, time, data sizes and model."""
+
+    task_id: int
+    name: str
+    status: str
+    server: str | None
+    created_at: str | None
+    completed_at: str | None
+    duration_s: float | None  # created_at to completed_at, for a completed task
+    model: str | None  # the FuXiCTR model class train reported
+    auc: float | None  # train's final validation metrics
+    logloss: float | None
+    sample_rows: int | None  # rows sample_sql exported (data_fetch)
+    infer_rows: int | None  # rows infer scored

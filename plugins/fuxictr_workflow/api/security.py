@@ -80,6 +80,15 @@ def readable_servers(user: BaseUser, servers: Iterable[str]) -> set[str]:
     return {s for s in servers if is_authorized(user, "GET", server_dag_id(s))}
 
 
+def readable_task_servers(user: BaseUser, task_servers: Iterable[str]) -> tuple[set[str], bool]:
+    """Which tasks a listing shows `user`: the servers (configured, or named by `task_servers`,
+    the servers tasks were created for) whose DAG it may read, and whether that includes tasks
+    without a server (they belong to the default server's DAG)."""
+    cfg = get_config()
+    servers = readable_servers(user, {*cfg.servers, *task_servers})
+    return servers, cfg.default_server in servers
+
+
 def user_name(user: BaseUser) -> str:
     return str(user.get_name())
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import asdict
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -15,7 +16,7 @@ from fuxictr_workflow.api import security, task_body, trigger
 from fuxictr_workflow.api.schemas import Task, TaskCreated, TaskCreateRequest, TaskDetail
 from fuxictr_workflow.config import get_config
 from fuxictr_workflow.dag_params import dag_id_for
-from fuxictr_workflow.stages import STAGE_NAMES, TaskStatus
+from fuxictr_workflow.stages import STAGE_NAMES, Stage, TaskStatus
 from fuxictr_workflow.store import IllegalTransition, NotFound, WorkflowStore, get_store, iso, utcnow
 from fuxictr_workflow.validation import TASK_FIELDS
 from fuxictr_workflow.workflow_log import get_logger
@@ -50,6 +51,7 @@ def _detail(store: WorkflowStore, row: dict[str, Any], stale_after: timedelta) -
         for s in row["steps"]
     ]
     out["transfer"] = store.chunk_progress(row["id"])
+    out["epochs"] = [asdict(e) for e in store.epochs(row["id"], Stage.TRAIN)]
     return out
 
 
@@ -137,10 +139,9 @@ def list_tasks(
             and dag_id in (None, _run_dag_id(r))
             and security.is_authorized(user, "GET", security.server_dag_id(r["server"]))
         ][offset : offset + limit]
-    cfg = get_config()
-    servers = security.readable_servers(user, {*cfg.servers, *store.task_servers()})
+    servers, unassigned = security.readable_task_servers(user, store.task_servers())
     rows = store.list_tasks(
-        status=status_, limit=limit, offset=offset, servers=servers, unassigned=cfg.default_server in servers
+        status=status_, limit=limit, offset=offset, servers=servers, unassigned=unassigned
     )
     return [_task(r, stale_after) for r in rows]
 
