@@ -364,6 +364,7 @@ def summarize(
         "transfers": moved,
         "auc": train.get("auc"),
         "logloss": train.get("logloss"),
+        "epochs": task["epochs"],  # GET /tasks/{id}'s: the train step's, in order
         "infer_rows": results.get("infer", {}).get("rows"),
         "hive_rows": hive_rows,
         "pipeline_s": round(pipeline_s, 1),
@@ -397,6 +398,8 @@ def print_summary(summary: dict[str, Any], task: dict[str, Any], port: int, home
         )
     print("-" * 72)
     print(f"  AUC {summary['auc']}   logloss {summary['logloss']}")
+    for e in summary["epochs"]:
+        print(f"    epoch {e['epoch']}: train loss {e['train_loss']}, AUC {e['auc']}, logloss {e['logloss']}")
     print(f"  predictions: {summary['infer_rows']} rows scored, {summary['hive_rows']} rows in Hive")
     total = summary["make_total_s"]
     print(
