@@ -6,8 +6,8 @@
 Every stdout line is one JSON object with an "event" key: "progress" (after each validation:
 epoch, step, loss, metric), "epoch" (at each epoch's end: epoch, step, train_loss, auc,
 logloss), "metrics" (the final line of train/infer; train's names the model) or "error" (a
-user-facing reason; the exit code is then 2). The experiment is loaded with FuXiCTR's own load_config rules; the
-model class is found by model_lookup.py.
+user-facing reason; the exit code is then 2). The experiment is loaded with FuXiCTR's own
+load_config rules; the model class is found by model_lookup.py.
 
 What the model sees is what FuXiCTR's stock flow (run_expid) gives it: a FeatureProcessor
 built from the experiment's params and fitted on the training rows, the FeatureMap loaded
@@ -160,7 +160,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     valid_data = streaming.BlockBatches(stores[1], batch_size)
 
     model = build_model(cls, params, feature_map, args)
-    _report_progress(model)
+    _report_training(model)
     fit_params = {k: v for k, v in params.items() if k not in ("data_generator", "validation_data")}
     model.fit(train_data, validation_data=valid_data, **fit_params)
     metrics = list(dict.fromkeys([*params.get("metrics", []), *REPORTED_METRICS]))
@@ -180,7 +180,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _report_progress(model: Any) -> None:
+def _report_training(model: Any) -> None:
     """Print a "progress" line after each evaluation (FuXiCTR evaluates the validation set every
     `eval_steps` steps, at each epoch's end by default) and an "epoch" line at each epoch's end:
     the epoch's mean training loss and the validation AUC and logloss of the evaluation made at
