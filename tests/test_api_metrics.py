@@ -26,7 +26,8 @@ from tests.conftest import new_task
 from tests.security.stack import MAIN, OTHER, call
 from tests.services.airflow_app import ApiServer, start_api_server
 
-pytestmark = pytest.mark.timeout(600)
+# starts an api-server of its own (not a STACK_FIXTURES fixture): the stack tier
+pytestmark = [pytest.mark.timeout(600), pytest.mark.stack]
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT = "exp_history"
