@@ -215,6 +215,7 @@ def check_epochs(run: Outcome, config_dir: Path, expid: str) -> None:
     from fuxictr.utils import load_config as load_experiment
 
     params = load_experiment(str(config_dir), expid)
+    assert (params["monitor"], params["monitor_mode"]) == ("AUC", "max"), "epochs_to_run assumes these"
     epochs = run.train_epochs
     aucs = [e.auc for e in epochs]
     assert [e.epoch for e in epochs] == list(range(1, len(epochs) + 1)), epochs
@@ -352,6 +353,7 @@ def test_zoo_model_trains_and_scores(pipelines: Pipelines, expid: str, source: s
     metrics = run.train
     assert metrics["model_source"] == str(ZOO / source)
     assert metrics["auc"] >= 0.70 and metrics["rows"] == SAMPLE_ROWS
+    check_epochs(run, ZOO / "config", expid)
 
     [(result, table)] = run.infers
     assert result["rows"] == INFER_ROWS == table.num_rows
@@ -398,5 +400,6 @@ def test_demo_sequence_and_multitask_experiments(pipelines: Pipelines) -> None:
     ):
         run = pipelines.outcome(expid)
         assert run.train["auc"] >= 0.70, (expid, run.train)
+        check_epochs(run, DEMO_CONFIG, expid)
         [(_, table)] = run.infers
         assert table.column_names == ["id", *scores] and table.num_rows == INFER_ROWS
