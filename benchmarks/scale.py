@@ -56,7 +56,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def run_load(executor: str, tasks: int, slots: int, sample_rows: int, infer_rows: int) -> dict[str, Any]:
+def run_load(
+    executor: str, tasks: int, slots: int, sample_rows: int, infer_rows: int, timeout: float
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix=f"fxw-scale-{executor}-") as work:
         services = demo.Services(
             Path(work),
@@ -68,12 +70,12 @@ def run_load(executor: str, tasks: int, slots: int, sample_rows: int, infer_rows
         )
         try:
             services.start()
-            return load(services, tasks, infer_rows)
+            return load(services, tasks, infer_rows, timeout)
         finally:
             services.stop()
 
 
-def load(services: demo.Services, tasks: int, infer_rows: int) -> dict[str, Any]:
+def load(services: demo.Services, tasks: int, infer_rows: int, timeout: float) -> dict[str, Any]:
     from fuxictr_workflow.store import get_store
 
     token = demo.get_token(services.port, services.airflow_home)
@@ -90,7 +92,11 @@ def load(services: demo.Services, tasks: int, infer_rows: int) -> dict[str, Any]
     started = time.monotonic()
     with ThreadPoolExecutor(tasks) as pool:
         ids = list(pool.map(submit, range(tasks)))
+    # a task still going at the deadline counts as lost: the figure is reported, not waited for
+    deadline = started + timeout
     while not all(store.get_task(i, with_steps=False)["status"] in FINAL for i in ids):
+        if time.monotonic() > deadline:
+            break
         time.sleep(2)
     wall_s = time.monotonic() - started
     finished = [store.get_task(i) for i in ids]
@@ -133,10 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slots", type=int, default=2)
     parser.add_argument("--sample-rows", type=int, default=6000)
     parser.add_argument("--infer-rows", type=int, default=1500)
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds per executor's load")
     args = parser.parse_args(argv)
     runs = {}
     for executor in demo.EXECUTORS:
-        runs[executor] = run_load(executor, args.tasks, args.slots, args.sample_rows, args.infer_rows)
+        runs[executor] = run_load(
+            executor, args.tasks, args.slots, args.sample_rows, args.infer_rows, args.timeout
+        )
         print(json.dumps({"executor": executor, **runs[executor]}), flush=True)
     local, celery = runs["local"], runs["celery"]
     print(

@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,6 +174,10 @@ class Pipelines:
         if expid not in self.started:
             self.started[expid] = self.pool.submit(run_pipeline, self.cfg, expid)
 
+    def settle(self) -> None:
+        """Wait until every pipeline started so far has ended (well or not)."""
+        wait(self.started.values())
+
     def outcome(self, expid: str) -> Outcome:
         self.start(expid)
         return self.started[expid].result()
@@ -305,7 +309,7 @@ def test_killed_runner_fails_the_stage(cfg: WorkflowConfig) -> None:
 
 
 def test_a_train_past_its_execution_timeout_is_stopped_by_its_follower(
-    cfg: WorkflowConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cfg: WorkflowConfig, pipelines: Pipelines, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Airflow applies no execution_timeout while train is deferred: the trigger stops the job
     once it has run task.execution_timeout_s.train seconds (1 here; starting Python and torch
@@ -317,6 +321,7 @@ def test_a_train_past_its_execution_timeout_is_stopped_by_its_follower(
 
     from fuxictr_workflow.config import CONFIG_ENV
 
+    pipelines.settle()  # the config below is the process's: the module's pipelines must not run under it
     data = yaml.safe_load(Path(os.environ[CONFIG_ENV]).read_text())
     data["task"] = {"execution_timeout_s": {"train": 1}}
     path = write_config(tmp_path / "config.yaml", data)
