@@ -44,6 +44,18 @@ def test_marked_failed_fails_the_step_as_cancelled(
     assert task["status"] == "failed" and task["error_message"].startswith("train failed: cancelled:")
 
 
+def test_a_stop_is_announced_before_it_is_made_unless_cancelled(
+    store: WorkflowStore, wlogger: WorkflowLogger
+) -> None:
+    task_id = running_train(store)
+    airflow_stops.announce_stop(wlogger, task_id, "train", "failed")
+    airflow_stops.announce_stop(wlogger, task_id, "train", airflow_stops.CANCELLED)
+    assert [e["message"] for e in store.logs_after(task_id)] == [
+        "train was marked failed in Airflow; stopping its job on the training server"
+    ]
+    assert step(store, task_id, "train")["status"] == "running"  # closing it comes after the stop
+
+
 def test_other_marks_and_closed_steps_leave_the_step_alone(
     store: WorkflowStore, wlogger: WorkflowLogger
 ) -> None:

@@ -44,6 +44,19 @@ def why_job_stops(
     return state if state in ENDED_TI_STATES else None
 
 
+def announce_stop(logger: WorkflowLogger, workflow_task_id: int, step: str, why: str) -> None:
+    """Say that the job of a task instance a user marked ended is being stopped, before stopping
+    it: Airflow SIGKILLs a task process 5 s after its SIGTERM, and on a loaded machine connecting
+    to the server and stopping the job can take longer. The DAG's failure callback then
+    finishes the stop, and the log still tells what set it off."""
+    if why != CANCELLED:  # cancel_task logged the cancel already
+        logger.info(
+            workflow_task_id,
+            step,
+            f"{step} was marked {why} in Airflow; stopping its job on the training server",
+        )
+
+
 def close_step_marked(
     logger: WorkflowLogger, workflow_task_id: int, step: str, why: str, stopped: bool
 ) -> None:

@@ -251,6 +251,7 @@ class FuxiCTRStageOperator(WorkflowStageMixin, SSHOperator):
                     "task instance was cleared: the %s job is left for its next try", self.command_name
                 )
                 return
+            airflow_stops.announce_stop(logger, task_id, self.command_name, why)
             ep = endpoint(get_config(), self.job_args["server"])
             with ep.paramiko_client() as client:
                 state = self._job(run_command(client)).stop().get("state")

@@ -131,6 +131,7 @@ class RunnerJobTrigger(BaseTrigger):
         if why is None:
             self.log.info("task instance was cleared: the runner job is left for its next try to follow")
             return
+        await asyncio.to_thread(airflow_stops.announce_stop, logger, task_id, self.kwargs["step"], why)
 
         def stop() -> None:
             client, run = self._connect()
