@@ -308,38 +308,6 @@ def test_killed_runner_fails_the_stage(cfg: WorkflowConfig) -> None:
     assert failed["status"] == StepStatus.FAILED and "runner" in failed["error_message"]
 
 
-def test_a_train_past_its_execution_timeout_is_stopped_by_its_follower(
-    cfg: WorkflowConfig, pipelines: Pipelines, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Airflow applies no execution_timeout while train is deferred: the trigger stops the job
-    once it has run task.execution_timeout_s.train seconds (1 here; starting Python and torch
-    alone takes longer), and the step fails naming the key, not retried."""
-    import subprocess
-
-    import yaml
-    from airflow.sdk.exceptions import AirflowFailException
-
-    from fuxictr_workflow.config import CONFIG_ENV
-
-    pipelines.settle()  # the config below is the process's: the module's pipelines must not run under it
-    data = yaml.safe_load(Path(os.environ[CONFIG_ENV]).read_text())
-    data["task"] = {"execution_timeout_s": {"train": 1}}
-    path = write_config(tmp_path / "config.yaml", data)
-    monkeypatch.setenv(CONFIG_ENV, str(path))
-    store = get_store(cfg.store.url)
-    task_id = new_task(store, server="local", experiment_id="DeepFM_demo")
-    stage_data(cfg, task_id)
-    with pytest.raises(AirflowFailException, match="train ran longer than its execution_timeout of 1 s"):
-        run_stage(TrainOperator(task_id="train"), stage_context(task_id))
-    failed = step(store, task_id, "train")
-    assert failed["status"] == StepStatus.FAILED
-    assert "(config task.execution_timeout_s.train)" in failed["error_message"]
-    assert "its train job on the training server was stopped" in failed["error_message"]
-    work_dir = paths.remote_work_dir(cfg.server("local").remote_root, task_id)
-    left = subprocess.run(["pgrep", "-f", f"runner.py train .*{work_dir}"], capture_output=True, text=True)
-    assert left.stdout.strip() == ""
-
-
 @pytest.mark.parametrize(
     ("expid", "source"),
     [
@@ -408,3 +376,36 @@ def test_demo_sequence_and_multitask_experiments(pipelines: Pipelines) -> None:
         check_epochs(run, DEMO_CONFIG, expid)
         [(_, table)] = run.infers
         assert table.column_names == ["id", *scores] and table.num_rows == INFER_ROWS
+
+
+def test_a_train_past_its_execution_timeout_is_stopped_by_its_follower(
+    cfg: WorkflowConfig, pipelines: Pipelines, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Airflow applies no execution_timeout while train is deferred: the trigger stops the job
+    once it has run task.execution_timeout_s.train seconds (1 here; starting Python and torch
+    alone takes longer), and the step fails naming the key, not retried."""
+    import subprocess
+
+    import yaml
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from fuxictr_workflow.config import CONFIG_ENV
+
+    # last in the module, and after its pipelines: the config below is the whole process's
+    pipelines.settle()
+    data = yaml.safe_load(Path(os.environ[CONFIG_ENV]).read_text())
+    data["task"] = {"execution_timeout_s": {"train": 1}}
+    path = write_config(tmp_path / "config.yaml", data)
+    monkeypatch.setenv(CONFIG_ENV, str(path))
+    store = get_store(cfg.store.url)
+    task_id = new_task(store, server="local", experiment_id="DeepFM_demo")
+    stage_data(cfg, task_id)
+    with pytest.raises(AirflowFailException, match="train ran longer than its execution_timeout of 1 s"):
+        run_stage(TrainOperator(task_id="train"), stage_context(task_id))
+    failed = step(store, task_id, "train")
+    assert failed["status"] == StepStatus.FAILED
+    assert "(config task.execution_timeout_s.train)" in failed["error_message"]
+    assert "its train job on the training server was stopped" in failed["error_message"]
+    work_dir = paths.remote_work_dir(cfg.server("local").remote_root, task_id)
+    left = subprocess.run(["pgrep", "-f", f"runner.py train .*{work_dir}"], capture_output=True, text=True)
+    assert left.stdout.strip() == ""
