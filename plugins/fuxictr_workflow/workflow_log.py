@@ -31,6 +31,12 @@ def format_line(task_id: int, step: str | None, level: str, message: str, ts: da
     return f"{iso(ts)} [{level}] task_{task_id} {step or '-'}: {one_line}\n"
 
 
+def _checked_level(level: str) -> str:
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+    return level
+
+
 @dataclass
 class WorkflowLogger:
     store: WorkflowStore
@@ -39,13 +45,10 @@ class WorkflowLogger:
 
     def log(self, task_id: int, step: str | None, level: str, message: str) -> int:
         """Record one event; returns its id in task_logs."""
-        level = level.upper()
-        if level not in LEVELS:
-            raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+        level = _checked_level(level.upper())
         ts = utcnow()
         event_id = self.store.append_log(task_id, step, level, message, ts)
-        self._append_file(task_id, format_line(task_id, step, level, message, ts), ts)
-        _py_logger.log(getattr(logging, level), "[task %s %s] %s", task_id, step or "-", message)
+        self._mirror(task_id, step, level, message, ts)
         return event_id
 
     def log_job_lines(
@@ -63,15 +66,18 @@ class WorkflowLogger:
         follower already did. The files follow the store: a process killed in between leaves
         these lines out of the files."""
         for level, _ in lines:
-            if level not in LEVELS:
-                raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+            _checked_level(level)
         ts = self.store.append_job_lines(task_id, step, job_key, start, end, lines, epochs)
         if ts is None:
             return False
         for level, message in lines:
-            self._append_file(task_id, format_line(task_id, step, level, message, ts), ts)
-            _py_logger.log(getattr(logging, level), "[task %s %s] %s", task_id, step, message)
+            self._mirror(task_id, step, level, message, ts)
         return True
+
+    def _mirror(self, task_id: int, step: str | None, level: str, message: str, ts: datetime) -> None:
+        """After the store: the task's log files and Python's logging."""
+        self._append_file(task_id, format_line(task_id, step, level, message, ts), ts)
+        _py_logger.log(getattr(logging, level), "[task %s %s] %s", task_id, step or "-", message)
 
     def info(self, task_id: int, step: str | None, message: str) -> int:
         return self.log(task_id, step, "INFO", message)

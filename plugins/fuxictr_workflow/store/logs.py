@@ -27,9 +27,7 @@ class TaskLogs:
         def run(conn: Connection) -> int:
             return int(
                 conn.execute(
-                    task_logs.insert().values(
-                        task_id=task_id, step=step, level=level, message=message, timestamp=ts
-                    )
+                    task_logs.insert().values(_log_row(task_id, step, level, message, ts))
                 ).inserted_primary_key[0]
             )
 
@@ -84,11 +82,7 @@ class TaskLogs:
                 forget_epochs(conn, task_id, step)
             insert_epochs(conn, task_id, step, epochs, ts)
             if lines:
-                rows = [
-                    {"task_id": task_id, "step": step, "level": level, "message": message, "timestamp": ts}
-                    for level, message in lines
-                ]
-                conn.execute(task_logs.insert(), rows)
+                conn.execute(task_logs.insert(), [_log_row(task_id, step, *line, ts) for line in lines])
             return ts
 
         return self.db.write(run)
@@ -102,6 +96,10 @@ class TaskLogs:
         )
         with self.db.read() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def _log_row(task_id: int, step: str | None, level: str, message: str, ts: datetime) -> dict[str, Any]:
+    return {"task_id": task_id, "step": step, "level": level, "message": message, "timestamp": ts}
 
 
 def _other_job(job_key: str) -> sa.ColumnElement[bool]:
