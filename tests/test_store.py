@@ -69,24 +69,24 @@ def test_a_stage_alone_leaves_the_status_its_steps_say(db: WorkflowStore) -> Non
         db.start_step(task_id, step)
         db.complete_step(task_id, step)
     steps_before = db.get_task(task_id)["steps"]
-    db.start_step(task_id, "train")
+    db.start_step(task_id, "train", alone=True)
     assert status(db, task_id) == ("running", 2, None)
     db.complete_step(task_id, "train", {"auc": 0.8}, alone=True)
     assert status(db, task_id) == ("completed", 5, None)
     assert db.get_task(task_id)["completed_at"] is not None
-    db.start_step(task_id, "infer")
+    db.start_step(task_id, "infer", alone=True)
     db.fail_step(task_id, "infer", "model file missing")
     assert status(db, task_id) == ("failed", 3, "infer failed: model file missing")
-    db.start_step(task_id, "infer")
+    db.start_step(task_id, "infer", alone=True)
     db.complete_step(task_id, "infer", alone=True)
     assert status(db, task_id) == ("completed", 5, None)
     # the first part of a two-part stage alone: the stage waits, pending, for its second part
-    db.start_step(task_id, "data_fetch")
+    db.start_step(task_id, "data_fetch", alone=True)
     db.pause_step(task_id, "data_fetch")
     task = db.get_task(task_id)
     assert (task["status"], task["current_step"], task["completed_at"]) == ("pending", 0, None)
     assert task["steps"][0]["status"] == "pending" and task["steps"][0]["started_at"] is not None
-    db.start_step(task_id, "data_fetch")
+    db.start_step(task_id, "data_fetch", alone=True)
     db.complete_step(task_id, "data_fetch", alone=True)
     assert status(db, task_id) == ("completed", 5, None)
     steps_after = db.get_task(task_id)["steps"]
@@ -96,10 +96,10 @@ def test_a_stage_alone_leaves_the_status_its_steps_say(db: WorkflowStore) -> Non
 
 def test_a_stage_alone_on_a_new_task(db: WorkflowStore) -> None:
     task_id = new_task(db)
-    db.start_step(task_id, "train")
+    db.start_step(task_id, "train", alone=True)
     db.complete_step(task_id, "train", alone=True)
     assert status(db, task_id) == ("pending", 0, None)
-    db.start_step(task_id, "infer")
+    db.start_step(task_id, "infer", alone=True)
     db.fail_step(task_id, "infer", "no model")
     assert status(db, task_id) == ("failed", 3, "infer failed: no model")
     # a pipeline stage completing in between keeps the task running; the last one completes it
@@ -107,6 +107,35 @@ def test_a_stage_alone_on_a_new_task(db: WorkflowStore) -> None:
     db.start_step(other, "data_fetch")
     db.complete_step(other, "data_fetch")
     assert status(db, other) == ("running", 0, None)
+
+
+def test_a_stage_started_in_a_pipeline_run_reopens_the_later_steps(db: WorkflowStore) -> None:
+    """A user clears train with its downstream tasks in a finished run: the later steps go back
+    to pending when train starts, so the task reads running, not completed (or failed, from an
+    infer that failed before), until the last stage completes again."""
+    task_id = new_task(db)
+    for step in STAGE_NAMES:
+        db.start_step(task_id, step)
+        if step == "infer":
+            db.fail_step(task_id, step, "out of memory", final=False)
+            db.start_step(task_id, step)
+        db.complete_step(task_id, step, {"step": step})
+    db.start_step(task_id, "train")
+    task = db.get_task(task_id)
+    assert [s["status"] for s in task["steps"]] == ["completed"] * 2 + ["running"] + ["pending"] * 3
+    assert all(s["started_at"] is None and s["completed_at"] is None for s in task["steps"][3:])
+    assert [s["retry_count"] for s in task["steps"]] == [0, 0, 0, 1, 0, 0]
+    db.complete_step(task_id, "train")
+    assert status(db, task_id) == ("running", 2, None)
+    db.start_step(task_id, "infer")
+    db.fail_step(task_id, "infer", "no GPU")
+    db.start_step(task_id, "train")  # cleared again: the failed infer is reopened as well
+    db.complete_step(task_id, "train")
+    assert status(db, task_id) == ("running", 2, None)
+    for step in STAGE_NAMES[3:]:
+        db.start_step(task_id, step)
+        db.complete_step(task_id, step)
+    assert status(db, task_id) == ("completed", 5, None)
 
 
 def test_claim_task_is_compare_and_set(db: WorkflowStore) -> None:

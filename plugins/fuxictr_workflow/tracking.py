@@ -125,7 +125,7 @@ def track_stage(
     current = next(s for s in store.get_task(task_id)["steps"] if s["step_name"] == step)
     # A later part of a stage joins the running step; it (re)starts it only after a failure.
     if opens_step or current["status"] != StepStatus.RUNNING:
-        attempt = store.start_step(task_id, step)
+        attempt = store.start_step(task_id, step, alone=alone)
         run.info(f"{step} started" + (f" (retry {attempt})" if attempt else ""))
         started = utcnow()
     else:  # a later part: the stage's duration counts from its first part

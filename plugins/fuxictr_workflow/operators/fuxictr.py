@@ -134,9 +134,11 @@ class FuxiCTRStageOperator(WorkflowStageMixin, SSHOperator):
                 "job_dir": job_dir(paths.remote_task_dir(ep.remote_root, task_id), self.stage.value),
             }
             job = self._job(lambda command: self.run_ssh_client_command(client, command, context).decode())
-            # a completed stage run again on purpose (`airflow tasks test`, a cleared task) trains
-            # anew; otherwise a job that ended well is this stage's result
-            found = job.start(argv, again=self._step_status() == StepStatus.COMPLETED)
+            # A step this try found running or failed is this attempt's (a worker died, Airflow
+            # retries): a job of it that ended well is the stage's result. Any other status is a
+            # new run of the stage (a first run, a cleared task whose later steps were reopened,
+            # `airflow tasks test`, an API retry): a finished job there is an earlier attempt's.
+            found = job.start(argv, again=self._step_status() not in (StepStatus.RUNNING, StepStatus.FAILED))
             if found["state"] == "failed_to_start":
                 # job.py claimed the job dir and forked the job, which did not record itself in
                 # time (an overloaded server): the next try finds it running or starts it again

@@ -69,8 +69,13 @@ class Steps:
         conn.execute(task_steps.update().where(task_steps.c.id == row["id"]).values(status=new, **values))
         return dict(row)
 
-    def start_step(self, task_id: int, step_name: str) -> int:
-        """Mark a step running (a re-start after failure counts as a retry). Returns retry_count."""
+    def start_step(self, task_id: int, step_name: str, *, alone: bool = False) -> int:
+        """Mark a step running (a re-start after failure counts as a retry). Returns retry_count.
+
+        In a pipeline run the later steps go back to pending: their results came from this
+        stage's earlier output (a user cleared it with its downstream tasks in Airflow), and
+        until they run again the task must not read as completed, or failed, from them. A
+        stage run ``alone`` leaves the other steps as they are."""
         now = utcnow()
 
         def run(conn: Connection) -> int:
@@ -89,6 +94,9 @@ class Steps:
                 error_message=None,
                 retry_count=task_steps.c.retry_count + again,
             )
+            if not alone:
+                later = STAGE_NAMES[stage(step_name).index + 1 :]
+                self._to_pending(conn, task_id, later, keep_running=True)
             self.tasks.update(
                 task_id,
                 conn,
@@ -161,6 +169,22 @@ class Steps:
 
         self.db.write(run)
 
+    @staticmethod
+    def _to_pending(
+        conn: Connection, task_id: int, step_names: Collection[str], *, keep_running: bool
+    ) -> None:
+        # keep_running: a running step is another run's, still at work; it settles itself
+        ended = [StepStatus.COMPLETED, StepStatus.SKIPPED, StepStatus.FAILED]
+        conn.execute(
+            task_steps.update()
+            .where(
+                task_steps.c.task_id == task_id,
+                task_steps.c.step_name.in_(step_names),
+                *([task_steps.c.status.in_(ended)] if keep_running else []),
+            )
+            .values(status=StepStatus.PENDING, error_message=None, completed_at=None, started_at=None)
+        )
+
     def _settle_task(self, conn: Connection, task_id: int, step_name: str, *, run_goes_on: bool) -> None:
         """The task's status, current_step and error after ``step_name`` stopped: the one rule,
         derived from the steps.
@@ -217,11 +241,7 @@ class Steps:
             else:
                 first = steps[stage(step_name).index]
             start = STAGE_NAMES.index(first["step_name"])
-            conn.execute(
-                task_steps.update()
-                .where(task_steps.c.task_id == task_id, task_steps.c.step_name.in_(STAGE_NAMES[start:]))
-                .values(status=StepStatus.PENDING, error_message=None, completed_at=None, started_at=None)
-            )
+            self._to_pending(conn, task_id, STAGE_NAMES[start:], keep_running=False)
             # the resumed step's user-level retry counts like an Airflow retry
             conn.execute(
                 task_steps.update()
