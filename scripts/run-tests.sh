@@ -31,6 +31,10 @@ run_tier() {
   return $rc
 }
 
+# The fast tier on every core, one test module per worker (a module's fixtures, such as
+# tests/fuxictr's background train/infer runs, stay in one process).
+FAST_PARALLEL=(-n auto --dist loadfile)
+
 # The stack tier in two pytest processes side by side, each with its own Hive server: the local
 # e2e stack's pipelines wait on Airflow's scheduling much of the time, and the other lane's
 # stacks (Celery e2e, security, API, UI, Hive) use that time. Lines are prefixed with the lane.
@@ -54,11 +58,11 @@ run_stack_lanes() {
 }
 
 case $tier in
-  fast) run_tier fast "not stack and not stress" "$@" ;;
+  fast) run_tier fast "not stack and not stress" "${FAST_PARALLEL[@]}" "$@" ;;
   stack) if [ $# -eq 0 ]; then run_stack_lanes; else run_tier stack "stack and not stress" "$@"; fi ;;
   stress) run_tier stress "stress" "$@" ;;
   all)
-    run_tier fast "not stack and not stress" "$@" || {
+    run_tier fast "not stack and not stress" "${FAST_PARALLEL[@]}" "$@" || {
       echo "the fast tier failed: the stack tier is not run" >&2
       exit 1
     }
