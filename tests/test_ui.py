@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -327,6 +328,101 @@ def test_workflow_view_in_airflow_ui(browser: Any, ui_stack: UiStack, ui_artifac
     shot(driver, ui_artifacts_dir, "list-mobile.png")
 
 
+CHART_EXP = "chart_exp"
+
+
+def chart_task(
+    store: WorkflowStore, name: str, auc: float, logloss: float, last_step: str, fails: bool
+) -> int:
+    """A task of CHART_EXP whose steps up to `last_step` ran (the last one failed, if `fails`),
+    train reporting these final metrics and data_upload a transfer's MB/s."""
+    task_id = store.create_task(**{**NEW_TASK, "name": name, "experiment_id": CHART_EXP})
+    for step in STAGE_NAMES[: STAGE_NAMES.index(last_step) + 1]:
+        store.start_step(task_id, step)
+        if step == last_step and fails:
+            store.fail_step(task_id, step, "out of memory")
+            break
+        result = {
+            "data_upload": {"bytes": 48_000_000, "seconds": 4.0, "mb_per_s": 12.0},
+            "train": {"auc": auc, "logloss": logloss, "model": "DeepFM"},
+        }.get(step, {})
+        store.complete_step(task_id, step, result)
+    return task_id
+
+
+def chart_state(driver: Any, canvas: str) -> Any:
+    """What Chart.js drew on that canvas: its labels, and each dataset's label, points and point shapes."""
+    return driver.execute_script(
+        """const c = Chart.getChart(document.getElementById(arguments[0]));
+        if (!c || c.canvas.closest('.chart-box').hidden) return null;
+        return {labels: c.data.labels || [], sets: c.data.datasets.map(d => (
+          {label: d.label, data: d.data, pointStyle: d.pointStyle, borderDash: d.borderDash}))};""",
+        canvas,
+    )
+
+
+def test_charts_show_the_training_curve_live_the_timeline_and_the_experiment(
+    browser: Any, ui_stack: UiStack, ui_artifacts_dir: Path
+) -> None:
+    """A task in training: its curve gains the epochs the job reports while the page is open;
+    the timeline has a bar per started stage with its status, duration and a transfer's MB/s;
+    the experiment chart has its trained tasks oldest first, published ones as diamonds. Every
+    series differs by dash or point shape, not colour alone."""
+    from fuxictr_workflow.store import EpochRecord
+
+    store = ui_stack.store
+    published = [
+        chart_task(store, f"chart-{i}", 0.70 + i / 100, 0.50 - i / 100, "hive_upload", False) for i in (1, 2)
+    ]
+    held = chart_task(store, "chart-infer-failed", 0.74, 0.47, "infer", True)
+    running = store.create_task(**{**NEW_TASK, "name": "chart-training", "experiment_id": CHART_EXP})
+    for step in ("data_fetch", "data_upload"):
+        store.start_step(running, step)
+        store.complete_step(running, step, {"mb_per_s": 12.0} if step == "data_upload" else {})
+    store.start_step(running, "train")
+    epochs = [EpochRecord(n, 0.70 + n / 100, 0.55 - n / 100, 0.60 - n / 50) for n in range(1, 5)]
+    lines = [("INFO", f"epoch {e.epoch}") for e in epochs]
+    assert store.append_job_lines(running, "train", "job-1", 0, 2, lines[:2], epochs[:2]) is not None
+
+    login(browser, ui_stack)
+    browser.get(f"{ui_stack.base_url}/api/workflow/ui/#/tasks/{running}")
+    curve = wait_for(browser, lambda d: chart_state(d, "curve-chart"), message="training curve")
+    assert [s["label"] for s in curve["sets"]] == ["validation AUC", "validation logloss", "training loss"]
+    assert [len(s["data"]) for s in curve["sets"]] == [2, 2, 2]
+    shapes = {(s["pointStyle"], tuple(s["borderDash"])) for s in curve["sets"]}
+    assert len(shapes) == 3, "the curve's series must differ by more than colour"
+
+    # live: the next poll's epochs appear without a reload
+    assert store.append_job_lines(running, "train", "job-1", 2, 4, lines[2:], epochs[2:]) is not None
+    curve = wait_for(
+        browser,
+        lambda d: (c := chart_state(d, "curve-chart")) and len(c["sets"][0]["data"]) == 4 and c,
+        message="the curve's new epochs",
+    )
+    assert [p["y"] for p in curve["sets"][0]["data"]] == pytest.approx([e.auc for e in epochs])
+    assert [p["x"] for p in curve["sets"][0]["data"]] == [1, 2, 3, 4]
+
+    timeline = wait_for(browser, lambda d: chart_state(d, "timeline-chart"), message="stage timeline")
+    labels = timeline["labels"]
+    assert [name for name, _ in labels] == ["data_fetch", "data_upload", "train"], labels
+    assert labels[0][1].startswith("completed, ") and labels[2][1].startswith("running, ")
+    assert labels[1][1].endswith(" s, 12.0 MB/s"), labels
+    assert all(start <= end for start, end in timeline["sets"][0]["data"])
+
+    history = wait_for(browser, lambda d: chart_state(d, "history-chart"), message="experiment chart")
+    assert history["labels"] == [f"#{t}" for t in (*published, held)]  # the running task has no metrics yet
+    auc, logloss = history["sets"]
+    assert auc["data"] == pytest.approx([0.71, 0.72, 0.74]) and logloss["data"] == pytest.approx(
+        [0.49, 0.48, 0.47]
+    )
+    assert auc["pointStyle"] == ["rectRot", "rectRot", "crossRot"]
+    assert "published" in text_of(browser, "#history-caption")
+    browser.execute_script("document.querySelector('.charts').scrollIntoView()")
+    shot(browser, ui_artifacts_dir, "charts.png")
+    csp = [e["message"] for e in browser.get_log("browser") if "Content Security Policy" in e["message"]]
+    assert not csp, csp
+
+
 def test_bad_form_shows_the_api_field_errors(browser: Any, ui_stack: UiStack) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -456,8 +552,10 @@ def test_page_and_assets_are_self_contained(ui_stack: UiStack) -> None:
         html = resp.read().decode()
         csp = resp.headers["Content-Security-Policy"]
     assert "default-src 'none'" in csp and "connect-src 'self'" in csp and "frame-ancestors 'self'" in csp
-    for name in ("app.js", "style.css"):
+    for name in ("app.js", "charts.js", "chart.umd.min.js", "style.css"):
         with urllib.request.urlopen(f"{base}/static/{name}", timeout=30) as resp:
             text = resp.read().decode()
-        assert "http://" not in text and "https://" not in text and "//cdn" not in text
+        # Chart.js names its home pages in its licence comments (/*! ... */), which load nothing
+        code = re.sub(r"/\*!.*?\*/", "", text, flags=re.DOTALL)
+        assert "http://" not in code and "https://" not in code and "//cdn" not in code, name
     assert "http://" not in html and "https://" not in html

@@ -19,7 +19,14 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fuxictr_workflow.stages import STAGE_NAMES
 
 STATIC_DIR = Path(__file__).with_name("static")
-ASSETS = {"app.js": "text/javascript", "style.css": "text/css"}
+# chart.umd.min.js: Chart.js (MIT, chart.js-LICENSE.md beside it), shipped so the page loads
+# nothing from elsewhere
+ASSETS = {
+    "app.js": "text/javascript",
+    "charts.js": "text/javascript",
+    "chart.umd.min.js": "text/javascript",
+    "style.css": "text/css",
+}
 
 # frame-ancestors 'self': only Airflow's own UI (same origin) may embed the page.
 SECURITY_HEADERS = {

@@ -249,6 +249,8 @@ function showDetail(id) {
   state.taskId = id;
   state.task = null;
   state.rates = {};
+  state.historyKey = null;
+  document.querySelectorAll(".chart-box").forEach((box) => { box.hidden = true; }); // another task's
   $("list-view").hidden = true;
   $("detail-view").hidden = false;
   $("detail-title").textContent = `Task #${id}`;
@@ -335,8 +337,30 @@ function renderDetail(task) {
     }),
   );
   renderMetrics(steps.find((s) => s.step_name === "train"));
+  WorkflowCharts.draw("curve-chart", WorkflowCharts.curve(task.epochs));
+  WorkflowCharts.draw("timeline-chart", WorkflowCharts.timeline(steps, parseTime));
+  loadHistory(task);
   const sel = $("step-filter");
   if (sel.options.length === 1) STAGES.forEach((n) => sel.append(el("option", { value: n, text: n })));
+}
+
+// The experiment's history chart, fetched again only when the experiment or the task's status
+// changed (a task's final metrics land when it moves on from train).
+async function loadHistory(task) {
+  const key = `${task.experiment_id}|${task.status}|${task.current_step}`;
+  if (state.historyKey === key) return;
+  state.historyKey = key;
+  try {
+    const entries = await api(`/experiments/${encodeURIComponent(task.experiment_id)}/history?limit=50`);
+    if (state.view !== "detail" || state.taskId !== task.id) return;
+    $("history-caption").textContent =
+      `Experiment ${task.experiment_id}: final AUC and logloss of its last ${entries.length} tasks ` +
+      "(\u25C6 published: predictions in Hive; \u2715 not published; larger: this task)";
+    WorkflowCharts.draw("history-chart", WorkflowCharts.history(entries, task.id));
+  } catch (err) {
+    state.historyKey = null;
+    notice(err.message);
+  }
 }
 
 // Chunk progress of a stage that transfers (the API reports those stages' chunks), with an
