@@ -20,10 +20,12 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from fuxictr_workflow import paths
 from fuxictr_workflow.config import WorkflowConfig
 from fuxictr_workflow.operators.fuxictr import InferOperator, TrainOperator
+from fuxictr_workflow.stages import StepStatus
 from fuxictr_workflow.store import EpochRecord, WorkflowStore, get_store
 from fuxictr_workflow.synthetic import make_ctr_table, write_parquet_parts
 from tests.conftest import new_task
@@ -59,6 +61,29 @@ def stage_data(
 
 def step(store: WorkflowStore, task_id: int, name: str) -> dict[str, Any]:
     return next(s for s in store.get_task(task_id)["steps"] if s["step_name"] == name)
+
+
+def failed_train(
+    cfg: WorkflowConfig,
+    experiment_id: str,
+    match: str,
+    *,
+    server: str = "local",
+    extended: bool = False,
+    sample: Any = None,
+) -> tuple[int, dict[str, Any]]:
+    """Train a new task of `experiment_id` on staged data, which must fail the stage (Airflow's
+    fail exception, its message matching `match`) and its step; returns the task id and step."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    store = get_store(cfg.store.url)
+    task_id = new_task(store, server=server, experiment_id=experiment_id)
+    stage_data(cfg, task_id, server, extended, sample)
+    with pytest.raises(AirflowFailException, match=match):
+        run_stage(TrainOperator(task_id="train"), stage_context(task_id))
+    failed = step(store, task_id, "train")
+    assert failed["status"] == StepStatus.FAILED, failed
+    return task_id, failed
 
 
 # ---------------- the pipelines: one task trained, then scored ----------------

@@ -17,7 +17,16 @@ from fuxictr_workflow.stages import StepStatus
 from fuxictr_workflow.store import get_store
 from fuxictr_workflow.synthetic import make_ctr_table
 from tests.conftest import new_task, write_config
-from tests.fuxictr.runs import DEMO_CONFIG, INFER_ROWS, SAMPLE_ROWS, Pipelines, check_epochs, stage_data, step
+from tests.fuxictr.runs import (
+    DEMO_CONFIG,
+    INFER_ROWS,
+    SAMPLE_ROWS,
+    Pipelines,
+    check_epochs,
+    failed_train,
+    stage_data,
+    step,
+)
 from tests.stage_runs import run_stage, stage_context
 
 pytestmark = pytest.mark.timeout(600)
@@ -47,29 +56,14 @@ def test_train_then_infer(pipelines: Pipelines) -> None:
 
 
 def test_unknown_expid_fails_clearly(cfg: WorkflowConfig) -> None:
-    from airflow.sdk.exceptions import AirflowFailException
-
-    store = get_store(cfg.store.url)
-    task_id = new_task(store, server="local", experiment_id="NoSuchExp")
-    stage_data(cfg, task_id)
-    with pytest.raises(AirflowFailException, match="NoSuchExp"):
-        run_stage(TrainOperator(task_id="train"), stage_context(task_id))
-    failed = step(store, task_id, "train")
-    assert (
-        failed["status"] == StepStatus.FAILED
-        and "experiment 'NoSuchExp' not found" in failed["error_message"]
-    )
+    _, failed = failed_train(cfg, "NoSuchExp", "NoSuchExp")
+    assert "experiment 'NoSuchExp' not found" in failed["error_message"]
 
 
 def test_missing_feature_column_fails_clearly(cfg: WorkflowConfig) -> None:
-    from airflow.sdk.exceptions import AirflowFailException
-
-    store = get_store(cfg.store.url)
-    task_id = new_task(store, server="local", experiment_id="DeepFM_demo")
-    stage_data(cfg, task_id, sample=make_ctr_table(500, seed=1).drop_columns(["c3"]))
-    with pytest.raises(AirflowFailException):
-        run_stage(TrainOperator(task_id="train"), stage_context(task_id))
-    assert "column(s) c3 missing" in step(store, task_id, "train")["error_message"]
+    sample = make_ctr_table(500, seed=1).drop_columns(["c3"])
+    _, failed = failed_train(cfg, "DeepFM_demo", "column", sample=sample)
+    assert "column(s) c3 missing" in failed["error_message"]
 
 
 def test_killed_runner_fails_the_stage(cfg: WorkflowConfig) -> None:
@@ -123,7 +117,6 @@ def test_a_train_past_its_execution_timeout_is_stopped_by_its_follower(
     import subprocess
 
     import yaml
-    from airflow.sdk.exceptions import AirflowFailException
 
     from fuxictr_workflow.config import CONFIG_ENV
 
@@ -133,13 +126,7 @@ def test_a_train_past_its_execution_timeout_is_stopped_by_its_follower(
     data["task"] = {"execution_timeout_s": {"train": 1}}
     path = write_config(tmp_path / "config.yaml", data)
     monkeypatch.setenv(CONFIG_ENV, str(path))
-    store = get_store(cfg.store.url)
-    task_id = new_task(store, server="local", experiment_id="DeepFM_demo")
-    stage_data(cfg, task_id)
-    with pytest.raises(AirflowFailException, match="train ran longer than its execution_timeout of 1 s"):
-        run_stage(TrainOperator(task_id="train"), stage_context(task_id))
-    failed = step(store, task_id, "train")
-    assert failed["status"] == StepStatus.FAILED
+    task_id, failed = failed_train(cfg, "DeepFM_demo", "train ran longer than its execution_timeout of 1 s")
     assert "(config task.execution_timeout_s.train)" in failed["error_message"]
     assert "its train job on the training server was stopped" in failed["error_message"]
     work_dir = paths.remote_work_dir(cfg.server("local").remote_root, task_id)

@@ -6,11 +6,7 @@ from __future__ import annotations
 import pytest
 
 from fuxictr_workflow.config import WorkflowConfig
-from fuxictr_workflow.operators.fuxictr import TrainOperator
-from fuxictr_workflow.store import get_store
-from tests.conftest import new_task
-from tests.fuxictr.runs import INFER_ROWS, SAMPLE_ROWS, ZOO, Pipelines, check_epochs, stage_data, step
-from tests.stage_runs import run_stage, stage_context
+from tests.fuxictr.runs import INFER_ROWS, SAMPLE_ROWS, ZOO, Pipelines, check_epochs, failed_train
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -59,14 +55,8 @@ def test_multitask_zoo_model_scores_each_task(pipelines: Pipelines) -> None:
 
 
 def test_model_missing_from_zoo_is_an_error_naming_the_dirs(cfg: WorkflowConfig) -> None:
-    from airflow.sdk.exceptions import AirflowFailException
-
-    store = get_store(cfg.store.url)
-    task_id = new_task(store, server="zoo", experiment_id="NotInZoo_test")
-    stage_data(cfg, task_id, "zoo", extended=True)
-    with pytest.raises(AirflowFailException, match="NotInZoo"):
-        run_stage(TrainOperator(task_id="train"), stage_context(task_id))
-    message = step(store, task_id, "train")["error_message"]
+    _, failed = failed_train(cfg, "NotInZoo_test", "NotInZoo", server="zoo", extended=True)
+    message = failed["error_message"]
     assert "model 'NotInZoo' not found" in message
     for searched in ("NotInZoo/src", "NotInZoo/NotInZoo_torch/src", "multitask/NotInZoo/src"):
         assert str(ZOO / "model_zoo" / searched) in message, message
