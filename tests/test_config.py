@@ -18,7 +18,8 @@ def test_packaged_default_has_seed_values() -> None:
     cfg = load_config(DEFAULT_CONFIG_PATH)
     t = cfg.transfer
     assert (t.chunk_size, t.max_retries, t.parallel_workers, t.verify_checksum) == (10485760, 3, 4, True)
-    assert (cfg.task.heartbeat_interval, cfg.task.log_rotation_size) == (30, 104857600)
+    assert (cfg.task.heartbeat_interval, cfg.task.log_rotation_size, cfg.task.retries) == (30, 104857600, 3)
+    assert cfg.fuxictr.seed is None  # each experiment's own seed holds
     assert set(cfg.model_fields_set) >= {"servers", "storage", "transfer", "task"}
     assert cfg.default_server in cfg.servers
 
@@ -62,6 +63,32 @@ def test_keys_nothing_reads_are_ignored_with_a_warning(caplog: pytest.LogCapture
         for key in ("storage.shared_dir", "storage.checkpoint_dir", "fuxictr.label_column")
     ]
     assert not hasattr(cfg.storage, "shared_dir") and not hasattr(cfg.fuxictr, "label_column")
+
+
+def test_stage_retries_have_their_own_key(caplog: pytest.LogCaptureFixture) -> None:
+    """task.retries sets the stages' Airflow retries; transfer.max_retries, which used to set
+    them too, still does (with a warning naming task.retries) until task.retries is set."""
+    cases = [
+        {"task": {"retries": 1}, "transfer": {"max_retries": 6}},
+        {"task": {"retries": 0}},
+        {"transfer": {"max_retries": 5}},
+    ]
+    configs, warned = [], []
+    for sections in cases:
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="fuxictr_workflow.config"):
+            configs.append(parse_config({"servers": {"a": SERVER}, **sections}, Path("/")))
+        warned.append([r.getMessage() for r in caplog.records])
+    assert [(c.task.retries, c.transfer.max_retries) for c in configs] == [(1, 6), (0, 3), (5, 5)]
+    assert warned[:2] == [[], []]
+    assert len(warned[2]) == 1 and "set task.retries" in warned[2][0], warned
+
+    # imported after the warnings were seen: importing Airflow reconfigures logging
+    from fuxictr_workflow.dag_factory import build_dag
+
+    for cfg in configs:
+        dag = build_dag(cfg.default_server, cfg)
+        assert {t.retries for t in dag.tasks if t.task_id != "claim_task"} == {cfg.task.retries}
 
 
 INVALID: list[tuple[dict[str, Any], str]] = [

@@ -154,8 +154,10 @@ DEFAULT_EXECUTION_TIMEOUT_S: dict[str, int] = {"default": 6 * 3600, "train": 24 
 class TaskConfig(_Section):
     heartbeat_interval: PositiveInt = 30
     log_rotation_size: PositiveInt = 104857600
-    # Airflow retries a failed stage transfer.max_retries times; the first retry waits this
-    # long, later ones back off exponentially.
+    # Airflow retries a failed stage this many times (a transfer's chunks have their own
+    # transfer.max_retries); the first retry waits retry_delay_s, later ones back off
+    # exponentially.
+    retries: NonNegativeInt = 3
     retry_delay_s: Annotated[float, Field(ge=0)] = 10.0
     # Who follows a training or inference job while it runs: the triggerer (the task defers
     # and frees its worker slot) or the worker (the task holds its slot until the job ends;
@@ -267,7 +269,9 @@ class FuxictrConfig(_Section):
     # Columns carried through inference into the predictions table next to `score`.
     id_columns: list[str] = Field(default_factory=lambda: ["id"])
     valid_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
-    seed: int = 2024
+    # Overrides the experiment's own `seed` (split and training) when set; null: the
+    # experiment config's seed, as FuXiCTR's own flow uses it.
+    seed: int | None = None
     infer_batch_size: PositiveInt = 8192
 
 
@@ -312,7 +316,7 @@ class WorkflowConfig(_Section):
                 if key in values:
                     log.warning("config %s.%s: ignored; will be refused in the next release", section, key)
             out[section] = {k: v for k, v in values.items() if k not in keys}
-        return out
+        return _carry_old_meanings(out)
 
     @field_validator("servers")
     @classmethod
@@ -340,6 +344,26 @@ class WorkflowConfig(_Section):
         if key not in self.servers:
             raise KeyError(f"unknown server {key!r}; configured: {', '.join(self.servers)}")
         return self.servers[key]
+
+
+def _carry_old_meanings(raw: dict[str, Any]) -> dict[str, Any]:
+    """A key that used to mean two things keeps its old second meaning, with a warning naming
+    the key that now carries it, until the config sets that key."""
+    transfer, task = raw.get("transfer"), raw.get("task")
+    if (
+        isinstance(transfer, dict)
+        and "max_retries" in transfer
+        and not (isinstance(task, dict) and "retries" in task)
+    ):
+        log.warning(
+            "config transfer.max_retries: setting the stages' Airflow retries with it is deprecated; "
+            "set task.retries (taken from transfer.max_retries for now)"
+        )
+        raw = {
+            **raw,
+            "task": {**(task if isinstance(task, dict) else {}), "retries": transfer["max_retries"]},
+        }
+    return raw
 
 
 _FRIENDLY = {

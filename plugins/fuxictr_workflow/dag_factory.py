@@ -45,7 +45,7 @@ def build_dag(server: str, cfg: WorkflowConfig) -> DAG:
 
     default_args = {
         "owner": "fuxictr",
-        "retries": cfg.transfer.max_retries,
+        "retries": cfg.task.retries,
         "retry_delay": timedelta(seconds=cfg.task.retry_delay_s),
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=10),

@@ -45,7 +45,7 @@ def services_for(work: Path, executor: str, hive: HiveServer | None = None) -> d
         config={
             # small chunks: a transfer spans enough time and chunks for a fault to land mid-way
             "transfer": {"chunk_size": 4 * 1024, "parallel_workers": 1, "max_retries": 4},
-            "task": {"heartbeat_interval": 2, "retry_delay_s": 5},
+            "task": {"heartbeat_interval": 2, "retries": 4, "retry_delay_s": 5},
         },
         airflow_env={
             # a task whose process died is noticed within 30 s instead of Airflow's 5 minutes

@@ -132,3 +132,17 @@ def test_a_train_past_its_execution_timeout_is_stopped_by_its_follower(
     work_dir = paths.remote_work_dir(cfg.server("local").remote_root, task_id)
     left = subprocess.run(["pgrep", "-f", f"runner.py train .*{work_dir}"], capture_output=True, text=True)
     assert left.stdout.strip() == ""
+
+
+def test_the_experiments_own_seed_holds_unless_the_config_sets_one(cfg: WorkflowConfig) -> None:
+    """fuxictr.seed unset: train passes no --seed, so the runner keeps the experiment config's
+    `seed`, as FuXiCTR's own flow does; set: it overrides it."""
+    from types import SimpleNamespace
+
+    from fuxictr_workflow.config import FuxictrConfig
+
+    op, server = TrainOperator(task_id="train"), SimpleNamespace(remote_root="/r")
+    for seed, expected in ((None, []), (7, ["--seed", "7"])):
+        op.workflow_config = cfg.model_copy(update={"fuxictr": FuxictrConfig(seed=seed)})
+        args = op.runner_args(server, 1, "/config")  # type: ignore[arg-type]
+        assert args[args.index("--valid-fraction") + 2 :] == expected, args

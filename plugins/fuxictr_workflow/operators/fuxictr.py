@@ -274,16 +274,16 @@ class TrainOperator(FuxiCTRStageOperator):
 
     def runner_args(self, ep: Endpoint, task_id: int, config_dir: str) -> list[str]:
         fx = self.workflow_config.fuxictr
-        return [
+        args = [
             "--data-dir",
             paths.remote_dataset_dir(ep.remote_root, task_id, "sample"),
             "--work-dir",
             paths.remote_work_dir(ep.remote_root, task_id),
             "--valid-fraction",
             str(fx.valid_fraction),
-            "--seed",
-            str(fx.seed),
         ]
+        # without --seed the experiment config's own seed holds
+        return args if fx.seed is None else [*args, "--seed", str(fx.seed)]
 
 
 class InferOperator(FuxiCTRStageOperator):
