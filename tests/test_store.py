@@ -387,6 +387,23 @@ def test_a_jobs_epochs_are_stored_with_its_lines_exactly_once(db: WorkflowStore)
     assert db.epochs(new_task(db), "train") == []
 
 
+def test_an_epoch_the_job_reports_again_replaces_the_earlier_report(db: WorkflowStore) -> None:
+    """The same epoch twice in one poll, and again in a later one: the lines are all logged, the
+    position moves on, and the epoch is stored once with what was reported last."""
+    task_id = new_task(db)
+    lines = [("INFO", "e1"), ("INFO", "e1 again")]
+    assert (
+        db.append_job_lines(task_id, "train", "job-1", 0, 8, lines, [epoch(1, 0.6), epoch(1, 0.7)])
+        is not None
+    )
+    assert db.append_job_lines(
+        task_id, "train", "job-1", 8, 12, [("INFO", "e1, third")], [epoch(1, 0.8), epoch(2)]
+    )
+    assert db.epochs(task_id, "train") == [epoch(1, 0.8), epoch(2)]
+    assert db.job_log_position(task_id, "train") == ("job-1", 12)
+    assert [e["message"] for e in db.logs_after(task_id)] == ["e1", "e1 again", "e1, third"]
+
+
 def test_migration_to_v5_adds_the_epochs_table(db: WorkflowStore) -> None:
     """A version-4 store (no task_epochs, no experiment index) gets both; its tasks have no epochs."""
     task_id = new_task(db)

@@ -48,11 +48,19 @@ def _finite(value: Any) -> float | None:
 def insert_epochs(
     conn: Connection, task_id: int, step: str, epochs: Sequence[EpochRecord], ts: datetime
 ) -> None:
-    """Within the caller's transaction (append_job_lines)."""
-    if epochs:
+    """Within the caller's transaction (append_job_lines). An epoch number the job reports again
+    replaces what it reported before: a runner repeating itself must not fail the transaction
+    that also records the job's log lines (its follower would retry the same bytes forever)."""
+    latest = {e.epoch: e for e in epochs}
+    if latest:
+        conn.execute(
+            task_epochs.delete().where(
+                task_epochs.c.task_id == task_id, task_epochs.c.step == step, task_epochs.c.epoch.in_(latest)
+            )
+        )
         conn.execute(
             task_epochs.insert(),
-            [{"task_id": task_id, "step": step, "timestamp": ts, **asdict(e)} for e in epochs],
+            [{"task_id": task_id, "step": step, "timestamp": ts, **asdict(e)} for e in latest.values()],
         )
 
 
