@@ -316,7 +316,30 @@ class WorkflowConfig(_Section):
                 if key in values:
                     log.warning("config %s.%s: ignored; will be refused in the next release", section, key)
             out[section] = {k: v for k, v in values.items() if k not in keys}
-        return _carry_old_meanings(out)
+        return out
+
+    @model_validator(mode="before")
+    @classmethod
+    def _carry_old_meanings(cls, raw: Any) -> Any:
+        """A key that used to mean two things keeps its old second meaning, with a warning
+        naming the key that now carries it, until the config sets that key."""
+        if not isinstance(raw, dict):
+            return raw
+        transfer, task = raw.get("transfer"), raw.get("task")
+        if (
+            isinstance(transfer, dict)
+            and "max_retries" in transfer
+            and not (isinstance(task, dict) and "retries" in task)
+        ):
+            log.warning(
+                "config transfer.max_retries: setting the stages' Airflow retries with it is deprecated; "
+                "set task.retries (taken from transfer.max_retries for now)"
+            )
+            raw = {
+                **raw,
+                "task": {**(task if isinstance(task, dict) else {}), "retries": transfer["max_retries"]},
+            }
+        return raw
 
     @field_validator("servers")
     @classmethod
@@ -344,26 +367,6 @@ class WorkflowConfig(_Section):
         if key not in self.servers:
             raise KeyError(f"unknown server {key!r}; configured: {', '.join(self.servers)}")
         return self.servers[key]
-
-
-def _carry_old_meanings(raw: dict[str, Any]) -> dict[str, Any]:
-    """A key that used to mean two things keeps its old second meaning, with a warning naming
-    the key that now carries it, until the config sets that key."""
-    transfer, task = raw.get("transfer"), raw.get("task")
-    if (
-        isinstance(transfer, dict)
-        and "max_retries" in transfer
-        and not (isinstance(task, dict) and "retries" in task)
-    ):
-        log.warning(
-            "config transfer.max_retries: setting the stages' Airflow retries with it is deprecated; "
-            "set task.retries (taken from transfer.max_retries for now)"
-        )
-        raw = {
-            **raw,
-            "task": {**(task if isinstance(task, dict) else {}), "retries": transfer["max_retries"]},
-        }
-    return raw
 
 
 _FRIENDLY = {
