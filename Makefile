@@ -15,12 +15,14 @@ MAKE_STARTED := $(shell date +%s.%N)
 deps:
 	@scripts/install-system-deps.sh
 
-# torch first and pinned: the CPU build; an unpinned torch pulled by fuxictr would be a multi-GB CUDA build.
+# torch first and pinned, through pip (which reads the machine's pip config, where the CPU build
+# is): an unpinned torch pulled by fuxictr would be a multi-GB CUDA build. The other ~250 packages
+# through uv, from the same index: it installs them in about a quarter of pip's time, a set-up
+# every fresh clone and CI run pays. uv reads UV_INDEX_URL / UV_EXTRA_INDEX_URL, not pip's config.
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[fuxictr,hive-embedded,celery,test]"
+	$(PY) -m pip install -q "torch==2.13.0" "uv>=0.9"
+	$(VENV)/bin/uv pip install -q --python $(PY) --compile-bytecode -e ".[fuxictr,hive-embedded,celery,test]"
 	@# the build leaves an egg-info beside the package; on sys.path it makes Airflow load the plugin twice
 	rm -rf plugins/*.egg-info
 	@touch $(STAMP)
