@@ -22,7 +22,7 @@ deps:
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "torch==2.13.0" "uv>=0.9"
-	$(VENV)/bin/uv pip install -q --python $(PY) --compile-bytecode -e ".[fuxictr,hive-embedded,celery,test]"
+	$(VENV)/bin/uv pip install -q --python $(PY) -e ".[fuxictr,hive-embedded,celery,test]"
 	@# the build leaves an egg-info beside the package; on sys.path it makes Airflow load the plugin twice
 	rm -rf plugins/*.egg-info
 	@touch $(STAMP)
