@@ -15,14 +15,16 @@ MAKE_STARTED := $(shell date +%s.%N)
 deps:
 	@scripts/install-system-deps.sh
 
-# torch first and pinned, through pip (which reads the machine's pip config, where the CPU build
-# is): an unpinned torch pulled by fuxictr would be a multi-GB CUDA build. The other ~250 packages
-# through uv, from the same index: it installs them in about a quarter of pip's time, a set-up
-# every fresh clone and CI run pays. uv reads UV_INDEX_URL / UV_EXTRA_INDEX_URL, not pip's config.
+# uv installs the ~250 packages in a fraction of pip's time, a set-up every fresh clone and CI
+# run pays. torch is pinned: unpinned, fuxictr would pull the newest (a multi-GB CUDA build on
+# PyPI); the CPU build comes from the local wheels pip's config points at (find-links), which uv
+# is given too. uv reads UV_INDEX_URL / UV_EXTRA_INDEX_URL for other indexes, not pip's config.
+FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q "torch==2.13.0" "uv>=0.9"
-	$(VENV)/bin/uv pip install -q --python $(PY) -e ".[fuxictr,hive-embedded,celery,test]"
+	$(PY) -m pip install -q "uv>=0.9"
+	$(VENV)/bin/uv pip install -q --python $(PY) $(if $(FIND_LINKS),--find-links $(FIND_LINKS)) \
+		"torch==2.13.0" -e ".[fuxictr,hive-embedded,celery,test]"
 	@# the build leaves an egg-info beside the package; on sys.path it makes Airflow load the plugin twice
 	rm -rf plugins/*.egg-info
 	@touch $(STAMP)
