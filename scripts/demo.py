@@ -120,12 +120,20 @@ class Services:
             + (f", {workers} Celery workers)" if workers else ")")
         )
         full_env = self.env = airflow_stack.start(self.airflow_home, self.port, env, workers=workers)
-        airflow = str(Path(sys.executable).with_name("fuxictr-workflow"))
         import subprocess
 
-        subprocess.run([airflow, "pools", "sync"], env=full_env, check=True, capture_output=True)
+        # the pools while the dag-processor parses the DAG: each takes seconds of its own
+        cli = str(Path(sys.executable).with_name("fuxictr-workflow"))
+        pools = subprocess.Popen(
+            [cli, "pools", "sync"], env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
         write_env_file(self.work / "env.sh", full_env)
-        wait_dag(self.port, self.airflow_home)
+        try:
+            wait_dag(self.port, self.airflow_home)
+        finally:
+            output = pools.communicate(timeout=300)[0]
+        if pools.returncode:
+            raise subprocess.CalledProcessError(pools.returncode, pools.args, output)
         return full_env
 
     def start_executor_services(self) -> tuple[list[dict[str, Any]], dict[str, str]]:

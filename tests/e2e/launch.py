@@ -1,4 +1,4 @@
-"""The runs the e2e package starts together, before its first test: pipelines that inject no
+"""The runs the e2e package starts before its first test checks one: pipelines that inject no
 fault run side by side on the one stack (the training pool orders their train and infer), and
 the tests check them one by one.
 
@@ -9,6 +9,9 @@ the tests check them one by one.
     failing_task reads a table that does not exist yet: data_fetch fails with Hive's error
     dags_test    `airflow dags test` in a process of its own (own metadata DB, own store, no
                  scheduler), in a thread
+
+The first two start at once; the other two once the API task is final, so they run beside the
+fault tests' waits rather than slow the first pipelines the first test waits for.
 """
 
 from __future__ import annotations
@@ -129,13 +132,56 @@ class DagsTest(threading.Thread):
         return self.out
 
 
+class Later(threading.Thread):
+    """Once the API task is final: the failing task submitted, `airflow dags test` started."""
+
+    def __init__(self, stack: Stack, root: Path, api_task: int) -> None:
+        super().__init__(daemon=True)
+        self.stack, self.root, self.api_task = stack, root, api_task
+        self.failing_task: int | None = None
+        self.dags_test: DagsTest | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.stack.wait_final(self.api_task)
+            failing = {
+                **fields(self.stack, "retry"),
+                "sample_sql": f"SELECT * FROM {LATE_TABLE} WHERE dt = '2024-01-01'",
+            }
+            created = demo.api(self.stack.port, self.stack.token, "POST", "/api/workflow/tasks", failing)
+            self.failing_task = int(created["task_id"])
+            self.dags_test = DagsTest(self.stack, self.root)
+            self.dags_test.start()
+        except BaseException as err:  # reported by the test that asks for them
+            self.error = err
+
+    def started(self) -> Later:
+        self.join(1500)
+        assert not self.is_alive(), "the API task did not end"
+        if self.error is not None:
+            raise self.error
+        return self
+
+
 @dataclass
 class Launched:
     api_task: int
     follower: LogFollower
     rest_run: str
-    failing_task: int
-    dags_test: DagsTest
+    later: Later
+
+    @property
+    def failing_task(self) -> int:
+        task_id = self.later.started().failing_task
+        assert task_id is not None
+        return task_id
+
+    @property
+    def dags_test(self) -> DagsTest:
+        run = self.later.started().dags_test
+        assert run is not None
+        return run
 
 
 def launch(stack: Stack, root: Path) -> Launched:
@@ -143,8 +189,6 @@ def launch(stack: Stack, root: Path) -> Launched:
     follower = LogFollower(stack, api_task)
     follower.start()
     rest_run = trigger(stack, fields(stack, "rest-trigger"))["dag_run_id"]
-    failing = {**fields(stack, "retry"), "sample_sql": f"SELECT * FROM {LATE_TABLE} WHERE dt = '2024-01-01'"}
-    failing_task = int(demo.api(stack.port, stack.token, "POST", "/api/workflow/tasks", failing)["task_id"])
-    dags_test = DagsTest(stack, root)
-    dags_test.start()
-    return Launched(api_task, follower, rest_run, failing_task, dags_test)
+    later = Later(stack, root, api_task)
+    later.start()
+    return Launched(api_task, follower, rest_run, later)

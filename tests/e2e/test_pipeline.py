@@ -88,24 +88,6 @@ def test_pipelines_started_together_share_the_training_pool(stack: Stack, launch
     assert max_overlap(pooled) <= slots, pooled
 
 
-def test_airflow_dags_test_runs_all_stages(stack: Stack, launched: Launched) -> None:
-    """`airflow dags test fuxictr_workflow -c conf.json` (no scheduler, own Airflow DB) runs the six
-    stages; a run without a task id creates its task row; the per-task log directory rotates."""
-    run = launched.dags_test
-    out = run.result(timeout=540)
-    store = WorkflowStore(run.store_url)
-    failures = [(t["id"], t["error_message"]) for t in store.list_tasks() if t["error_message"]]
-    assert out.returncode == 0, f"{failures}\n{out.stdout[-3000:]}{out.stderr[-3000:]}"
-    (task,) = store.list_tasks()
-    task = store.get_task(task["id"])
-    assert (task["status"], task["current_step"], task["name"]) == ("completed", 5, "dags-test")
-    assert all(s["status"] == "completed" and s["started_at"] and s["completed_at"] for s in task["steps"])
-    steps_logged = {e["step"] for e in store.logs_after(task["id"], limit=100_000)}
-    assert set(STAGE_NAMES) <= steps_logged
-    log_files = list((run.root / "log_dir" / f"task_{task['id']}").glob("*.log"))
-    assert len(log_files) >= 2, "the log directory did not rotate"
-
-
 # -- train-stage faults, on the completed API task's train re-run (file order matters) --
 
 
@@ -181,6 +163,7 @@ def test_train_job_outlives_the_stack_processes_and_ssh_links(stack: Stack, laun
     triggerer killed mid-train, SSH sessions cut mid-train, API server restarted while followed."""
     task_id = launched.api_task
     home, env = stack.services.airflow_home, stack.services.env
+    launched.dags_test.join(600)  # its SSH sessions are on the same sshd: not cut with the task's
     since = rerun_train(stack, task_id)
     follower = LogFollower(stack, task_id)
     follower.start()
@@ -288,6 +271,7 @@ def test_failed_stage_retried_through_hive_and_sshd_faults(stack: Stack, launche
     data_fetch runs and sshd dies mid data_upload, each started again: each stage retries, the
     staged data is not duplicated, no verified chunk is sent again, and the task completes."""
     task_id = launched.failing_task
+    launched.dags_test.join(600)  # it uses the Hive server and sshd this test stops
     task = stack.wait_final(task_id)
     assert task["status"] == "failed" and task["current_step"] == 0
     failed = task["steps"][0]
@@ -318,3 +302,24 @@ def test_failed_stage_retried_through_hive_and_sshd_faults(stack: Stack, launche
     chunks = stack.assert_no_verified_chunk_resent(task_id, verified_at_kill)
     upload = task["steps"][1]
     assert upload["retry_count"] >= 1 or any(c["retry_count"] for c in chunks)
+
+
+# -- last: `airflow dags test`, started once the first pipelines were done (launch.py) --
+
+
+def test_airflow_dags_test_runs_all_stages(stack: Stack, launched: Launched) -> None:
+    """`airflow dags test fuxictr_workflow -c conf.json` (no scheduler, own Airflow DB) runs the six
+    stages; a run without a task id creates its task row; the per-task log directory rotates."""
+    run = launched.dags_test
+    out = run.result(timeout=540)
+    store = WorkflowStore(run.store_url)
+    failures = [(t["id"], t["error_message"]) for t in store.list_tasks() if t["error_message"]]
+    assert out.returncode == 0, f"{failures}\n{out.stdout[-3000:]}{out.stderr[-3000:]}"
+    (task,) = store.list_tasks()
+    task = store.get_task(task["id"])
+    assert (task["status"], task["current_step"], task["name"]) == ("completed", 5, "dags-test")
+    assert all(s["status"] == "completed" and s["started_at"] and s["completed_at"] for s in task["steps"])
+    steps_logged = {e["step"] for e in store.logs_after(task["id"], limit=100_000)}
+    assert set(STAGE_NAMES) <= steps_logged
+    log_files = list((run.root / "log_dir" / f"task_{task['id']}").glob("*.log"))
+    assert len(log_files) >= 2, "the log directory did not rotate"
