@@ -23,6 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -113,13 +114,16 @@ class Services:
             **executor_env,
             **self.extra_airflow_env,
         }
-        load_demo_data(self.work, env, *self.rows)
         workers = CELERY_WORKERS if self.executor == "celery" else 0
         say(
             f"starting Airflow (api-server on 127.0.0.1:{self.port}, scheduler, dag-processor, triggerer"
             + (f", {workers} Celery workers)" if workers else ")")
         )
-        full_env = self.env = airflow_stack.start(self.airflow_home, self.port, env, workers=workers)
+        # the data goes into Hive while Airflow migrates and starts: neither needs the other
+        with ThreadPoolExecutor(1) as pool:
+            loading = pool.submit(load_demo_data, self.work, env, *self.rows)
+            full_env = self.env = airflow_stack.start(self.airflow_home, self.port, env, workers=workers)
+            loading.result()
         import subprocess
 
         # the pools while the dag-processor parses the DAG: each takes seconds of its own
@@ -263,7 +267,9 @@ def load_demo_data(work: Path, env: dict[str, str], sample_rows: int, infer_rows
 
 def hive_run(statements: list[str], env: dict[str, str]) -> list[Any]:
     """Run statements through HiveServer2 (the Airflow connection the stages use)."""
-    old = dict(os.environ)
+    # only `env`'s keys change and are put back: another thread of this process may read
+    # os.environ meanwhile (Services.start loads the data while Airflow starts)
+    old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     quiet_client_logs()
     try:
@@ -279,8 +285,11 @@ def hive_run(statements: list[str], env: dict[str, str]) -> list[Any]:
             )
         return results
     finally:
-        os.environ.clear()
-        os.environ.update(old)
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def wait_dag(port: int, home: Path, timeout: float = 180) -> None:
