@@ -8,18 +8,9 @@ from types import SimpleNamespace
 
 from fuxictr_workflow.config import WorkflowConfig
 from fuxictr_workflow.dag_params import pool_for
+from tests.dag_tasks import DAG_TASKS
 
-ORDER = [
-    "claim_task",
-    "data_fetch.hive_export",
-    "data_fetch.hdfs_download",
-    "data_upload",
-    "train",
-    "infer",
-    "result_download",
-    "hive_upload.hdfs_upload",
-    "hive_upload.hive_load",
-]
+ORDER = list(DAG_TASKS)
 
 
 def test_stages_chain_in_order_and_pool_train_and_infer(make_config: Callable[..., WorkflowConfig]) -> None:

@@ -19,20 +19,10 @@ from fuxictr_workflow.config import ConfigError, WorkflowConfig, parse_config
 from fuxictr_workflow.tracking import StageError
 from fuxictr_workflow.transfer.errors import UnsafePath
 from fuxictr_workflow.transfer.plan import check_listed, check_local
+from tests.dag_tasks import DAG_TASKS
 
 SERVER = {"servers": {"a": {"host": "gpu-1", "username": "ml"}}}
 # the DAG's tasks and the stage each belongs to
-DAG_TASKS = {
-    "claim_task": "default",
-    "data_fetch.hive_export": "data_fetch",
-    "data_fetch.hdfs_download": "data_fetch",
-    "data_upload": "data_upload",
-    "train": "train",
-    "infer": "infer",
-    "result_download": "result_download",
-    "hive_upload.hdfs_upload": "hive_upload",
-    "hive_upload.hive_load": "hive_upload",
-}
 
 
 def test_execution_timeouts_default_per_stage_and_fall_back_to_default() -> None:

@@ -22,6 +22,7 @@ import pytest
 from fuxictr_workflow import paths
 from fuxictr_workflow.stages import STAGE_NAMES
 from scripts import airflow_stack, demo
+from tests.dag_tasks import STAGE_TASKS
 from tests.e2e.launch import Launched, fields, trigger
 from tests.e2e.stack import INFER_ROWS, Stack
 from tests.e2e.stage_alone import TASKS_TEST_RUN_PREFIX, run_alone
@@ -29,16 +30,6 @@ from tests.e2e.stage_alone import TASKS_TEST_RUN_PREFIX, run_alone
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 DAG = "fuxictr_workflow"
-STAGE_TASKS = (
-    "data_fetch.hive_export",
-    "data_fetch.hdfs_download",
-    "data_upload",
-    "train",
-    "infer",
-    "result_download",
-    "hive_upload.hdfs_upload",
-    "hive_upload.hive_load",
-)
 TRACEBACK = "Traceback (most recent call last)"
 # what `airflow tasks test` printed when the scheduler moved the stage under test's state
 # the first part of a two-part stage: alone, it leaves its stage pending for the second part
