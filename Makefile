@@ -19,11 +19,13 @@ deps:
 # run pays. torch is pinned: unpinned, fuxictr would pull the newest (a multi-GB CUDA build on
 # PyPI); the CPU build comes from the local wheels pip's config points at (find-links), which uv
 # is given too. uv reads UV_INDEX_URL / UV_EXTRA_INDEX_URL for other indexes, not pip's config.
+# Bytecode is compiled at install, as pip does: where PYTHONDONTWRITEBYTECODE is set (these
+# machines) every Airflow and test process would otherwise compile each module it imports.
 FIND_LINKS ?= $(or $(PIP_FIND_LINKS),$(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "uv>=0.9"
-	$(VENV)/bin/uv pip install -q --python $(PY) $(if $(FIND_LINKS),--find-links $(FIND_LINKS)) \
+	$(VENV)/bin/uv pip install -q --compile-bytecode --python $(PY) $(if $(FIND_LINKS),--find-links $(FIND_LINKS)) \
 		"torch==2.13.0" -e ".[fuxictr,hive-embedded,celery,test]"
 	@# the build leaves an egg-info beside the package; on sys.path it makes Airflow load the plugin twice
 	rm -rf plugins/*.egg-info
