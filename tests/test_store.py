@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection
 from fuxictr_workflow.stages import STAGE_NAMES
 from fuxictr_workflow.store import ChunkSpec, EpochRecord, IllegalTransition, NotFound, WorkflowStore
 from fuxictr_workflow.store.database import SCHEMA_VERSION
+from fuxictr_workflow.store.errors import StaleAttempt
 from tests.conftest import new_task
 from tests.services.postgres import reset_database
 
@@ -136,6 +137,26 @@ def test_a_stage_started_in_a_pipeline_run_reopens_the_later_steps(db: WorkflowS
         db.start_step(task_id, step)
         db.complete_step(task_id, step)
     assert status(db, task_id) == ("completed", 5, None)
+
+
+def test_an_overtaken_attempt_leaves_the_step_to_the_later_one(db: WorkflowStore) -> None:
+    """A try that reports after the next try started the step again (Airflow marked it
+    failed and moved on; its process was still ending) changes nothing: the step is the
+    later attempt's."""
+    task_id = new_task(db)
+    first = db.start_step(task_id, "train")
+    second = db.start_step(task_id, "train")  # the next try, with the first one's still running
+    assert second == first + 1
+    with pytest.raises(StaleAttempt, match="attempt 0 was overtaken by attempt 1"):
+        db.fail_step(task_id, "train", "runner killed by signal 15", final=False, attempt=first)
+    with pytest.raises(StaleAttempt):
+        db.complete_step(task_id, "train", {"auc": 0.5}, attempt=first)
+    with pytest.raises(StaleAttempt):
+        db.pause_step(task_id, "train", attempt=first)
+    train = db.get_task(task_id)["steps"][STAGE_NAMES.index("train")]
+    assert (train["status"], train["error_message"], train["result"]) == ("running", None, None)
+    db.complete_step(task_id, "train", {"auc": 0.8}, attempt=second)
+    assert db.step_result(task_id, "train") == {"auc": 0.8}
 
 
 def test_claim_task_is_compare_and_set(db: WorkflowStore) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from fuxictr_workflow.stages import StepStatus, TaskStatus, stage
 from fuxictr_workflow.store import utcnow
+from fuxictr_workflow.store.errors import StaleAttempt
 from fuxictr_workflow.workflow_log import WorkflowLogger
 
 ERROR_MESSAGE_MAX = 4000
@@ -107,6 +108,17 @@ def _heartbeat(run: StageRun, interval: float, stop: threading.Event) -> None:
 
 
 @contextmanager
+def _unless_overtaken(run: StageRun, attempt: int) -> Iterator[None]:
+    """A try Airflow has moved on from (marked failed or cleared, its process given seconds to
+    end) can report after the next try started the step again: the step is the later
+    attempt's, and this one's outcome is only logged."""
+    try:
+        yield
+    except StaleAttempt as err:
+        run.warning(f"not recorded: {err}")
+
+
+@contextmanager
 def track_stage(
     task_id: int,
     step: str,
@@ -129,6 +141,7 @@ def track_stage(
         run.info(f"{step} started" + (f" (retry {attempt})" if attempt else ""))
         started = utcnow()
     else:  # a later part: the stage's duration counts from its first part
+        attempt = int(current["retry_count"])
         started = current["started_at"] or utcnow()
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(run, heartbeat_interval, stop), daemon=True)
@@ -144,7 +157,8 @@ def track_stage(
         will_retry = will_retry and not alone and getattr(exc, "retryable", True)
         # the event goes first: a WebSocket closes once the task is final, after its last event
         run.error(f"{step} failed: {reason}" + ("; it will be retried" if will_retry else ""))
-        store.fail_step(task_id, step, reason, final=not will_retry)
+        with _unless_overtaken(run, attempt):
+            store.fail_step(task_id, step, reason, final=not will_retry, attempt=attempt)
         raise
     else:
         if run.suspended:
@@ -155,10 +169,14 @@ def track_stage(
             seconds = (ended - started).total_seconds()
             run.result.setdefault("seconds", round(seconds, 3))
             run.info(f"{step} finished in {seconds:.1f}s")
-            store.complete_step(task_id, step, run.result, alone=alone, completed_at=ended)
+            with _unless_overtaken(run, attempt):
+                store.complete_step(
+                    task_id, step, run.result, alone=alone, completed_at=ended, attempt=attempt
+                )
         elif alone:
             run.info(f"{step}: first part done; the stage completes when its second part runs")
-            store.pause_step(task_id, step)
+            with _unless_overtaken(run, attempt):
+                store.pause_step(task_id, step, attempt=attempt)
     finally:
         stop.set()
         beat.join(timeout=5)

@@ -13,3 +13,8 @@ class NotFound(StoreError):
 
 class IllegalTransition(StoreError):
     pass
+
+
+class StaleAttempt(IllegalTransition):
+    """An attempt at a step reported after a later attempt had started the step again (a try
+    Airflow gave up on, still ending in its process): the later attempt owns the step."""

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from fuxictr_workflow.stages import STAGE_NAMES, StepStatus, TaskStatus, stage
 from fuxictr_workflow.store.database import Database, task_steps, utcnow
-from fuxictr_workflow.store.errors import IllegalTransition, NotFound
+from fuxictr_workflow.store.errors import IllegalTransition, NotFound, StaleAttempt
 from fuxictr_workflow.store.tasks import Tasks
 
 # step status -> statuses it may move to. Restarting a running step is how a worker that
@@ -48,6 +48,7 @@ class Steps:
         task_id: int,
         step_name: str,
         new: StepStatus,
+        attempt: int | None = None,
         **values: Any,
     ) -> dict[str, Any]:
         stage(step_name)
@@ -62,6 +63,11 @@ class Steps:
         )
         if row is None:
             raise NotFound(f"task {task_id} has no step {step_name!r} (does the task exist?)")
+        if attempt is not None and row["retry_count"] != attempt:
+            raise StaleAttempt(
+                f"task {task_id} step {step_name}: attempt {attempt} was overtaken by attempt "
+                f"{row['retry_count']}, which runs the step now"
+            )
         if new not in _STEP_TRANSITIONS[row["status"]]:
             raise IllegalTransition(
                 f"task {task_id} step {step_name}: cannot go from {row['status']} to {new}"
@@ -124,32 +130,49 @@ class Steps:
         *,
         alone: bool = False,
         completed_at: datetime | None = None,
+        attempt: int | None = None,
     ) -> None:
         """Mark a running step completed (at ``completed_at``, when its work ended earlier than
         now). In a pipeline run the task stays running until its last stage completes; a step
         run ``alone`` (one stage re-run by itself) leaves the task in the status its steps say
-        (see :meth:`_settle_task`)."""
+        (see :meth:`_settle_task`). With ``attempt`` (the retry count :meth:`start_step` gave),
+        a step another attempt has started since is left to it: :class:`StaleAttempt`."""
         now = completed_at or utcnow()
 
         def run(conn: Connection) -> None:
             values: dict[str, Any] = {"completed_at": now}
             if result is not None:
                 values["result"] = json.dumps(result, default=str)
-            self._transition(conn, task_id, step_name, StepStatus.COMPLETED, **values)
+            self._transition(conn, task_id, step_name, StepStatus.COMPLETED, attempt, **values)
             self._settle_task(
                 conn, task_id, step_name, run_goes_on=not alone and step_name != STAGE_NAMES[-1]
             )
 
         self.db.write(run)
 
-    def fail_step(self, task_id: int, step_name: str, error_message: str, *, final: bool = True) -> None:
+    def fail_step(
+        self,
+        task_id: int,
+        step_name: str,
+        error_message: str,
+        *,
+        final: bool = True,
+        attempt: int | None = None,
+    ) -> None:
         """Mark a running step failed. final=False (Airflow will retry) leaves the task running;
-        a final failure fails the task, its error naming the stage."""
+        a final failure fails the task, its error naming the stage. ``attempt``: as for
+        :meth:`complete_step`."""
         now = utcnow()
 
         def run(conn: Connection) -> None:
             self._transition(
-                conn, task_id, step_name, StepStatus.FAILED, error_message=error_message, completed_at=now
+                conn,
+                task_id,
+                step_name,
+                StepStatus.FAILED,
+                attempt,
+                error_message=error_message,
+                completed_at=now,
             )
             if final:
                 self._settle_task(conn, task_id, step_name, run_goes_on=False)
@@ -158,13 +181,13 @@ class Steps:
 
         self.db.write(run)
 
-    def pause_step(self, task_id: int, step_name: str) -> None:
+    def pause_step(self, task_id: int, step_name: str, *, attempt: int | None = None) -> None:
         """A running step goes back to pending with its work part-done: the first part of a
         two-part stage run alone, whose second part has yet to run. The task settles as for
         :meth:`complete_step` ``alone``."""
 
         def run(conn: Connection) -> None:
-            self._transition(conn, task_id, step_name, StepStatus.PENDING, completed_at=None)
+            self._transition(conn, task_id, step_name, StepStatus.PENDING, attempt, completed_at=None)
             self._settle_task(conn, task_id, step_name, run_goes_on=False)
 
         self.db.write(run)
