@@ -73,16 +73,18 @@ def test_killed_runner_fails_the_stage(cfg: WorkflowConfig) -> None:
     task_id = new_task(store, server="local", experiment_id="DeepFM_demo")
     stage_data(cfg, task_id, sample=make_ctr_table(60_000, seed=1))
     work_dir = paths.remote_work_dir(cfg.server("local").remote_root, task_id)
+    # the runner's own process (`python .../runner.py train ...`), not `job.py start` nor the
+    # job's supervisor, whose command lines name runner.py further along: on a busy machine
+    # `job.py start` is still waiting for the job to record itself when the runner shows
+    runner = f"^[^ ]+ [^ ]*/runner[.]py train .*{work_dir}"
 
     def kill_when_running() -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            found = subprocess.run(
-                ["pgrep", "-f", f"runner.py train .*{work_dir}"], capture_output=True, text=True
-            )
+            found = subprocess.run(["pgrep", "-f", runner], capture_output=True, text=True)
             if found.stdout.strip():
                 time.sleep(1.0)
-                subprocess.run(["pkill", "-9", "-f", f"runner.py train .*{work_dir}"])
+                subprocess.run(["pkill", "-9", "-f", runner])
                 return
             time.sleep(0.1)
 
