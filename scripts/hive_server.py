@@ -74,6 +74,9 @@ HIVE_SITE = """<?xml version="1.0"?>
 """
 
 
+CLIENT_JVM_OPTS = "-XX:TieredStopAtLevel=1"
+
+
 class HiveServer:
     """Start/stop one Spark Thrift Server whose state lives under `directory`."""
 
@@ -184,6 +187,10 @@ class HiveServer:
             "AIRFLOW_CONN_HIVESERVER2_DEFAULT": f"hiveserver2://hive@127.0.0.1:{info.port}/default",
             "SPARK_HOME": str(spark_home()),
             "PATH": f"{spark_home() / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+            # beeline runs as two short JVMs (Spark's launcher, then beeline itself), one per
+            # HiveQL stage: with the C1 compiler only, each start takes about half the CPU time
+            "SPARK_LAUNCHER_OPTS": CLIENT_JVM_OPTS,
+            "SPARK_BEELINE_OPTS": CLIENT_JVM_OPTS,
         }
 
 

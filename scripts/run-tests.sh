@@ -4,7 +4,7 @@
 #   stack  tests on the real Airflow / Hive / sshd / FuXiCTR stack (two lanes side by side,
 #          unless pytest args are given: then one pytest)
 #   stress the stand-in restart stress tests (make test-stress)
-#   all    fast, then stack; a failure in fast stops the run before stack starts
+#   all    fast, then stack; the first failure in fast stops the run before stack starts
 # Usage: run-tests.sh [fast|stack|stress|all] [pytest args...]
 # Each tier's wall time is appended to .work/test-tiers.txt (.ci/run prints it); each pytest
 # process writes its JUnit report (per-test times) to .work/junit-<tier>.xml.
@@ -62,7 +62,8 @@ case $tier in
   stack) if [ $# -eq 0 ]; then run_stack_lanes; else run_tier stack "stack and not stress" "$@"; fi ;;
   stress) run_tier stress "stress" "$@" ;;
   all)
-    run_tier fast "not stack and not stress" "${FAST_PARALLEL[@]}" "$@" || {
+    # the first failure ends the run: it shows within minutes, not after the stack tier
+    run_tier fast "not stack and not stress" "${FAST_PARALLEL[@]}" --exitfirst "$@" || {
       echo "the fast tier failed: the stack tier is not run" >&2
       exit 1
     }

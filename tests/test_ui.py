@@ -157,6 +157,23 @@ def wait_for(driver: Any, predicate: Callable[[Any], Any], timeout: float = 30, 
     return waiter(driver, timeout).until(predicate, message)
 
 
+# The create, cancel and retry requests act on DAG runs inside the API server: on a machine busy
+# with other stacks that has taken over 30 s.
+ACTION_TIMEOUT_S = 180
+
+
+def wait_for_notice(driver: Any, text: str) -> None:
+    """Until the page's notice says `text`; a timeout names what it said instead."""
+    from selenium.common.exceptions import TimeoutException
+
+    try:
+        wait_for(driver, lambda d: text in text_of(d, "#notice"), ACTION_TIMEOUT_S)
+    except TimeoutException:
+        raise AssertionError(
+            f"the notice never said {text!r}: it says {text_of(driver, '#notice')!r}"
+        ) from None
+
+
 def shot(driver: Any, artifacts: Path, name: str) -> None:
     driver.save_screenshot(str(artifacts / name))
 
@@ -265,7 +282,8 @@ def test_workflow_view_in_airflow_ui(browser: Any, ui_stack: UiStack, ui_artifac
             and int(m) not in (stack.failed_id, stack.completed_id)
             and int(m)
         ),
-        message="navigated to the new task",
+        ACTION_TIMEOUT_S,
+        "navigated to the new task",
     )
     task = stack.store.get_task(new_id)
     assert task["name"] == NEW_TASK["name"] and task["dag_run_id"]
@@ -302,14 +320,18 @@ def test_workflow_view_in_airflow_ui(browser: Any, ui_stack: UiStack, ui_artifac
 
     # cancel the new (pending) task
     driver.find_element(By.ID, "cancel-btn").click()
-    wait_for(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#detail-status .badge").text == "cancelled")
+    wait_for(
+        driver,
+        lambda d: d.find_element(By.CSS_SELECTOR, "#detail-status .badge").text == "cancelled",
+        ACTION_TIMEOUT_S,
+    )
     assert stack.store.get_task(new_id, with_steps=False)["status"] == "cancelled"
 
     # retry the failed task
     driver.execute_script(f"location.hash = '#/tasks/{stack.failed_id}'")
     wait_for(driver, lambda d: d.find_element(By.ID, "retry-btn").is_displayed(), message="retry button")
     driver.find_element(By.ID, "retry-btn").click()
-    wait_for(driver, lambda d: "being retried" in text_of(d, "#notice"), message="retry notice")
+    wait_for_notice(driver, "being retried")
     wait_for(
         driver,
         lambda d: d.find_element(By.CSS_SELECTOR, "#detail-status .badge").text in ("pending", "running"),

@@ -53,6 +53,9 @@ def services_for(work: Path, executor: str, hive: HiveServer | None = None) -> d
             "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD": "15",
             # a task left running by a killed scheduler is reset within 10 s, not 5 minutes
             "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "10",
+            # the DAG file and the config it reads do not change during a test session: parse it
+            # at start (and for callbacks, which are parsed at once) rather than every 30 s
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "900",
         },
         executor=executor,
         hive=hive,
