@@ -29,6 +29,7 @@ pytest_plugins: list[str] = [
     "tests.services.browser",
     "tests.services.airflow_app",
     "tests.services.hive",
+    "tests.services.security_api",  # after hive, whose session server it uses
     "tests.services.stress",  # before hive_restarts, which imports it
     "tests.services.hive_restarts",
 ]

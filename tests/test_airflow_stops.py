@@ -122,3 +122,26 @@ def test_failed_run_leaves_a_step_closed_meanwhile(
     store.get_task = get_task_then_closed  # type: ignore[method-assign]
     airflow_stops.close_steps_of_failed_run(cfg, wlogger, DAG, "run_1")
     assert step(store, task_id, "train")["error_message"].startswith("cancelled: train was marked failed")
+
+
+def test_failed_run_taken_up_again_is_left_to_its_new_try(
+    make_config: Callable[..., WorkflowConfig], sshd: SshdInfo, store: WorkflowStore, wlogger: WorkflowLogger
+) -> None:
+    """The failure callback can run seconds late: a user has cleared the run meanwhile. If
+    Airflow runs it again the callback neither stops the jobs nor fails the step; if a new try
+    starts the step just after that check, the step is the new try's and stays running."""
+    cfg = make_config(sshd)
+    task_id = running_train(store, "run_1")
+    airflow_stops.close_steps_of_failed_run(cfg, wlogger, DAG, "run_1", resumed=lambda: True)
+    assert step(store, task_id, "train")["status"] == "running"
+    assert store.logs_after(task_id) == []
+
+    def new_try_starts_the_step() -> bool:
+        store.start_step(task_id, "train")
+        return False
+
+    before = step(store, task_id, "train")["retry_count"]
+    airflow_stops.close_steps_of_failed_run(cfg, wlogger, DAG, "run_1", resumed=new_try_starts_the_step)
+    train = step(store, task_id, "train")
+    assert (train["status"], train["retry_count"]) == ("running", before + 1), train
+    assert store.get_task(task_id, with_steps=False)["status"] == "running"

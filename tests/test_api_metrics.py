@@ -11,51 +11,27 @@ are written to the store the server reads, as the stages would.
 
 from __future__ import annotations
 
-import os
 import urllib.parse
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fuxictr_workflow.stages import STAGE_NAMES
 from fuxictr_workflow.store import EpochRecord, WorkflowStore
-from scripts import airflow_stack
 from tests.conftest import new_task
-from tests.security.stack import MAIN, OTHER, call
-from tests.services.airflow_app import ApiServer, start_api_server
+from tests.security.stack import call
+from tests.services.airflow_app import ApiServer
 
-# starts an api-server of its own (not a STACK_FIXTURES fixture): the stack tier
-pytestmark = [pytest.mark.timeout(600), pytest.mark.stack]
+pytestmark = pytest.mark.timeout(600)
 
-REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT = "exp_history"
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    root = tmp_path_factory.mktemp("api_metrics")
-    server = {"host": "127.0.0.1", "port": 22, "username": "nobody"}
-    config = {
-        "servers": {
-            "local": {**server, "remote_root": str(root / "remote")},
-            "gpu2": {**server, "remote_root": str(root / "remote2")},
-        }
-    }
-    env = {
-        "AIRFLOW__CORE__AUTH_MANAGER": "tests.services.dag_scoped_auth.DagScopedAuthManager",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer,alice:user,bob:user",
-        "FUXICTR_TEST_DAG_SCOPES": f"alice={MAIN};bob={OTHER}",
-        # the auth manager is imported from tests/; the caller's PYTHONPATH is kept
-        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
-    }
-    started = start_api_server(root, config, env)
-    try:
-        yield started
-    finally:
-        airflow_stack.stop(started.home)
-        started.store.dispose()
+def api(security_api: ApiServer) -> ApiServer:
+    """The session's api-server of the security tests (tests/services/security_api.py): its
+    two servers, users and DAG scopes are the ones described above."""
+    return security_api
 
 
 def run_steps(store: WorkflowStore, task_id: int, results: dict[str, dict[str, Any]], upto: str) -> None:

@@ -9,6 +9,7 @@ its end in these cases, so the step would stay "running" and the job would go on
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from fuxictr_workflow.config import WorkflowConfig
@@ -82,13 +83,23 @@ def close_step_marked(
         )
 
 
-def close_steps_of_failed_run(cfg: WorkflowConfig, logger: WorkflowLogger, dag_id: str, run_id: str) -> None:
+def close_steps_of_failed_run(
+    cfg: WorkflowConfig,
+    logger: WorkflowLogger,
+    dag_id: str,
+    run_id: str,
+    resumed: Callable[[], bool] = lambda: False,
+) -> None:
     """The DAG run (dag_id, run_id) failed: if the workflow task bound to that run still shows
     a running step, that stage's end was never recorded. Stop the task's jobs and fail those
     steps, so the task does not show "running" forever and no training goes on for it.
 
     Only the task bound to this very run: a run of another server's DAG may have the same id
-    (whoever triggers a run picks its id), and its failure must not touch this task."""
+    (whoever triggers a run picks its id), and its failure must not touch this task. And only
+    while the run stays failed: the callback can run seconds late, after a user has cleared the
+    run and a new try has started the step (`resumed` says whether Airflow runs it again). A try
+    that starts the step after that check takes a new attempt, which the write below leaves
+    alone (the store's compare-and-set on the step's attempt)."""
     from fuxictr_workflow.cancel_jobs import stop_jobs_of
     from fuxictr_workflow.dag_params import server_of_dag
 
@@ -99,19 +110,30 @@ def close_steps_of_failed_run(cfg: WorkflowConfig, logger: WorkflowLogger, dag_i
     task = store.get_task(task_id)
     if task["status"] in FINAL_TASK_STATUSES:
         return
-    running = [s["step_name"] for s in task["steps"] if s["status"] == StepStatus.RUNNING]
-    if not running:
+    running = {s["step_name"]: s["retry_count"] for s in task["steps"] if s["status"] == StepStatus.RUNNING}
+    if not running or resumed():
         return
     stop_jobs_of(cfg, task, logger, why="the DAG run failed")
-    for step in running:
-        # the stage's own on_kill may have closed the step while the jobs were being stopped
+    for step, attempt in running.items():
+        # the stage's own on_kill may have closed the step while the jobs were being stopped,
+        # or a new try of the cleared run started it again (IllegalTransition, StaleAttempt)
         with contextlib.suppress(IllegalTransition):
             store.fail_step(
                 task_id,
                 step,
                 f"the DAG run {run_id} failed while {step} was running (its task instance was marked "
                 "failed, or its process was lost on its last try); its job on the training server was stopped",
+                attempt=attempt,
             )
+
+
+def run_resumed(dag_id: str, run_id: str) -> bool:
+    """Whether Airflow runs the failed run again: some task instance of it is no longer ended
+    (a user cleared it, and with it the run)."""
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    states = RuntimeTaskInstance.get_task_states(dag_id=dag_id, run_ids=[run_id]).get(run_id) or {}
+    return any(state not in ENDED_TI_STATES for state in states.values())
 
 
 def _step_status(logger: WorkflowLogger, workflow_task_id: int, step: str) -> str:
@@ -124,5 +146,7 @@ def on_dag_run_failed(context: Any) -> None:
     from fuxictr_workflow.config import get_config
     from fuxictr_workflow.workflow_log import get_logger
 
-    dag_run = context["dag_run"]
-    close_steps_of_failed_run(get_config(), get_logger(), dag_run.dag_id, dag_run.run_id)
+    dag_id, run_id = context["dag_run"].dag_id, context["dag_run"].run_id
+    close_steps_of_failed_run(
+        get_config(), get_logger(), dag_id, run_id, resumed=lambda: run_resumed(dag_id, run_id)
+    )

@@ -1,5 +1,5 @@
-"""The one Airflow api-server the tests/security modules share (fixture `security_api` in
-conftest.py), and a client for it.
+"""The one Airflow api-server the tests/security modules (and tests/test_api_metrics.py) share
+(fixture `security_api`, tests/services/security_api.py), and a client for it.
 
 An api-server start (metadata DB, DAG serialization, the server itself) is the costliest
 setup of the package, so its modules share one, configured for all of them: two training
