@@ -26,7 +26,8 @@ from urllib.parse import quote
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, AirflowRescheduleException
 
-from fuxictr_workflow.airflow_stops import on_dag_run_failed
+from fuxictr_workflow import airflow_stops
+from fuxictr_workflow.airflow_stops import ENDED_TI_STATES, on_dag_run_failed
 from fuxictr_workflow.dag_params import CLAIM_TASK_ID, param_schemas
 from fuxictr_workflow.operators.claim import ClaimTaskOperator
 from fuxictr_workflow.operators.hive import HiveExportOperator
@@ -230,19 +231,28 @@ def test_a_conf_task_id_adopts_no_task_the_api_did_not_start_the_run_for(
 
 
 def test_the_failure_callback_of_a_run_named_after_as_run_leaves_a_alone(
-    stack: ApiServer, task_a: tuple[int, str]
+    stack: ApiServer, task_a: tuple[int, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """bob's run on B's DAG with A's run id and an unknown task_id fails at claim_task; its
     failure callback must not fail A's running step, nor write to A's log (with train running
     it would also stop A's job: tests/test_airflow_stops.py has that case over a real sshd).
-    A's own run's callback does fail the step: the callback works here, and it was the run's
-    identity that stopped it."""
+    A's own run, once failed, has its callback fail the step: the callback works here, and it
+    was the run's identity that stopped it. (The callback asks Airflow whether the run was
+    taken up again through the dag-processor's supervisor, which this process is not: here
+    Airflow's REST API answers.)"""
+
+    def resumed_over_rest(dag_id: str, run_id: str) -> bool:
+        tis = airflow(stack, "GET", f"{run_path(dag_id, run_id)}/taskInstances")["task_instances"]
+        return any(ti["state"] not in ENDED_TI_STATES for ti in tis)
+
+    monkeypatch.setattr(airflow_stops, "run_resumed", resumed_over_rest)
     task_id, run_a = task_a
     before = state_of(stack.store, task_id)
     trigger_as(stack, "bob", OTHER, run_a, {"task_id": 999_999})
     refused_claim(stack, OTHER, run_a)
     on_dag_run_failed(context(stack, OTHER, run_a))
     assert state_of(stack.store, task_id) == before
+    airflow(stack, "PATCH", run_path(MAIN, run_a), {"state": "failed"})
     on_dag_run_failed(context(stack, MAIN, run_a))
     upload = next(s for s in stack.store.get_task(task_id)["steps"] if s["step_name"] == "data_upload")
     assert upload["status"] == "failed" and f"the DAG run {run_a} failed" in upload["error_message"]
