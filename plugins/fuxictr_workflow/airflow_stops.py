@@ -9,7 +9,7 @@ its end in these cases, so the step would stay "running" and the job would go on
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fuxictr_workflow.config import WorkflowConfig
@@ -127,13 +127,18 @@ def close_steps_of_failed_run(
             )
 
 
+def taken_up_again(ti_states: Iterable[str | None]) -> bool:
+    """Whether a failed run runs again, from its task instances' states: some is no longer
+    ended (a user cleared it, and with it the run)."""
+    return any(state not in ENDED_TI_STATES for state in ti_states)
+
+
 def run_resumed(dag_id: str, run_id: str) -> bool:
-    """Whether Airflow runs the failed run again: some task instance of it is no longer ended
-    (a user cleared it, and with it the run)."""
+    """:func:`taken_up_again` for the run, as Airflow has it now."""
     from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
     states = RuntimeTaskInstance.get_task_states(dag_id=dag_id, run_ids=[run_id]).get(run_id) or {}
-    return any(state not in ENDED_TI_STATES for state in states.values())
+    return taken_up_again(states.values())
 
 
 def _step_status(logger: WorkflowLogger, workflow_task_id: int, step: str) -> str:

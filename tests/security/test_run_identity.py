@@ -27,7 +27,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException, AirflowRescheduleException
 
 from fuxictr_workflow import airflow_stops
-from fuxictr_workflow.airflow_stops import ENDED_TI_STATES, on_dag_run_failed
+from fuxictr_workflow.airflow_stops import on_dag_run_failed
 from fuxictr_workflow.dag_params import CLAIM_TASK_ID, param_schemas
 from fuxictr_workflow.operators.claim import ClaimTaskOperator
 from fuxictr_workflow.operators.hive import HiveExportOperator
@@ -243,7 +243,7 @@ def test_the_failure_callback_of_a_run_named_after_as_run_leaves_a_alone(
 
     def resumed_over_rest(dag_id: str, run_id: str) -> bool:
         tis = airflow(stack, "GET", f"{run_path(dag_id, run_id)}/taskInstances")["task_instances"]
-        return any(ti["state"] not in ENDED_TI_STATES for ti in tis)
+        return airflow_stops.taken_up_again(ti["state"] for ti in tis)
 
     monkeypatch.setattr(airflow_stops, "run_resumed", resumed_over_rest)
     task_id, run_a = task_a
