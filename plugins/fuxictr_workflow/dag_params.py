@@ -1,7 +1,7 @@
 """The DAG's Params: the six task fields as JSON schemas, so the trigger form validates them.
 
-Built from validation.py's limits and patterns: the form checks the shape, the API and the
-stages enforce the full rules (the parsed query, the config's path and database allowlists).
+Built from task_fields.py's model: the form checks the shape, the API and the stages enforce
+the full rules (the parsed query, the config's path and database allowlists).
 """
 
 from __future__ import annotations
@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from fuxictr_workflow import validation as v
-from fuxictr_workflow.validation import TASK_FIELDS
+from fuxictr_workflow.task_fields import field_schemas
 
 DAG_ID = "fuxictr_workflow"
 # The DAG's first task (not a stage): makes the run its workflow task's one active run.
@@ -35,73 +34,24 @@ def pool_for(server: str) -> str:
 def param_schemas(server: str) -> dict[str, dict[str, Any]]:
     """Param name -> keyword arguments for airflow.sdk.Param.
 
-    The six fields default to null so that `airflow tasks test ... -t '{"task_id": N}'` (which
-    validates every Param) can re-run one stage of an existing task; a run triggered without
-    them fails its first stage with the missing field named. Given values must match the
-    schema (length, pattern): the trigger form and Airflow's REST API (400 naming the param)
-    refuse them at trigger time; the stages re-check what a schema cannot (one SQL statement).
+    The six fields are task_fields.py's JSON Schema, each also allowing null, the default, so
+    that `airflow tasks test ... -t '{"task_id": N}'` (which validates every Param) can re-run
+    one stage of an existing task; a run triggered without them fails its first stage with the
+    missing field named. Given values must match the schema (length, pattern): the trigger form
+    and Airflow's REST API (400 naming the param) refuse them at trigger time; the stages
+    re-check what a schema cannot (one SQL statement, the config's allowlists).
     """
-    sql = {
-        "type": ["null", "string"],
-        "minLength": 1,
-        "maxLength": v.SQL_MAX,
-        "pattern": v.NOT_BLANK_PATTERN,
-        "format": "multiline",
-    }
     schemas: dict[str, dict[str, Any]] = {
-        "name": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": v.NAME_MAX,
-            "pattern": v.NAME_PATTERN,
-            "title": "Task name",
-            "description": "A name for this pipeline run.",
-        },
-        "experiment_id": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": v.EXPERIMENT_ID_MAX,
-            "pattern": v.EXPERIMENT_ID_PATTERN,
-            "title": "Experiment id",
-            "description": "FuXiCTR expid in the server's model_config.yaml (letters, digits, _ . -).",
-        },
-        "sample_sql": {
-            **sql,
-            "title": "Sample SQL",
-            "description": "One SELECT (or WITH ... SELECT) query for the training data, with the label column.",
-        },
-        "infer_sql": {
-            **sql,
-            "title": "Inference SQL",
-            "description": "One SELECT query for the rows to score (id column(s) + features).",
-        },
-        "hdfs_path": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": v.HDFS_PATH_MAX,
-            "pattern": v.HDFS_PATH_PATTERN,
-            "title": "HDFS path",
-            "description": "Absolute path (or a URL config.yaml's hdfs.allowed_urls lists) for this run's files.",
-        },
-        "hive_table": {
-            "type": "string",
-            "minLength": 3,
-            "maxLength": v.HIVE_TABLE_MAX,
-            "pattern": v.HIVE_TABLE_PATTERN,
-            "title": "Hive table",
-            "description": "database.table for the predictions, in one of hive.output_databases "
-            "(created if missing; one partition per task).",
-        },
-        "server": {
-            "type": "string",
-            "enum": [server],
-            "default": server,
-            "title": "Training server",
-            "description": "The configured training server this DAG runs on.",
-        },
+        name: {**schema, "type": ["null", schema["type"]], "default": None}
+        for name, schema in field_schemas().items()
     }
-    for field in TASK_FIELDS:
-        schemas[field].update(type=["null", "string"], default=None)
+    schemas["server"] = {
+        "type": "string",
+        "enum": [server],
+        "default": server,
+        "title": "Training server",
+        "description": "The configured training server this DAG runs on.",
+    }
     schemas["task_id"] = {
         "type": ["null", "integer"],
         "minimum": 1,

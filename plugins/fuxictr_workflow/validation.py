@@ -1,26 +1,25 @@
-"""Validation of everything a user sends: the six task fields and the optional server.
+"""The rules for everything a user sends: each of the six task fields and the optional server.
 
-One rule set for the API (422), the DAG's Params (JSON schema in the trigger form) and the
-stages (a failed step). Every error names the field and the fix. Nothing that passes here
-is ever used in a shell or as a SQL identifier without quoting on top, and a query reaches
-Hive only as sql_query.py's rendering of its checked tree. Path and table rules take the
-allowlists from config.yaml (hdfs.allowed_urls, hdfs.allowed_path_prefixes,
-hive.warehouse_dir, hive.output_databases).
+task_fields.py's model applies them for the API (422), the DAG's Params (the patterns below are
+its JSON Schema's) and the stages (a failed step). Every error names the field and the fix.
+Nothing that passes here is ever used in a shell or as a SQL identifier without quoting on
+top, and a query reaches Hive only as sql_query.py's rendering of its checked tree. Path and
+table rules take the allowlists from config.yaml (hdfs.allowed_urls,
+hdfs.allowed_path_prefixes, hive.warehouse_dir, hive.output_databases).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from fuxictr_workflow.config import WorkflowConfig
 from fuxictr_workflow.sql_budget import Budget
-from fuxictr_workflow.sql_query import SQL_MAX as SQL_MAX  # the Params schema's limit
+from fuxictr_workflow.sql_query import SQL_MAX as SQL_MAX  # the model's limit
 from fuxictr_workflow.sql_query import QueryError, render_query
 
-# Field limits, shared with the store's column sizes and the DAG's Params schema.
+# Field limits, shared with the store's column sizes and task_fields.py's model.
 NAME_MAX = 255
 EXPERIMENT_ID_MAX = 100
 HDFS_PATH_MAX = 500
@@ -39,8 +38,6 @@ HDFS_SCHEMES = ("file", "hdfs", "webhdfs")
 # name (and the export overwrite) directories of other tasks or users.
 HDFS_PATH_PATTERN = r"^(/|(file|hdfs|webhdfs)://)[^\s;'\"`$\\%*?\[\]{}]*$"
 GLOB_CHARACTERS = "*?[]{}"
-
-TASK_FIELDS = ("name", "experiment_id", "sample_sql", "infer_sql", "hdfs_path", "hive_table")
 
 
 class FieldError(ValueError):
@@ -174,34 +171,6 @@ def validate_hdfs_path(value: Any, cfg: WorkflowConfig) -> str:
             field, f"must be under one of {', '.join(prefixes)} (config hdfs.allowed_path_prefixes)"
         )
     return value.rstrip("/") or "/"
-
-
-@dataclass(frozen=True)
-class TaskFields:
-    name: str
-    experiment_id: str
-    sample_sql: str
-    infer_sql: str
-    hdfs_path: str
-    hive_table: str
-
-    def as_dict(self) -> dict[str, str]:
-        return {f: getattr(self, f) for f in TASK_FIELDS}
-
-
-def validate_task_fields(data: dict[str, Any], cfg: WorkflowConfig) -> TaskFields:
-    """Validate the six fields; raises FieldError for the first invalid one (in field order)."""
-    for field in TASK_FIELDS:
-        if data.get(field) is None:
-            raise FieldError(field, "is required")
-    return TaskFields(
-        name=validate_name(data["name"]),
-        experiment_id=validate_experiment_id(data["experiment_id"]),
-        sample_sql=validate_select("sample_sql", data["sample_sql"], cfg.hive.sql_dialect),
-        infer_sql=validate_select("infer_sql", data["infer_sql"], cfg.hive.sql_dialect),
-        hdfs_path=validate_hdfs_path(data["hdfs_path"], cfg),
-        hive_table=validate_hive_table(data["hive_table"], cfg),
-    )
 
 
 def validate_server(value: Any, servers: list[str]) -> str | None:

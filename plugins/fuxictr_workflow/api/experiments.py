@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
-from pydantic import AfterValidator
 
 from fuxictr_workflow import validation
 from fuxictr_workflow.api import history, security
-from fuxictr_workflow.api.schemas import HistoryEntry, HistoryQuery, field_rule
+from fuxictr_workflow.api.schemas import HistoryEntry, HistoryQuery
 from fuxictr_workflow.store import get_store
+from fuxictr_workflow.task_fields import field_rule
 
 router = APIRouter(prefix="/experiments", tags=["Experiments"])
 
@@ -18,7 +18,7 @@ router = APIRouter(prefix="/experiments", tags=["Experiments"])
 ExperimentId = Annotated[
     str,
     Path(description="the tasks' experiment_id"),
-    AfterValidator(field_rule(validation.validate_experiment_id)),
+    field_rule(validation.validate_experiment_id),
 ]
 
 

@@ -1,78 +1,29 @@
 """Request/response models: the seed's TaskCreateRequest and Task, plus additive fields.
 
-Field rules come from validation.py, so the API (422 naming the field), the DAG's trigger
-form and the stages agree; the path and table allowlists come from the API server's
+The task fields are task_fields.py's model, so the API (422 naming the field), the DAG's
+trigger form and the stages agree; the path and table allowlists come from the API server's
 config.yaml, the same file the stages read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from fuxictr_workflow import validation as v
-from fuxictr_workflow.config import get_config
 from fuxictr_workflow.stages import TaskStatus
+from fuxictr_workflow.task_fields import TaskFields
 
 
-class TaskCreateRequest(BaseModel):
-    """The seed's six fields; `server` is additive (default: config's default_server).
+class TaskCreateRequest(TaskFields):
+    """The seed's six fields (task_fields.py); `server` is additive (default: config's
+    default_server).
 
     Unknown fields are refused (422 naming them): a misspelt field must not be dropped silently."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(max_length=v.NAME_MAX)
-    experiment_id: str = Field(max_length=v.EXPERIMENT_ID_MAX)
-    sample_sql: str
-    infer_sql: str
-    hdfs_path: str = Field(max_length=v.HDFS_PATH_MAX)
-    hive_table: str = Field(max_length=v.HIVE_TABLE_MAX)
     server: str | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        return _check(v.validate_name, value)
-
-    @field_validator("experiment_id")
-    @classmethod
-    def _experiment_id(cls, value: str) -> str:
-        return _check(v.validate_experiment_id, value)
-
-    @field_validator("sample_sql", "infer_sql")
-    @classmethod
-    def _sql(cls, value: str, info: ValidationInfo) -> str:
-        # the API passes one budget (with its time limit) for both queries: api/task_body.py
-        budget = (info.context or {}).get("sql_budget")
-        if budget is not None:
-            budget.checking = info.field_name
-        dialect = get_config().hive.sql_dialect
-        return _check(lambda x: v.validate_select(str(info.field_name), x, dialect, budget), value)
-
-    @field_validator("hdfs_path")
-    @classmethod
-    def _hdfs_path(cls, value: str) -> str:
-        return _check(lambda x: v.validate_hdfs_path(x, get_config()), value)
-
-    @field_validator("hive_table")
-    @classmethod
-    def _hive_table(cls, value: str) -> str:
-        return _check(lambda x: v.validate_hive_table(x, get_config()), value)
-
-
-def _check(fn: Any, value: Any) -> Any:
-    try:
-        return fn(value)
-    except v.FieldError as err:
-        raise ValueError(err.message) from None
-
-
-def field_rule(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """A validation.py rule as a pydantic validator (for a path or query parameter)."""
-    return lambda value: _check(fn, value)
 
 
 class TaskCreated(BaseModel):

@@ -30,7 +30,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from fuxictr_workflow import sql_budget
+from fuxictr_workflow import sql_budget, task_fields
 from fuxictr_workflow.api import security
 from fuxictr_workflow.api.schemas import TaskCreateRequest
 from fuxictr_workflow.config import get_config
@@ -80,7 +80,8 @@ def _authorized_server(data: dict[str, Any], user: Any) -> str:
 
 
 def _validate(data: dict[str, Any], budget: sql_budget.Budget) -> TaskCreateRequest:
-    return TaskCreateRequest.model_validate(data, context={"sql_budget": budget})
+    context = {task_fields.CONTEXT_CONFIG: get_config(), task_fields.CONTEXT_BUDGET: budget}
+    return TaskCreateRequest.model_validate(data, context=context)
 
 
 async def authorized_body(request: Request, user: Any) -> tuple[TaskCreateRequest, str]:

@@ -18,7 +18,7 @@ from fuxictr_workflow.config import get_config
 from fuxictr_workflow.dag_params import dag_id_for
 from fuxictr_workflow.stages import STAGE_NAMES, Stage, TaskStatus
 from fuxictr_workflow.store import IllegalTransition, NotFound, WorkflowStore, get_store, iso, utcnow
-from fuxictr_workflow.validation import TASK_FIELDS
+from fuxictr_workflow.task_fields import TASK_FIELDS
 from fuxictr_workflow.workflow_log import get_logger
 
 router = APIRouter(prefix="/tasks", tags=["Tasks"])

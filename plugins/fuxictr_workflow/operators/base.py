@@ -23,8 +23,9 @@ from fuxictr_workflow.config import WorkflowConfig, get_config
 from fuxictr_workflow.dag_params import dag_id_for, server_of_dag
 from fuxictr_workflow.stages import Stage, StepStatus, TaskStatus
 from fuxictr_workflow.store import NotFound, WorkflowStore
+from fuxictr_workflow.task_fields import TASK_FIELDS, validate_task_fields
 from fuxictr_workflow.tracking import StageError, StageRun, Suspended, track_stage
-from fuxictr_workflow.validation import TASK_FIELDS, FieldError, validate_server, validate_task_fields
+from fuxictr_workflow.validation import FieldError, validate_server
 from fuxictr_workflow.workflow_log import WorkflowLogger, get_logger
 
 
@@ -156,7 +157,7 @@ def validate_run_fields(task: dict[str, Any], cfg: WorkflowConfig) -> dict[str, 
     Returns the task with its fields as validation cleans them (a task a UI-triggered run
     created holds its params as given), so the stage uses only checked values."""
     fields = validate_task_fields(task, cfg)
-    return {**task, **fields.as_dict(), "server": validate_server(task.get("server"), list(cfg.servers))}
+    return {**task, **fields.model_dump(), "server": validate_server(task.get("server"), list(cfg.servers))}
 
 
 class WorkflowStageMixin:

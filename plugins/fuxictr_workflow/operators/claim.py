@@ -18,7 +18,7 @@ from fuxictr_workflow.operators.base import (
     run_of,
     workflow_task,
 )
-from fuxictr_workflow.validation import TASK_FIELDS
+from fuxictr_workflow.task_fields import TASK_FIELDS
 from fuxictr_workflow.workflow_log import get_logger
 
 __all__ = ["CLAIM_TASK_ID", "ClaimTaskOperator", "park_beside_a_tasks_test"]
