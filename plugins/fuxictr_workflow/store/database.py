@@ -8,9 +8,7 @@ that concurrent processes queue instead of failing with "database is locked".
 from __future__ import annotations
 
 import os
-import random
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -18,6 +16,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 T = TypeVar("T")
 
@@ -220,6 +219,14 @@ def iso(ts: datetime | str | None) -> str | None:
     return ts.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
+def _lock_contention(err: BaseException) -> bool:
+    """Another writer holds the database (SQLite's lock, PostgreSQL's serialization failure)."""
+    if not isinstance(err, sa.exc.OperationalError):
+        return False
+    text = str(err.orig).lower()
+    return "locked" in text or "busy" in text or "could not serialize" in text
+
+
 class Database:
     """Connections to the store's URL: reads, write transactions (retried while another
     process holds the lock), and the schema's creation and migration."""
@@ -279,20 +286,17 @@ class Database:
         with self._engine_pair()[1].connect() as conn:
             yield conn
 
+    @retry(
+        retry=retry_if_exception(_lock_contention),
+        stop=stop_after_attempt(10),
+        wait=wait_random_exponential(multiplier=0.1, max=4.0),
+        reraise=True,
+    )
     def write(self, fn: Callable[[Connection], T]) -> T:
-        """Run fn in one write transaction; retry when another process holds the lock too long."""
-        delay = 0.05
-        for attempt in range(10):
-            try:
-                with self._engine_pair()[0].begin() as conn:
-                    return fn(conn)
-            except sa.exc.OperationalError as err:
-                text = str(err.orig).lower()
-                if attempt == 9 or not ("locked" in text or "busy" in text or "could not serialize" in text):
-                    raise
-                time.sleep(delay + random.random() * delay)
-                delay = min(delay * 2, 2.0)
-        raise AssertionError("unreachable")
+        """Run fn in one write transaction; retried (with jitter, so the writers spread out)
+        while another process holds the lock longer than the driver waits."""
+        with self._engine_pair()[0].begin() as conn:
+            return fn(conn)
 
     def dispose(self) -> None:
         for write, read in self._engines.values():

@@ -12,9 +12,10 @@ import ipaddress
 import os
 import queue
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, Protocol
+
+from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception_type, stop_after_attempt
 
 from fuxictr_workflow.servers import Endpoint
 from fuxictr_workflow.transfer import agent
@@ -160,16 +161,26 @@ class SessionPool:
         """A new session, retried up to max_retries with backoff."""
         p = self.params
         attempts = p.cfg.max_retries + 1
-        for attempt in range(attempts):
-            try:
-                return self.connector.session()
-            except ConnectionLost as err:
-                last = err
-            if attempt + 1 < attempts:
-                delay = p.backoff(attempt)
-                p.log.warning(f"{last}; retry {attempt + 1}/{p.cfg.max_retries} in {delay:.1f}s")
-                time.sleep(delay)
-        raise TransferError(f"{last} (gave up after {attempts} attempts)")
+
+        def say_retry(state: RetryCallState) -> None:
+            assert state.outcome is not None and state.next_action is not None
+            err = state.outcome.exception()
+            p.log.warning(
+                f"{err}; retry {state.attempt_number}/{p.cfg.max_retries} in {state.next_action.sleep:.1f}s"
+            )
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(ConnectionLost),
+            stop=stop_after_attempt(attempts),
+            wait=lambda state: p.backoff(state.attempt_number - 1),
+            before_sleep=say_retry,
+        )
+        try:
+            return retrying(self.connector.session)
+        except RetryError as gave_up:
+            raise TransferError(
+                f"{gave_up.last_attempt.exception()} (gave up after {attempts} attempts)"
+            ) from None
 
     def prefetch(self, n: int) -> None:
         """Start `n` sessions in the background, one for each worker after the first."""
