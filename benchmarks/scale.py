@@ -44,11 +44,23 @@ def max_overlap(intervals: list[tuple[datetime, datetime]]) -> int:
     return most
 
 
-def step_interval(task: dict[str, Any], step: str) -> tuple[datetime, datetime]:
+def step_interval(task: dict[str, Any], step: str, now: datetime | None = None) -> tuple[datetime, datetime]:
+    """When the task's step was open; a step with no end yet (still running, or its task lost)
+    is open until `now`, which a caller passes when the step may not have ended."""
     found = next(s for s in task["steps"] if s["step_name"] == step)
-    return datetime.fromisoformat(str(found["started_at"])), datetime.fromisoformat(
-        str(found["completed_at"])
-    )
+    end = found["completed_at"] or now
+    return datetime.fromisoformat(str(found["started_at"])), datetime.fromisoformat(str(end))
+
+
+def started_intervals(
+    tasks: list[dict[str, Any]], step: str, now: datetime
+) -> list[tuple[datetime, datetime]]:
+    """The step's interval of every task that started it, ended or not."""
+    return [
+        step_interval(t, step, now)
+        for t in tasks
+        if next(s for s in t["steps"] if s["step_name"] == step)["started_at"]
+    ]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -77,6 +89,7 @@ def run_load(
 
 def load(services: demo.Services, tasks: int, infer_rows: int, timeout: float) -> dict[str, Any]:
     from fuxictr_workflow.store import get_store
+    from fuxictr_workflow.store.database import utcnow
 
     token = demo.get_token(services.port, services.airflow_home)
     store = get_store(
@@ -100,6 +113,7 @@ def load(services: demo.Services, tasks: int, infer_rows: int, timeout: float) -
         time.sleep(2)
     wall_s = time.monotonic() - started
     finished = [store.get_task(i) for i in ids]
+    now = utcnow()  # the store's clock: naive UTC
     completed = [t for t in finished if t["status"] == "completed"]
     conns = {k: v for k, v in services.env.items() if k.startswith("AIRFLOW_CONN_")}
     rows = {
@@ -121,9 +135,8 @@ def load(services: demo.Services, tasks: int, infer_rows: int, timeout: float) -
         "completed": len(completed),
         "lost": tasks - len(completed),
         "failed": {t["id"]: t["error_message"] for t in finished if t["status"] != "completed"},
-        "max_concurrent_train": max_overlap([step_interval(t, "train") for t in completed])
-        if completed
-        else 0,
+        # every task's training, failed and unfinished ones too: the cap holds for all of them
+        "max_concurrent_train": max_overlap(started_intervals(finished, "train", now)),
         "p50_task_s": round(statistics.median(durations), 1) if durations else None,
         "p95_task_s": round(percentile(durations, 0.95), 1) if durations else None,
         "duplicated_rows": sum(max(0, n - infer_rows) for n in rows.values()),
@@ -165,7 +178,23 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
     )
-    return 0
+    broken = [
+        f"{name}: {what}"
+        for name, run in runs.items()
+        for what, bad in (
+            (
+                f"{run['max_concurrent_train']} trainings at once (cap {args.slots})",
+                run["max_concurrent_train"] > args.slots,
+            ),
+            (f"{run['lost']} tasks not completed", run["lost"] > 0),
+            (f"{run['duplicated_rows']} duplicated rows", run["duplicated_rows"] > 0),
+            (f"{run['short_rows']} missing rows", run["short_rows"] > 0),
+        )
+        if bad
+    ]
+    for line in broken:
+        print(f"FAILED {line}", file=sys.stderr)
+    return 1 if broken else 0
 
 
 if __name__ == "__main__":
