@@ -114,6 +114,7 @@ INVALID: list[tuple[dict[str, Any], str]] = [
     ({"storage": {}}, "servers: required key is missing"),
     ({"servers": {"a": SERVER}, "default_server": "b"}, "default_server: 'b' is not one of the servers"),
     ({"servers": {"bad name": SERVER}}, "servers: server name 'bad name'"),
+    ({"servers": {"gpu\n": SERVER}}, "servers: server name 'gpu\\n'"),
     ({"servers": {"a": SERVER}, "fuxictr": {"valid_fraction": 1.5}}, "fuxictr.valid_fraction: must be < 1"),
     ({"servers": {"a": SERVER}, "storage": "nope"}, "storage: must be a mapping"),
 ]

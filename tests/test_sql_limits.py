@@ -218,6 +218,7 @@ def test_hdfs_path_refuses_glob_characters(path: str) -> None:
     [
         ["id", "score_x; DROP TABLE t"],
         ["id", "score_a\nb"],
+        ["id", "score_x\n"],  # `$` alone would let a trailing newline through
         ["id", "score_`x`"],
         ["id", "score_" + "x" * 200],
         ["id\u2028", "score"],

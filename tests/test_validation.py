@@ -12,6 +12,7 @@ from fuxictr_workflow.operators.hive import hive_ident, hive_string, render
 from fuxictr_workflow.validation import (
     FieldError,
     render_select,
+    validate_experiment_id,
     validate_hdfs_path,
     validate_hive_table,
     validate_select,
@@ -88,6 +89,19 @@ def test_hdfs_path_is_absolute_or_an_allowed_url_without_dotdot() -> None:
         with pytest.raises(FieldError) as err:
             validate_hdfs_path(bad, cfg)
         assert err.value.field == "hdfs_path", bad
+
+
+def test_a_trailing_newline_is_refused() -> None:
+    """The fields' patterns end in `$`, which also matches before a final newline: the rules
+    match the whole value, so a value cannot smuggle a line break into a .hql file."""
+    cfg = config()
+    for rule, value in (
+        (lambda v: validate_experiment_id(v), "exp_001\n"),
+        (lambda v: validate_hive_table(v, cfg), "hive_db.out\n"),
+        (lambda v: validate_hdfs_path(v, cfg), "/data/ctr\n"),
+    ):
+        with pytest.raises(FieldError):
+            rule(value)
 
 
 def test_hdfs_path_default_allows_plain_paths_only() -> None:

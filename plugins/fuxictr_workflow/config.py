@@ -228,7 +228,7 @@ class HiveConfig(_Section):
     @classmethod
     def _databases(cls, v: list[str]) -> list[str]:
         for name in v:
-            if not IDENTIFIER_RE.match(name):
+            if not IDENTIFIER_RE.fullmatch(name):
                 raise ValueError(f"{name!r} is not a database name (letters, digits, _)")
         return [name.lower() for name in v]
 
@@ -253,7 +253,7 @@ class HdfsConfig(_Section):
     @classmethod
     def _origins(cls, v: list[str]) -> list[str]:
         for origin in v:
-            if not ORIGIN_RE.match(origin):
+            if not ORIGIN_RE.fullmatch(origin):
                 raise ValueError(
                     f"{origin!r} must be scheme://host[:port] with scheme hdfs or webhdfs, or file://"
                 )
@@ -347,7 +347,7 @@ class WorkflowConfig(_Section):
         if not v:
             raise ValueError("at least one training server is required")
         for name in v:
-            if not NAME_RE.match(name):
+            if not NAME_RE.fullmatch(name):
                 raise ValueError(f"server name {name!r} may only use letters, digits, _ . -")
         return v
 

@@ -130,7 +130,7 @@ class _Cleaner:
                 finally:
                     sftp.close()
                 for entry in sorted(names):
-                    match = TASK_DIR_RE.match(entry)
+                    match = TASK_DIR_RE.fullmatch(entry)
                     if match is None or int(match.group(1)) not in task_ids:
                         continue
                     target = f"{ep.remote_root}/{entry}"

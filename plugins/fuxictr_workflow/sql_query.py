@@ -135,7 +135,7 @@ def _check_table(node: exp.Table) -> None:
             )
     if isinstance(node.this, exp.Identifier):
         for part in node.parts:
-            if not NAME.match(part.name):
+            if not NAME.fullmatch(part.name):
                 raise QueryError(f"reads {node.sql()!r}: tables are named by database.table, never by a path")
 
 
@@ -155,7 +155,7 @@ def _check_tree(tree: exp.Expression, budget: Budget) -> None:
             )
         if isinstance(node, exp.Table):
             _check_table(node)
-        if isinstance(node, (exp.Identifier, exp.Var)) and not NAME.match(node.name):
+        if isinstance(node, (exp.Identifier, exp.Var)) and not NAME.fullmatch(node.name):
             raise QueryError(f"uses the name {node.name!r}; names may only use letters, digits and '_'")
 
 

@@ -25,7 +25,8 @@ EXPERIMENT_ID_MAX = 100
 HDFS_PATH_MAX = 500
 HIVE_TABLE_MAX = 255
 
-# JSON-schema patterns for the Params too (Python `re` and the browser's RegExp read them alike)
+# JSON-schema patterns for the Params too (Python `re` and the browser's RegExp read them alike).
+# The rules apply them with re.fullmatch: Python's `$` also matches before a final newline.
 NAME_PATTERN = r"^(?=.*\S)[^\x00-\x1f]*$"  # something besides spaces, no control characters
 NOT_BLANK_PATTERN = r"\S"
 EXPERIMENT_ID_PATTERN = r"^(?!\.\.?$)[A-Za-z0-9_.-]+$"  # not "." or ".."
@@ -81,7 +82,7 @@ def validate_experiment_id(value: Any) -> str:
         raise FieldError("experiment_id", "must be a non-empty string")
     if len(value) > EXPERIMENT_ID_MAX:
         raise FieldError("experiment_id", f"must be at most {EXPERIMENT_ID_MAX} characters")
-    if not re.match(EXPERIMENT_ID_PATTERN, value):
+    if not re.fullmatch(EXPERIMENT_ID_PATTERN, value):
         raise FieldError("experiment_id", "may only contain letters, digits, '_', '.' and '-'")
     return value
 
@@ -91,7 +92,7 @@ def validate_hive_table(value: Any, cfg: WorkflowConfig) -> str:
         raise FieldError("hive_table", "must be a non-empty 'database.table' name")
     if len(value) > HIVE_TABLE_MAX:
         raise FieldError("hive_table", f"must be at most {HIVE_TABLE_MAX} characters")
-    if not re.match(HIVE_TABLE_PATTERN, value):
+    if not re.fullmatch(HIVE_TABLE_PATTERN, value):
         raise FieldError(
             "hive_table",
             "must be 'database.table', each part letters, digits and '_' (not starting with a digit)",
@@ -138,7 +139,7 @@ def validate_hdfs_path(value: Any, cfg: WorkflowConfig) -> str:
         raise FieldError(field, f"must not contain glob characters ({' '.join(GLOB_CHARACTERS)})")
     if "://" in value and value.split("://", 1)[0] not in HDFS_SCHEMES:
         raise FieldError(field, f"URL scheme must be one of {', '.join(HDFS_SCHEMES)}")
-    if not re.match(HDFS_PATH_PATTERN, value):
+    if not re.fullmatch(HDFS_PATH_PATTERN, value):
         raise FieldError(
             field,
             "must be an absolute path (/...) or an hdfs://, webhdfs://, file:// URL, without spaces or quotes",

@@ -271,7 +271,7 @@ def predictions_columns(schema: pa.Schema, source: str, id_columns: list[str]) -
     Checked against the file's schema first, so a mismatch is named here rather than as NULLs in Hive."""
     scores = [n for n in score_columns(schema.names) if n not in id_columns]
     wanted = [*id_columns, *(scores or ["score"])]
-    unfit = [n for n in wanted if not COLUMN_NAME.match(n)]
+    unfit = [n for n in wanted if not COLUMN_NAME.fullmatch(n)]
     if unfit:
         raise StageError(
             f"predictions file {source} has column name(s) {', '.join(map(repr, unfit))} that cannot be "
