@@ -20,6 +20,7 @@ from fuxictr_workflow.transfer import (
     TransferHooks,
     TransferItem,
     UnsafePath,
+    channel,
     chunk_id,
     download,
     upload,
@@ -294,6 +295,33 @@ def test_corrupted_chunk_is_detected_and_resent(env: Env, direction: str) -> Non
     assert rows[corrupted[0]]["send_count"] == 2 and rows[corrupted[0]]["retry_count"] == 1
     assert all(r["send_count"] == 1 for cid, r in rows.items() if cid != corrupted[0])
     assert any("checksum mismatch" in w for w in env.log.warnings())
+
+
+def test_the_ssh_host_always_comes_after_a_double_dash(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection's host is never read as an ssh option: every ssh command line the transfer
+    runs (the shared connection and each session) has `--` right before the host, so ssh takes a
+    host of `-oProxyCommand=...` as a (bad) host name, and its command never runs."""
+    ssh_lines: list[list[str]] = []
+    popen = channel.subprocess.Popen
+
+    def recording(argv: Any, *args: Any, **kwargs: Any) -> Any:
+        if os.path.basename(str(argv[0])) == "ssh":
+            ssh_lines.append([str(a) for a in argv])
+        return popen(argv, *args, **kwargs)
+
+    monkeypatch.setattr(channel.subprocess, "Popen", recording)
+    src = write_random(env.staging / "x.bin", CHUNK)
+    env.up(src, env.remote / "x.bin")
+    marker = tmp_path / "proxy-command-ran"
+    hostile = make_endpoint(env.sshd, env.remote, host=f"-oProxyCommand=touch {marker}")
+    with pytest.raises(TransferError, match="hostname contains invalid characters"):
+        env.up(src, env.remote / "y.bin", endpoint=hostile, max_retries=0)
+    assert not marker.exists()
+    assert len(ssh_lines) >= 3, ssh_lines  # the connection and a session, then the hostile connection
+    for argv in ssh_lines:
+        assert "--" in argv and argv[argv.index("--") + 1] in (env.sshd.host, hostile.host), argv
 
 
 @pytest.mark.parametrize("direction", ["upload", "download"])

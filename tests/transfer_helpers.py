@@ -19,7 +19,12 @@ CHUNK = 64 * KIB
 
 
 def make_endpoint(
-    sshd: SshdInfo, remote_root: Path, *, port: int | None = None, strict: bool = True
+    sshd: SshdInfo,
+    remote_root: Path,
+    *,
+    port: int | None = None,
+    strict: bool = True,
+    host: str | None = None,
 ) -> Endpoint:
     """An endpoint over an Airflow SSH connection to the test sshd, configured as the SSH
     provider documents it (key_file, host_key; or no_host_key_check)."""
@@ -31,7 +36,7 @@ def make_endpoint(
     conn = Connection(
         conn_id="test_sshd",
         conn_type="ssh",
-        host=sshd.host,
+        host=host or sshd.host,
         port=port or sshd.port,
         login=sshd.username,
         extra=json.dumps(extra),
