@@ -59,12 +59,20 @@ def _select(value: str, info: ValidationInfo) -> str:
     return v.validate_select(str(info.field_name), value, _config(info).hive.sql_dialect, budget)
 
 
-def _form(pattern: str, **extra: Any) -> dict[str, Any]:
-    return {"pattern": pattern, **extra}
+def _text(max_length: int, pattern: str, title: str, description: str, **extra: Any) -> Any:
+    """A required text field: its length limits (enforced), the form's pattern (JSON Schema
+    only: the field's rule enforces it, saying the fix), its title and description."""
+    return Field(
+        min_length=1,
+        max_length=max_length,
+        title=title,
+        description=description,
+        json_schema_extra={"pattern": pattern, **extra},
+    )
 
 
 SQL_DESCRIPTION = "One SELECT (or WITH ... SELECT) query"
-Sql = Annotated[str, Field(min_length=1, max_length=v.SQL_MAX), _rule(_select)]
+Sql = Annotated[str, _rule(_select)]
 
 
 class TaskFields(BaseModel):
@@ -72,67 +80,44 @@ class TaskFields(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    name: Annotated[
-        str,
-        Field(
-            min_length=1,
-            max_length=v.NAME_MAX,
-            title="Task name",
-            description="A name for this pipeline run.",
-            json_schema_extra=_form(v.NAME_PATTERN),
-        ),
-        field_rule(v.validate_name),
-    ]
-    experiment_id: Annotated[
-        str,
-        Field(
-            min_length=1,
-            max_length=v.EXPERIMENT_ID_MAX,
-            title="Experiment id",
-            description="FuXiCTR expid in the server's model_config.yaml (letters, digits, _ . -).",
-            json_schema_extra=_form(v.EXPERIMENT_ID_PATTERN),
-        ),
-        field_rule(v.validate_experiment_id),
-    ]
-    sample_sql: Annotated[
-        Sql,
-        Field(
-            title="Sample SQL",
-            description=f"{SQL_DESCRIPTION} for the training data, with the label column.",
-            json_schema_extra=_form(v.NOT_BLANK_PATTERN, format="multiline"),
-        ),
-    ]
-    infer_sql: Annotated[
-        Sql,
-        Field(
-            title="Inference SQL",
-            description=f"{SQL_DESCRIPTION} for the rows to score (id column(s) + features).",
-            json_schema_extra=_form(v.NOT_BLANK_PATTERN, format="multiline"),
-        ),
-    ]
-    hdfs_path: Annotated[
-        str,
-        Field(
-            min_length=1,
-            max_length=v.HDFS_PATH_MAX,
-            title="HDFS path",
-            description="Absolute path (or a URL config.yaml's hdfs.allowed_urls lists) for this run's files.",
-            json_schema_extra=_form(v.HDFS_PATH_PATTERN),
-        ),
-        _rule(lambda value, info: v.validate_hdfs_path(value, _config(info))),
-    ]
-    hive_table: Annotated[
-        str,
-        Field(
-            min_length=1,
-            max_length=v.HIVE_TABLE_MAX,
-            title="Hive table",
-            description="database.table for the predictions, in one of hive.output_databases "
+    name: Annotated[str, field_rule(v.validate_name)] = _text(
+        v.NAME_MAX, v.NAME_PATTERN, "Task name", "A name for this pipeline run."
+    )
+    experiment_id: Annotated[str, field_rule(v.validate_experiment_id)] = _text(
+        v.EXPERIMENT_ID_MAX,
+        v.EXPERIMENT_ID_PATTERN,
+        "Experiment id",
+        "FuXiCTR expid in the server's model_config.yaml (letters, digits, _ . -).",
+    )
+    sample_sql: Sql = _text(
+        v.SQL_MAX,
+        v.NOT_BLANK_PATTERN,
+        "Sample SQL",
+        f"{SQL_DESCRIPTION} for the training data, with the label column.",
+        format="multiline",
+    )
+    infer_sql: Sql = _text(
+        v.SQL_MAX,
+        v.NOT_BLANK_PATTERN,
+        "Inference SQL",
+        f"{SQL_DESCRIPTION} for the rows to score (id column(s) + features).",
+        format="multiline",
+    )
+    hdfs_path: Annotated[str, _rule(lambda value, info: v.validate_hdfs_path(value, _config(info)))] = _text(
+        v.HDFS_PATH_MAX,
+        v.HDFS_PATH_PATTERN,
+        "HDFS path",
+        "Absolute path (or a URL config.yaml's hdfs.allowed_urls lists) for this run's files.",
+    )
+    hive_table: Annotated[str, _rule(lambda value, info: v.validate_hive_table(value, _config(info)))] = (
+        _text(
+            v.HIVE_TABLE_MAX,
+            v.HIVE_TABLE_PATTERN,
+            "Hive table",
+            "database.table for the predictions, in one of hive.output_databases "
             "(created if missing; one partition per task).",
-            json_schema_extra=_form(v.HIVE_TABLE_PATTERN),
-        ),
-        _rule(lambda value, info: v.validate_hive_table(value, _config(info))),
-    ]
+        )
+    )
 
 
 TASK_FIELDS: tuple[str, ...] = tuple(TaskFields.model_fields)
