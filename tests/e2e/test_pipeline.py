@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -283,13 +284,21 @@ def test_failed_stage_retried_through_hive_and_sshd_faults(stack: Stack, launche
     demo.api(stack.port, stack.token, "POST", f"/api/workflow/tasks/{task_id}/retry")
 
     stack.wait_until("data_fetch to run", lambda: stack.step_status(task_id, "data_fetch") == "running")
-    stack.services.hive.stop()
-    time.sleep(2)
-    stack.services.hive.start()
 
-    with stack.upload_frozen_part_way(task_id):
-        stack.services.sshd.stop()
-        verified_at_kill = stack.verified_chunks(task_id)
+    def restart_hive() -> None:
+        stack.services.hive.stop()
+        time.sleep(2)
+        stack.services.hive.start()
+
+    # The upload is held from its first agent on, while Hive restarts: once Hive listens again,
+    # data_fetch's retry and the whole upload (a few dozen small chunks) can take two seconds,
+    # less than a busy machine may take to hand the test back from the restart.
+    with ThreadPoolExecutor(1) as pool:
+        restarted = pool.submit(restart_hive)
+        with stack.upload_frozen_part_way(task_id, timeout=600):
+            restarted.result()
+            stack.services.sshd.stop()
+            verified_at_kill = stack.verified_chunks(task_id)
     time.sleep(2)
     stack.services.sshd.start()
 
