@@ -208,10 +208,12 @@ def test_an_80000_character_query_is_422_naming_the_field(stack: ApiServer) -> N
         status, reply = call(stack, "POST", "/tasks", {**BODY, **fields})
         print(f"80,000-character query in {len(fields)} field(s): 422 in {time.monotonic() - started:.3f} s")
         assert status == 422, reply
-        assert {d["loc"][-1] for d in reply["detail"]} == set(fields), reply
-        # over the token budget; on a machine too busy to tokenize that far within the
-        # request's time limit, over that: either way a refusal naming the field
+        named = {d["loc"][-1] for d in reply["detail"]}
+        # over the token budget: each query named; on a machine too busy to tokenize that far
+        # within the request's time limit, over that: the query being checked when time ran out
         assert all("tokens" in d["msg"] or "took more than" in d["msg"] for d in reply["detail"]), reply
+        timed_out = any("took more than" in d["msg"] for d in reply["detail"])
+        assert (named and named <= set(fields)) if timed_out else named == set(fields), reply
     assert snapshot(stack) == before
 
 
