@@ -24,14 +24,19 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
 
 from fuxictr_workflow import validation as v
-from fuxictr_workflow.config import WorkflowConfig, get_config
+from fuxictr_workflow.config import WorkflowConfig
 
 CONTEXT_CONFIG = "cfg"  # the WorkflowConfig whose allowlists and SQL dialect apply
 CONTEXT_BUDGET = "sql_budget"  # a sql_budget.Budget shared by both queries (the API's)
 
 
 def _config(info: ValidationInfo) -> WorkflowConfig:
-    return (info.context or {}).get(CONTEXT_CONFIG) or get_config()
+    """The config the caller validates against: required, so that the API and the stages
+    never check one request against two configs (the context's and a global one)."""
+    cfg = (info.context or {}).get(CONTEXT_CONFIG)
+    if not isinstance(cfg, WorkflowConfig):
+        raise TypeError(f"validate task fields with context={{{CONTEXT_CONFIG!r}: <WorkflowConfig>}}")
+    return cfg
 
 
 def _rule(check: Callable[[str, ValidationInfo], str]) -> AfterValidator:
