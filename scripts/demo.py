@@ -142,7 +142,8 @@ class Services:
 
     def start_executor_services(self) -> tuple[list[dict[str, Any]], dict[str, str]]:
         """For CeleryExecutor: PostgreSQL and Redis, the config layer that puts the workflow store
-        on PostgreSQL and each worker's staging in its own scratch dir, and Airflow's settings."""
+        on PostgreSQL and each worker's staging and log files in its own scratch dir, and Airflow's
+        settings."""
         if self.executor == "local":
             return [], {"AIRFLOW__CORE__EXECUTOR": "LocalExecutor"}
         pg = self.postgres.start()
@@ -151,7 +152,11 @@ class Services:
         say(f"Redis (Celery broker) on 127.0.0.1:{redis.port}")
         config = {
             "store": {"url": self.postgres.url("workflow")},
-            "storage": {"staging_dir": "${FUXICTR_WORKFLOW_HOME}/staging"},
+            # each worker's own disk, as on separate hosts; the logs the API shows are in the store
+            "storage": {
+                "staging_dir": "${FUXICTR_WORKFLOW_HOME}/staging",
+                "log_dir": "${FUXICTR_WORKFLOW_HOME}/logs/workflow",
+            },
         }
         env = {
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",

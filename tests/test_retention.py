@@ -16,7 +16,7 @@ import pytest
 
 from fuxictr_workflow import paths
 from fuxictr_workflow.config import WorkflowConfig
-from fuxictr_workflow.retention import cleanup
+from fuxictr_workflow.retention import SWEEP_EVERY, SWEEP_STAMP, cleanup, sweep_host
 from fuxictr_workflow.store import WorkflowStore, utcnow
 from fuxictr_workflow.store.database import tasks
 from scripts.sshd import SshdInfo
@@ -115,6 +115,34 @@ def test_cleanup_removes_only_what_expired_finished_tasks_left(setup: tuple) -> 
     # run again: nothing left to do
     again = cleanup(cfg, store)
     assert again.removed == [] and not again.errors
+
+
+def test_each_host_sweeps_its_own_expired_staging_and_logs_once_per_interval(setup: tuple) -> None:
+    """What a stage runs as it starts (operators/base.py): this host's staging and log dirs of
+    expired tasks go; HDFS, the server and the store rows are the clean-up run's, and stay."""
+    cfg, store, ids, files = setup
+    report = sweep_host(cfg, store)
+    assert report is not None and not report.errors, report
+    assert report.expired == sorted(ids[n] for n in ("old_completed", "old_failed", "old_cancelled"))
+    for name, (staging, logs, hdfs_dir, server_dir) in files.items():
+        expired = name.startswith("old_")
+        assert (staging.exists(), logs.exists()) == (not expired, not expired), name
+        assert hdfs_dir.exists() and server_dir.exists(), name
+        assert rows(store, ids[name])["task_logs"] == 1, name
+    assert (Path(cfg.storage.staging_dir) / "task_x").is_dir()
+    # once per SWEEP_EVERY on a host: what turns up meanwhile waits for the next sweep
+    again = files["old_failed"][0] / "sub"
+    again.mkdir(parents=True)
+    assert sweep_host(cfg, store) is None and again.exists()
+    stamp = Path(cfg.storage.staging_dir) / SWEEP_STAMP
+    earlier = stamp.stat().st_mtime - SWEEP_EVERY.total_seconds() - 1
+    os.utime(stamp, (earlier, earlier))
+    report = sweep_host(cfg, store)
+    assert report is not None and report.expired == [ids["old_failed"]] and not again.exists()
+    # retention off: no sweep
+    os.utime(stamp, (earlier, earlier))
+    off = cfg.model_copy(update={"retention": cfg.retention.model_copy(update={"days": None})})
+    assert sweep_host(off, store) is None
 
 
 def test_a_task_retried_since_it_was_selected_keeps_its_rows(setup: tuple) -> None:

@@ -13,15 +13,19 @@ expired ids are ever deleted, and each task is checked again right before each o
 deletions: a task retried meanwhile is pending or running again, with a new updated_at, and
 keeps everything. A running task is never expired. ``dry_run`` lists what would go.
 
-Staging and log files are per host: the run cleans the host it runs on (the maintenance DAG's
-worker, or where `fuxictr-workflow cleanup` is run); on several hosts run it on each.
+Staging and log files are per host. A clean-up run removes those of the host it runs on (the
+maintenance DAG's worker, or where `fuxictr-workflow cleanup` is run), and every stage, as it
+starts, sweeps its own host's (:func:`sweep_host`, at most once per SWEEP_EVERY): each worker
+that runs stages keeps its own disk clean, however many workers there are.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -33,6 +37,9 @@ from fuxictr_workflow.config import WorkflowConfig
 from fuxictr_workflow.store import WorkflowStore, utcnow
 
 TASK_DIR_RE = re.compile(r"^task_([0-9]+)$")
+# How often a host's stages sweep its staging and log dirs; the stamp's mtime says when it last did.
+SWEEP_EVERY = timedelta(hours=1)
+SWEEP_STAMP = ".retention-sweep"
 
 
 @dataclass(frozen=True)
@@ -191,4 +198,39 @@ def cleanup(
         cleaner.server(name, ids)
     for task in tasks:  # last: until then the log rows say what the task was
         cleaner.records(int(task["id"]))
+    return cleaner.report
+
+
+def _local_task_ids(cfg: WorkflowConfig) -> set[int]:
+    """The task ids this host holds a staging or log dir of."""
+    found: set[int] = set()
+    for root in (cfg.storage.staging_dir, cfg.storage.log_dir):
+        try:
+            entries = list(os.scandir(root))
+        except FileNotFoundError:
+            continue
+        found.update(int(m.group(1)) for e in entries if (m := TASK_DIR_RE.fullmatch(e.name)))
+    return found
+
+
+def sweep_host(
+    cfg: WorkflowConfig, store: WorkflowStore, *, now: datetime | None = None
+) -> CleanupReport | None:
+    """This host's share of the clean-up: the staging and log dirs of expired tasks. None when
+    retention is off or this host swept less than SWEEP_EVERY ago (the stamp is renewed first,
+    so stages starting together on one host do not all sweep)."""
+    if cfg.retention.days is None:
+        return None
+    stamp = Path(cfg.storage.staging_dir) / SWEEP_STAMP
+    try:
+        if time.time() - stamp.stat().st_mtime < SWEEP_EVERY.total_seconds():
+            return None
+    except FileNotFoundError:
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.touch()
+    cutoff = (now or utcnow()) - timedelta(days=cfg.retention.days)
+    cleaner = _Cleaner(cfg, store, cutoff, dry_run=False)
+    cleaner.report.expired = sorted(store.retention.expired_among(_local_task_ids(cfg), cutoff))
+    for task_id in cleaner.report.expired:
+        cleaner.local(task_id)
     return cleaner.report

@@ -13,12 +13,13 @@ acts alone; in the run the command made, the scheduler's claim_task parks itself
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowTaskTimeout
 
-from fuxictr_workflow import airflow_runs
+from fuxictr_workflow import airflow_runs, retention
 from fuxictr_workflow.config import WorkflowConfig, get_config
 from fuxictr_workflow.dag_params import dag_id_for, server_of_dag
 from fuxictr_workflow.stages import Stage, StepStatus, TaskStatus
@@ -27,6 +28,8 @@ from fuxictr_workflow.task_fields import TASK_FIELDS, validate_task_fields
 from fuxictr_workflow.tracking import StageError, StageRun, Suspended, track_stage
 from fuxictr_workflow.validation import FieldError, validate_server
 from fuxictr_workflow.workflow_log import WorkflowLogger, get_logger
+
+log = logging.getLogger(__name__)
 
 
 def run_of(context: Any) -> tuple[str, str]:
@@ -179,6 +182,7 @@ class WorkflowStageMixin:
                     f"task_id: workflow task {task_id} was cancelled; retry it "
                     f"(POST /api/workflow/tasks/{task_id}/retry) before re-running one of its stages"
                 )
+        self._sweep_host()
         if (context["dag_run"].conf or {}).get("resume") and self._step_status() == StepStatus.COMPLETED:
             # a retry run (API `retry`) resumes at the first unfinished stage
             get_logger().info(task_id, self.stage.value, f"{self.stage.value} already completed; not redone")
@@ -194,6 +198,17 @@ class WorkflowStageMixin:
             raise refuse(f"task_id: workflow task {task_id} was cancelled")
         get_logger().info(task_id, self.stage.value, f"{self.stage.value} resumed on a worker to finish")
         return self._run_stage(context, alone, False, lambda ctx, run: self.finish_stage(ctx, run, event))
+
+    def _sweep_host(self) -> None:
+        """This worker's staging and log dirs of expired tasks go as its stages start: with
+        several workers, no one clean-up run reaches every worker's disk."""
+        try:
+            report = retention.sweep_host(self.workflow_config, get_logger().store)
+        except Exception as err:  # housekeeping must never fail a stage
+            log.warning("retention sweep of this host failed: %s: %s", type(err).__name__, err)
+            return
+        for line in report.lines() if report and report.expired else ():
+            log.info("retention sweep: %s", line)
 
     def _resolve(self, context: Any) -> int:
         self.workflow_config = get_config()

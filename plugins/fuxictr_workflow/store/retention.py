@@ -7,6 +7,7 @@ task retried meanwhile (pending or running again, its updated_at new) keeps its 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +16,9 @@ from sqlalchemy.engine import Connection
 
 from fuxictr_workflow.stages import FINAL_TASK_STATUSES
 from fuxictr_workflow.store.database import Database, task_logs, tasks, transfer_chunks
+
+# bound parameters per IN list: SQLite allows 32,766, but a host may hold thousands of task dirs
+_IDS_PER_QUERY = 500
 
 
 def _expired(cutoff: datetime) -> Any:
@@ -34,6 +38,16 @@ class Retention:
         )
         with self.db.read() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
+
+    def expired_among(self, task_ids: Iterable[int], cutoff: datetime) -> set[int]:
+        """Those of `task_ids` that are expired (a host asks about the task dirs it holds)."""
+        ids, found = sorted(set(task_ids)), set()
+        with self.db.read() as conn:
+            for start in range(0, len(ids), _IDS_PER_QUERY):
+                batch = ids[start : start + _IDS_PER_QUERY]
+                query = sa.select(tasks.c.id).where(tasks.c.id.in_(batch), _expired(cutoff))
+                found.update(int(i) for i in conn.execute(query).scalars())
+        return found
 
     def still_expired(self, task_id: int, cutoff: datetime) -> bool:
         query = sa.select(tasks.c.id).where(tasks.c.id == task_id, _expired(cutoff))

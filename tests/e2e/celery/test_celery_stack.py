@@ -7,13 +7,17 @@ import contextlib
 import os
 import signal
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fuxictr_workflow import paths
+from fuxictr_workflow import paths, retention
+from fuxictr_workflow.store import utcnow
+from fuxictr_workflow.store.database import tasks
 from scripts import airflow_stack, demo
+from tests.conftest import new_task
 from tests.e2e.stack import Stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -84,9 +88,34 @@ def lose_host(stack: Stack, name: str) -> list[str]:
     return killed
 
 
+def leave_expired_task_dirs(stack: Stack) -> list[Path]:
+    """A task finished long before the retention cutoff whose staging and log dirs are still on
+    both workers, each worker due for its sweep: what the next stages on them must remove."""
+    expired = new_task(stack.store, name="celery-expired", server="local")
+    long_ago = utcnow() - timedelta(days=365)
+    stack.store.db.write(
+        lambda conn: conn.execute(
+            tasks.update().where(tasks.c.id == expired).values(status="completed", updated_at=long_ago)
+        )
+    )
+    left = []
+    for name in WORKERS:
+        scratch = airflow_stack.worker_home(stack.services.airflow_home, name)
+        for root in (scratch / "staging", scratch / "logs" / "workflow"):
+            left.append(root / paths.task_dirname(expired))
+            (left[-1] / "sample").mkdir(parents=True, exist_ok=True)
+        stamp = scratch / "staging" / retention.SWEEP_STAMP
+        if stamp.exists():
+            due = time.time() - retention.SWEEP_EVERY.total_seconds() - 60
+            os.utime(stamp, (due, due))
+    return left
+
+
 def test_a_pipeline_runs_across_both_workers(stack: Stack) -> None:
     """One pipeline completes with its task instances spread over both workers (Airflow's
-    task instance hostnames), and the rows in Hive equal the inference rows."""
+    task instance hostnames), and the rows in Hive equal the inference rows. Each worker's
+    stages sweep its own disk: an expired task's staging and log dirs are gone from both."""
+    expired_dirs = leave_expired_task_dirs(stack)
     task_id = stack.submit("celery-e2e")
     task = stack.assert_completed(task_id)
     tis = task_instances(stack, task["dag_run_id"])
@@ -98,6 +127,7 @@ def test_a_pipeline_runs_across_both_workers(stack: Stack) -> None:
         str(airflow_stack.worker_home(stack.services.airflow_home, uploader) / "staging"), task_id, "sample"
     )
     assert any(staged.glob("*.parquet")), f"data_upload's worker {uploader} has no staged copy at {staged}"
+    assert [d for d in expired_dirs if d.exists()] == []
 
 
 def test_a_worker_lost_mid_upload_is_survived_on_the_other(stack: Stack) -> None:
