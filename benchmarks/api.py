@@ -5,7 +5,11 @@
 Starts an api-server on 127.0.0.1 (own AIRFLOW_HOME), fills the workflow store with N tasks
 and Airflow's DB with N matching DAG runs, then alternates GET /api/workflow/tasks?limit=100
 with GET /api/v2/dags/fuxictr_workflow/dagRuns?limit=100, and measures log events from
-append to arrival at `clients` WebSocket clients. Prints one JSON object as its last line.
+append to arrival at `clients` WebSocket clients. Then the cost of hostile queries: how long a
+POST with an 80,000-character query (over the token budget) and one with a query that takes
+the whole time limit to check wait for their 422, and how the task list answers while such
+checks run back to back (the check runs off the event loop). Prints one JSON object as its
+last line.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +32,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from scripts import airflow_stack  # noqa: E402
+from tests.seed_example import SEED_README_BODY  # noqa: E402
 from tests.services.airflow_app import ApiServer, start_api_server  # noqa: E402
+
+# over the token budget: refused after the first 20,000 tokens are read
+OVER_BUDGET_SQL = "SELECT " + "1+" * 39_996 + "1"
+# within the token budget, refused only once its whole tree is checked (a file read through a
+# data source name), or when the request's time limit runs out first
+SLOW_SQL = "SELECT " + ", ".join(f"c{i} + {i}" for i in range(4500)) + " FROM text.conf"
 
 MAKE_RUNS = r"""
 import sys
@@ -67,13 +79,15 @@ def fill(server: ApiServer, tasks: int) -> None:
     subprocess.run([sys.executable, "-c", MAKE_RUNS, "1", str(tasks)], env=quiet, check=True)
 
 
-def timed_gets(server: ApiServer, requests: int) -> dict[str, list[float]]:
+LISTS = {
+    "ours": "/api/workflow/tasks?limit=100",
+    "airflow": "/api/v2/dags/fuxictr_workflow/dagRuns?limit=100",
+}
+
+
+def timed_gets(server: ApiServer, requests: int, paths: dict[str, str] = LISTS) -> dict[str, list[float]]:
     token = server.token()
     headers = {"Authorization": f"Bearer {token}"}
-    paths = {
-        "ours": "/api/workflow/tasks?limit=100",
-        "airflow": "/api/v2/dags/fuxictr_workflow/dagRuns?limit=100",
-    }
     conns = {k: http.client.HTTPConnection("127.0.0.1", server.port, timeout=60) for k in paths}
     times: dict[str, list[float]] = {k: [] for k in paths}
     for i in range(requests + 10):
@@ -87,6 +101,49 @@ def timed_gets(server: ApiServer, requests: int) -> dict[str, list[float]]:
             if i >= 10:  # warm-up
                 times[name].append(elapsed)
     return times
+
+
+def post_query(conn: http.client.HTTPConnection, token: str, sql: str) -> float:
+    """POST a task whose sample_sql is `sql`; the milliseconds until its 422."""
+    body = json.dumps({**SEED_README_BODY, "sample_sql": sql})
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    start = time.perf_counter()
+    conn.request("POST", "/api/workflow/tasks", body, headers)
+    resp = conn.getresponse()
+    reply = resp.read()
+    elapsed = (time.perf_counter() - start) * 1000
+    assert resp.status == 422 and b"sample_sql" in reply, reply[:300]
+    return elapsed
+
+
+def hostile_queries(server: ApiServer, requests: int) -> dict[str, Any]:
+    token = server.token()
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    over_budget = [post_query(conn, token, OVER_BUDGET_SQL) for _ in range(requests)]
+    slow = [post_query(conn, token, SLOW_SQL) for _ in range(requests)]
+    stop = threading.Event()
+
+    def checks() -> None:
+        own = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        while not stop.is_set():
+            post_query(own, token, SLOW_SQL)
+
+    checker = threading.Thread(target=checks)
+    checker.start()
+    try:
+        time.sleep(0.5)
+        during = timed_gets(server, requests, {"ours": "/api/workflow/tasks?limit=100"})["ours"]
+    finally:
+        stop.set()
+        checker.join()
+    return {
+        "over_budget_422_p50_ms": round(statistics.median(over_budget), 1),
+        "over_budget_422_max_ms": round(max(over_budget), 1),
+        "slow_check_422_p50_ms": round(statistics.median(slow), 1),
+        "slow_check_422_max_ms": round(max(slow), 1),
+        "list_p50_ms_during_checks": round(statistics.median(during), 2),
+        "list_p99_ms_during_checks": round(percentile(during, 99), 2),
+    }
 
 
 async def ws_fanout(server: ApiServer, lines: int, clients: int) -> dict[str, Any]:
@@ -145,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--lines", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=10)
+    parser.add_argument("--hostile", type=int, default=20, help="POSTs of each hostile query")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="bench_api_"))
     # all clients are one user: lift the per-user WebSocket cap to the client count
@@ -155,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"filled {args.tasks} tasks and DAG runs in {time.monotonic() - t0:.1f}s", file=sys.stderr)
         times = timed_gets(server, args.requests)
         ws = asyncio.run(ws_fanout(server, args.lines, args.clients))
+        hostile = hostile_queries(server, args.hostile)
     finally:
         airflow_stack.stop(server.home)
     result = {
@@ -164,8 +223,12 @@ def main(argv: list[str] | None = None) -> int:
         "airflow_list_p50_ms": round(statistics.median(times["airflow"]), 2),
         "airflow_list_p99_ms": round(percentile(times["airflow"], 99), 2),
         **ws,
+        **hostile,
     }
     result["list_p99_vs_airflow"] = round(result["list_p99_ms"] / result["airflow_list_p99_ms"], 3)
+    result["list_p50_during_checks_vs_idle"] = round(
+        result["list_p50_ms_during_checks"] / result["list_p50_ms"], 2
+    )
     print(json.dumps(result), flush=True)
     shutil.rmtree(root, ignore_errors=True)
     return 0

@@ -18,6 +18,7 @@ import json
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -214,6 +215,31 @@ def test_an_80000_character_query_is_422_naming_the_field(stack: ApiServer) -> N
         assert all("tokens" in d["msg"] or "took more than" in d["msg"] for d in reply["detail"]), reply
         timed_out = any("took more than" in d["msg"] for d in reply["detail"])
         assert (named and named <= set(fields)) if timed_out else named == set(fields), reply
+    assert snapshot(stack) == before
+
+
+def test_a_query_being_checked_holds_up_no_other_request(stack: ApiServer) -> None:
+    """The queries are checked off the event loop: while a POST whose query takes its whole
+    check (or the request's time limit) waits for its 422, task lists asked for meanwhile are
+    answered. On the event loop, the check would hold every request sent after it began."""
+    slow = "SELECT " + ", ".join(f"c{i} + {i}" for i in range(4500)) + " FROM text.conf"
+    before = snapshot(stack)
+
+    def post() -> tuple[tuple[int, Any], float]:
+        return call(stack, "POST", "/tasks", {**BODY, "sample_sql": slow}), time.monotonic()
+
+    answered: list[tuple[float, float]] = []
+    with ThreadPoolExecutor(1) as pool:
+        started = time.monotonic()
+        posted = pool.submit(post)
+        while not posted.done():
+            sent = time.monotonic()
+            assert call(stack, "GET", "/tasks?limit=1")[0] == 200
+            answered.append((sent, time.monotonic()))
+        (status, reply), ended = posted.result()
+    assert status == 422 and {d["loc"][-1] for d in reply["detail"]} == {"sample_sql"}, reply
+    midway = started + (ended - started) / 2
+    assert any(sent >= midway and done < ended for sent, done in answered), (started, ended, answered)
     assert snapshot(stack) == before
 
 

@@ -15,6 +15,8 @@ and log.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -295,6 +297,63 @@ def test_squatted_run_ids_neither_block_nor_capture_api_tasks(stack: ApiServer) 
     assert retried["dag_run_id"] not in squatted
     assert airflow(stack, "GET", run_path(MAIN, retried["dag_run_id"]))["state"] == "queued"
     call(stack, "POST", f"/tasks/{task_id}/cancel")
+
+
+# Starts a stored task's run the way POST /tasks does (api/tasks._start_run: Airflow's own trigger
+# route on the stack's metadata DB), with the first run ids it picks given on the command line
+# instead of random ones, so that a collision happens on purpose. Prints the route's status.
+START_WITH_IDS = r"""
+import json, sys
+from fastapi import HTTPException
+from starlette.requests import Request
+from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+from fuxictr_workflow.api import tasks, trigger
+from fuxictr_workflow.store import get_store
+
+task_id, picked = int(sys.argv[1]), iter(sys.argv[2:])
+fresh = trigger.run_id_for
+trigger.run_id_for = lambda task, attempt=0: next(picked, None) or fresh(task, attempt)
+request = Request({"type": "http", "method": "POST", "path": "/api/workflow/tasks", "headers": []})
+try:
+    tasks._start_run(get_store(), task_id, 0, SimpleAuthManagerUser(username="alice", role="user"), request)
+    print(json.dumps({"status": 201}))
+except HTTPException as err:
+    print(json.dumps({"status": err.status_code, "detail": err.detail}))
+"""
+
+
+def start_with_ids(api: ApiServer, task_id: int, run_ids: list[str]) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", START_WITH_IDS, str(task_id), *run_ids],
+        env=api.env, capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_taken_run_id_is_replaced_by_a_fresh_one_and_never_adopted(stack: ApiServer) -> None:
+    """The ids a start picks are random, so a collision is made here on purpose: alice's runs
+    hold the first ids the start picks. Two taken: the third try starts the task in a run of its
+    own, and the squatted runs stay as they were. Every try taken: the task fails with the
+    reason, bound to no run (a retry starts afresh), and nothing in Airflow carries its id."""
+    fields = {**BODY_A, "server": "local"}
+    task_id = stack.store.create_task(**fields)
+    squatted = [f"squat_{task_id}_{n}" for n in range(3)]
+    for run_id in squatted:
+        trigger_as(stack, "alice", MAIN, run_id, {})
+    assert start_with_ids(stack, task_id, squatted[:2]) == {"status": 201}
+    run_id = stack.store.get_task(task_id, with_steps=False)["dag_run_id"]
+    assert run_id.startswith(f"workflow_task_{task_id}__"), run_id
+    assert airflow(stack, "GET", run_path(MAIN, run_id))["conf"]["task_id"] == task_id
+    assert [airflow(stack, "GET", run_path(MAIN, r))["conf"] for r in squatted] == [{}, {}, {}]
+    airflow(stack, "DELETE", run_path(MAIN, run_id))
+
+    second = stack.store.create_task(**fields)
+    reply = start_with_ids(stack, second, squatted)
+    assert reply["status"] == 503 and f"has a run {squatted[2]}" in reply["detail"], reply
+    task = stack.store.get_task(second, with_steps=False)
+    assert (task["status"], task["dag_run_id"]) == ("failed", None), task
+    assert f"has a run {squatted[2]}" in task["error_message"]
+    assert [airflow(stack, "GET", run_path(MAIN, r))["conf"] for r in squatted] == [{}, {}, {}]
 
 
 def test_a_run_merely_named_like_tasks_tests_run_is_not_parked(stack: ApiServer) -> None:
