@@ -44,23 +44,26 @@ def max_overlap(intervals: list[tuple[datetime, datetime]]) -> int:
     return most
 
 
+def _interval(found: dict[str, Any], now: datetime | None) -> tuple[datetime, datetime]:
+    end = found["completed_at"] or now
+    return datetime.fromisoformat(str(found["started_at"])), datetime.fromisoformat(str(end))
+
+
+def _step(task: dict[str, Any], step: str) -> dict[str, Any]:
+    return next(s for s in task["steps"] if s["step_name"] == step)
+
+
 def step_interval(task: dict[str, Any], step: str, now: datetime | None = None) -> tuple[datetime, datetime]:
     """When the task's step was open; a step with no end yet (still running, or its task lost)
     is open until `now`, which a caller passes when the step may not have ended."""
-    found = next(s for s in task["steps"] if s["step_name"] == step)
-    end = found["completed_at"] or now
-    return datetime.fromisoformat(str(found["started_at"])), datetime.fromisoformat(str(end))
+    return _interval(_step(task, step), now)
 
 
 def started_intervals(
     tasks: list[dict[str, Any]], step: str, now: datetime
 ) -> list[tuple[datetime, datetime]]:
     """The step's interval of every task that started it, ended or not."""
-    return [
-        step_interval(t, step, now)
-        for t in tasks
-        if next(s for s in t["steps"] if s["step_name"] == step)["started_at"]
-    ]
+    return [_interval(found, now) for found in (_step(t, step) for t in tasks) if found["started_at"]]
 
 
 def percentile(values: list[float], q: float) -> float:
