@@ -91,6 +91,7 @@ def lose_host(stack: Stack, name: str) -> list[str]:
 def leave_expired_task_dirs(stack: Stack) -> list[Path]:
     """A task finished long before the retention cutoff whose staging and log dirs are still on
     both workers, each worker due for its sweep: what the next stages on them must remove."""
+    demo.api(stack.port, stack.token, "GET", "/api/workflow/tasks")  # the API server made the schema
     expired = new_task(stack.store, name="celery-expired", server="local")
     long_ago = utcnow() - timedelta(days=365)
     stack.store.db.write(
