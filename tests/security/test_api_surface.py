@@ -15,15 +15,19 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import os
+import signal
 import time
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fuxictr_workflow.store import WorkflowStore
+from scripts import airflow_stack
 from tests.conftest import new_task
 from tests.security.stack import ALLOWED_PREFIX, CLI_TOKEN_S, DB, MAIN, OTHER, WS_CAP, call, token
 from tests.services.airflow_app import ApiServer
@@ -249,6 +253,39 @@ def test_a_query_being_checked_holds_up_no_other_request(stack: ApiServer) -> No
     inside = [ls for ls in lists if any(ps <= ls[0] and ls[1] <= pd for ps, pd in waits)]
     assert len(inside) >= 3, (waits, lists)
     assert snapshot(stack) == before
+
+
+def check_processes(api: ApiServer) -> set[int]:
+    """The API server's field-check processes: the forkserver's children (field_checks.py)."""
+    procs = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                ppid = int(Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[1])
+                cmdline = Path(entry.path, "cmdline").read_bytes()
+            except (OSError, IndexError, ValueError):
+                continue
+            procs[int(entry.name)] = (ppid, b"forkserver" in cmdline)
+    ours, todo = set(), [airflow_stack.running(api.home)["api-server"]]
+    while todo:
+        pid = todo.pop()
+        ours.add(pid)
+        todo += [child for child, (ppid, _) in procs.items() if ppid == pid and child not in ours]
+    return {p for p in ours if procs.get(p, (0, False))[1] and procs.get(procs[p][0], (0, False))[1]}
+
+
+def test_a_killed_check_process_costs_no_request_its_answer(stack: ApiServer) -> None:
+    """The field checks run in processes beside the API server; when they die (killed, out of
+    memory), the next body is still checked, by new ones."""
+    assert call(stack, "POST", "/tasks", {**BODY, "hive_table": "x"})[0] == 422  # the checks are up
+    victims = check_processes(stack)
+    assert victims
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    status, reply = call(stack, "POST", "/tasks", {**BODY, "hive_table": "x"})
+    assert status == 422 and [d["loc"][-1] for d in reply["detail"]] == ["hive_table"], reply
+    replaced = check_processes(stack)
+    assert replaced and not replaced & victims, (victims, replaced)
 
 
 # -------- cross-site requests --------

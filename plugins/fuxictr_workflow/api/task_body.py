@@ -11,32 +11,31 @@ The order, and why:
    server that is not configured is asked about the same way (the DAG it would have), so a
    caller with rights on one DAG cannot tell unknown servers from other people's by the
    answer; a caller allowed on that name (an admin) gets 422 listing the servers it may use.
-3. Only then are the fields validated: in a worker thread (the SQL checks are CPU-bound
-   Python; on the event loop they would stall every request of this API server), with one
+3. Only then are the fields validated: in a check process (field_checks.py: the SQL checks
+   are CPU-bound Python; on the event loop, or in a thread holding the interpreter lock, they
+   would stall every request of this API server), with one
    :class:`~fuxictr_workflow.sql_budget.Budget` for both queries: tokens, nesting and
-   ``API_SECONDS``. A query over budget is a 422 naming its field. If the thread still runs
-   past the limit (a step without a budget check), the request is answered anyway.
+   ``API_SECONDS``. A query over budget is a 422 naming its field. If the check has not
+   answered by the limit (it waited for a free process, or a step without a budget check ran
+   long), the request is answered anyway.
 """
 
 from __future__ import annotations
 
 import json
-from functools import partial
 from typing import Any
 
-import anyio
 from fastapi import HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from fuxictr_workflow import sql_budget, task_fields
-from fuxictr_workflow.api import security
+from fuxictr_workflow import sql_budget
+from fuxictr_workflow.api import field_checks, security
 from fuxictr_workflow.api.schemas import TaskCreateRequest
 from fuxictr_workflow.config import get_config
 
 SERVER_MAX = 250  # Airflow's dag_id limit; no configured server is longer
-# What the thread may take beyond the budget's own deadline before the answer goes out anyway.
+# What a check may take beyond the budget's own deadline before the answer goes out anyway.
 GRACE_S = 0.4
 
 OPENAPI: dict[str, Any] = {
@@ -79,24 +78,13 @@ def _authorized_server(data: dict[str, Any], user: Any) -> str:
     return server
 
 
-def _validate(data: dict[str, Any], budget: sql_budget.Budget) -> TaskCreateRequest:
-    context = {task_fields.CONTEXT_CONFIG: get_config(), task_fields.CONTEXT_BUDGET: budget}
-    return TaskCreateRequest.model_validate(data, context=context)
-
-
 async def authorized_body(request: Request, user: Any) -> tuple[TaskCreateRequest, str]:
     """The validated body and its server, in the order the module docstring gives."""
     await run_in_threadpool(security.require_any, user, "POST", get_config().servers)
     data = _json_object(await request.body())
     server = await run_in_threadpool(_authorized_server, data, user)
-    budget = sql_budget.Budget(seconds=sql_budget.API_SECONDS)
-    try:
-        with anyio.fail_after(sql_budget.API_SECONDS + GRACE_S):
-            body = await anyio.to_thread.run_sync(partial(_validate, data, budget), abandon_on_cancel=True)
-    except ValidationError as err:
-        errors = err.errors(include_url=False, include_input=False)
-        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
-    except TimeoutError:
+    checked = await field_checks.checked(data, get_config(), sql_budget.API_SECONDS + GRACE_S)
+    if checked is None:  # waited in the queue, or a step without a budget check ran long
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_ENTITY,
             [
@@ -105,7 +93,9 @@ async def authorized_body(request: Request, user: Any) -> tuple[TaskCreateReques
                     "msg": f"the queries took more than {sql_budget.API_SECONDS:g} s to check; simplify them",
                     "type": "value_error",
                 }
-                for field in ([budget.checking] if budget.checking else ["sample_sql", "infer_sql"])
+                for field in ("sample_sql", "infer_sql")
             ],
-        ) from None
-    return body, server
+        )
+    if checked.body is None:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in checked.errors])
+    return checked.body, server
