@@ -135,6 +135,7 @@ def test_each_host_sweeps_its_own_expired_staging_and_logs_once_per_interval(set
     again.mkdir(parents=True)
     assert sweep_host(cfg, store) is None and again.exists()
     stamp = Path(cfg.storage.staging_dir) / SWEEP_STAMP
+    assert stamp.stat().st_mode & 0o777 == 0o600
     earlier = stamp.stat().st_mtime - SWEEP_EVERY.total_seconds() - 1
     os.utime(stamp, (earlier, earlier))
     report = sweep_host(cfg, store)

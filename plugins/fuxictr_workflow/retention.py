@@ -34,6 +34,7 @@ from typing import Any
 
 from fuxictr_workflow import hdfs, paths
 from fuxictr_workflow.config import WorkflowConfig
+from fuxictr_workflow.private_files import make_private_dir, touch_private
 from fuxictr_workflow.store import WorkflowStore, utcnow
 
 TASK_DIR_RE = re.compile(r"^task_([0-9]+)$")
@@ -226,8 +227,9 @@ def sweep_host(
         if time.time() - stamp.stat().st_mtime < SWEEP_EVERY.total_seconds():
             return None
     except FileNotFoundError:
-        stamp.parent.mkdir(parents=True, exist_ok=True)
-    stamp.touch()
+        make_private_dir(stamp.parent)
+    touch_private(stamp)
+    os.utime(stamp)  # an existing stamp: renewed
     cutoff = (now or utcnow()) - timedelta(days=cfg.retention.days)
     cleaner = _Cleaner(cfg, store, cutoff, dry_run=False)
     cleaner.report.expired = sorted(store.retention.expired_among(_local_task_ids(cfg), cutoff))
