@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -12,9 +13,10 @@ from typing import Any
 
 import pytest
 
+from fuxictr_workflow.api import field_checks
 from tests.conftest import newest_task_id
 from tests.seed_example import SEED_README_BODY as BODY
-from tests.services.airflow_app import ApiServer
+from tests.services.airflow_app import ApiServer, check_processes
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -41,6 +43,15 @@ def airflow_run(server: ApiServer, run_id: str) -> dict[str, Any]:
     )
     with urllib.request.urlopen(req, timeout=30) as resp:
         return json.loads(resp.read())
+
+
+def test_the_field_check_processes_start_and_stop_with_the_api_server(api_server: ApiServer) -> None:
+    """Started by the app's lifespan (before any body is checked), so no POST pays for their
+    imports; gone with the server (tests/services: airflow_stack.stop leaves no process)."""
+    deadline = time.monotonic() + 120
+    while len(check_processes(api_server)) < field_checks.CHECK_PROCESSES:
+        assert time.monotonic() < deadline, "the check processes did not start with the API server"
+        time.sleep(0.5)
 
 
 def test_create_list_get(api_server: ApiServer) -> None:

@@ -21,16 +21,14 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fuxictr_workflow.store import WorkflowStore
-from scripts import airflow_stack
 from tests.conftest import new_task
 from tests.security.stack import ALLOWED_PREFIX, CLI_TOKEN_S, DB, MAIN, OTHER, WS_CAP, call, token
-from tests.services.airflow_app import ApiServer
+from tests.services.airflow_app import ApiServer, check_processes
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -253,25 +251,6 @@ def test_a_query_being_checked_holds_up_no_other_request(stack: ApiServer) -> No
     inside = [ls for ls in lists if any(ps <= ls[0] and ls[1] <= pd for ps, pd in waits)]
     assert len(inside) >= 3, (waits, lists)
     assert snapshot(stack) == before
-
-
-def check_processes(api: ApiServer) -> set[int]:
-    """The API server's field-check processes: the forkserver's children (field_checks.py)."""
-    procs = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                ppid = int(Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[1])
-                cmdline = Path(entry.path, "cmdline").read_bytes()
-            except (OSError, IndexError, ValueError):
-                continue
-            procs[int(entry.name)] = (ppid, b"forkserver" in cmdline)
-    ours, todo = set(), [airflow_stack.running(api.home)["api-server"]]
-    while todo:
-        pid = todo.pop()
-        ours.add(pid)
-        todo += [child for child, (ppid, _) in procs.items() if ppid == pid and child not in ours]
-    return {p for p in ours if procs.get(p, (0, False))[1] and procs.get(procs[p][0], (0, False))[1]}
 
 
 def test_a_killed_check_process_costs_no_request_its_answer(stack: ApiServer) -> None:

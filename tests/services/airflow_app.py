@@ -8,6 +8,7 @@ metadata DB, a workflow store of its own. No scheduler: runs are created, not ex
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import urllib.request
@@ -47,6 +48,26 @@ class ApiServer:
     def airflow(self, method: str, path: str, body: Any = None, *, token: str | None = None) -> Any:
         """Airflow's own REST API, /api/v2/dags/<path>, with `token` (a new admin one by default)."""
         return demo.api(self.port, token or self.token(), method, f"/api/v2/dags/{path}", body)
+
+
+def check_processes(api: ApiServer) -> set[int]:
+    """The API server's field-check processes (api/field_checks.py): the forkserver's children."""
+    procs: dict[int, tuple[int, bool]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                ppid = int(Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[1])
+                cmdline = Path(entry.path, "cmdline").read_bytes()
+            except (OSError, IndexError, ValueError):
+                continue
+            procs[int(entry.name)] = (ppid, b"forkserver" in cmdline)
+    ours, todo = set(), [airflow_stack.running(api.home)["api-server"]]
+    while todo:
+        pid = todo.pop()
+        ours.add(pid)
+        todo += [child for child, (ppid, _) in procs.items() if ppid == pid and child not in ours]
+    forkserver = {p for p in ours if procs.get(p, (0, False))[1]}
+    return {p for p in forkserver if procs[p][0] in forkserver}
 
 
 def free_port() -> int:
