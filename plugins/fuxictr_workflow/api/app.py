@@ -7,16 +7,30 @@ API docs are separate. :class:`guards.RequestGuard` runs before every route.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, status
 
-from fuxictr_workflow.api import experiments, guards, logs_ws, security, tasks, ui
+from fuxictr_workflow.api import experiments, field_checks, guards, logs_ws, security, tasks, ui
 from fuxictr_workflow.config import get_config
+
+
+@asynccontextmanager
+async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    """Run by Airflow's API server for the mounted app (not by the other processes that import
+    the plugin): the field-check processes live as long as the server."""
+    field_checks.PROCESSES.start()
+    try:
+        yield
+    finally:
+        field_checks.PROCESSES.stop()
 
 
 def create_app() -> FastAPI:
     app = FastAPI(
+        lifespan=lifespan,
         title="FuXiCTR Workflow API",
         description="Create and follow FuXiCTR pipeline tasks (Hive → training server → Hive).",
         version="1.0",

@@ -7,9 +7,10 @@ about 12 ms to 1.3 s while bounded checks ran back to back). In a process of the
 share nothing with the server but the body's fields, the config and the answer.
 
 CHECK_PROCESSES processes, started with the forkserver context (the API server has threads,
-and a fork of it would copy their held locks) when the first body is checked; that request,
-and the first after a check process died (killed, out of memory: the pool is then replaced),
-waits for their imports before its time limit starts.
+and a fork of it would copy their held locks) as the API server starts (the app's lifespan,
+which Airflow's API server runs for plugin apps) and stopped with it. A request that finds
+them still starting, or the first after one died (killed, out of memory: the pool is then
+replaced), waits for their imports before its time limit starts.
 """
 
 from __future__ import annotations
@@ -82,6 +83,16 @@ class CheckProcesses:
                 self._pool = _Pool(executor, threading.Event())
                 threading.Thread(target=self._start, args=(self._pool,), daemon=True).start()
             return self._pool
+
+    def start(self) -> None:
+        """Start the processes in the background (a no-op once they are)."""
+        self._current()
+
+    def stop(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.executor.shutdown(wait=False, cancel_futures=True)
 
     @staticmethod
     def _start(pool: _Pool) -> None:
