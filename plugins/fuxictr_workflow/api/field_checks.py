@@ -2,9 +2,8 @@
 
 The SQL checks are CPU-bound pure Python (sqlglot's tokenizer, parser and generator). In a
 thread of the API server they hold its interpreter lock: while one runs, every other request
-of that server waits for it, however cheap (benchmarks.api: the task list's median went from
-about 12 ms to 1.3 s while bounded checks ran back to back). In a process of their own they
-share nothing with the server but the body's fields, the config and the answer.
+of that server waits for it, however cheap (docs/api.md has the figures). In a process of their
+own they share nothing with the server but the body's fields, the config and the answer.
 
 CHECK_PROCESSES processes, started with the forkserver context (the API server has threads,
 and a fork of it would copy their held locks) as the API server starts (the app's lifespan,
