@@ -1,6 +1,7 @@
 """Every model of a FuXiCTR model_zoo dir through our runner and through the stock flow.
 
     python -m benchmarks.model_zoo --zoo <FuxiCTR checkout>/model_zoo [--rows 5000] [--models DIN,MMoE]
+        [--seed N]
 
 Each model's own `<Model>_test` experiment (from its config/model_config.yaml) is pointed at
 the synthetic data (make_ctr_table with behaviour=True, conversion=True) through a dataset
@@ -75,7 +76,7 @@ def dataset_for(params: dict[str, Any]) -> str:
     return "bench_ctr"
 
 
-def experiment_config(home: Path, expid: str, target: Path) -> str | None:
+def experiment_config(home: Path, expid: str, target: Path, seed: int) -> str | None:
     """A config dir with the model's own model_config.yaml (expid pointed at our data) and our
     dataset_config.yaml; the dataset chosen, or None when the model has no such expid."""
     models = yaml.safe_load((home / "config" / "model_config.yaml").read_text())
@@ -83,7 +84,7 @@ def experiment_config(home: Path, expid: str, target: Path) -> str | None:
         return None
     dataset = dataset_for({**models.get("Base", {}), **models[expid]})
     models[expid]["dataset_id"] = dataset
-    models[expid]["seed"] = SEED  # the split's seed: both sides then also start from the same init
+    models[expid]["seed"] = seed  # the split's seed: both sides then also start from the same init
     target.mkdir(parents=True, exist_ok=True)
     (target / "model_config.yaml").write_text(yaml.safe_dump(models, sort_keys=False))
     datasets = {k: {"data_format": "parquet", "min_categr_count": 1, **v} for k, v in DATASETS.items()}
@@ -92,11 +93,11 @@ def experiment_config(home: Path, expid: str, target: Path) -> str | None:
 
 
 def run_one(
-    name: str, home: Path, zoo: Path, root: Path, data: Path, split: tuple[Path, Path], timeout: float
+    name: str, home: Path, zoo: Path, root: Path, split: tuple[Path, Path], args: argparse.Namespace
 ) -> dict[str, Any]:
     expid = f"{name}_test"
     config = root / "config" / name
-    dataset = experiment_config(home, expid, config)
+    dataset = experiment_config(home, expid, config, args.seed)
     row: dict[str, Any] = {"model": name, "expid": expid, "dataset": dataset}
     if dataset is None:
         return {**row, "stock_ok": False, "ours_ok": False, "stock_error": f"no {expid} in its config"}
@@ -104,12 +105,12 @@ def run_one(
         "stock": [sys.executable, str(STOCK_FLOW), str(config), expid, str(root / "stock" / name),
                   str(split[0]), str(split[1]), str(home), "src"],
         "ours": [sys.executable, str(RUNNER), "train", "--expid", expid, "--config-dir", str(config),
-                 "--data-dir", str(data), "--work-dir", str(root / "ours" / name), "--seed", str(SEED),
+                 "--data-dir", str(root / "sample"), "--work-dir", str(root / "ours" / name), "--seed", str(args.seed),
                  "--model-zoo", str(zoo)],
     }  # fmt: skip
     for side, cmd in runs.items():
         try:
-            wall, metrics, rss = run_child(cmd, timeout)
+            wall, metrics, rss = run_child(cmd, args.timeout)
             row.update(
                 {
                     f"{side}_ok": True,
@@ -135,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--timeout", type=float, default=900, help="seconds per run before it counts as failed"
     )
+    parser.add_argument(
+        "--seed", type=int, default=SEED, help="the split's and both trainings' seed (run-to-run noise)"
+    )
     args = parser.parse_args(argv)
     zoo = args.zoo.resolve()
     models = zoo_models(zoo)
@@ -147,10 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         table = make_ctr_table(args.rows, seed=1, behaviour=True, conversion=True)
         write_parquet_parts(table, root / "sample")
-        split = write_stock_split(table, root / "split")
+        split = write_stock_split(table, root / "split", args.seed)
         rows = []
         for name, home in models:
-            row = run_one(name, home, zoo, root, root / "sample", split, args.timeout)
+            row = run_one(name, home, zoo, root, split, args)
             print(json.dumps(row), file=sys.stderr, flush=True)
             rows.append(row)
     finally:
@@ -164,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         "parity_ok": sum(bool(r.get("parity")) for r in rows),
         "ours_vs_stock_wall": round(statistics.median(ratios), 3) if ratios else None,
         "rows": args.rows,
+        "seed": args.seed,
         "per_model": rows,
     }
     print(json.dumps(summary), flush=True)

@@ -387,12 +387,19 @@ def summarize(
         "auc": train.get("auc"),
         "logloss": train.get("logloss"),
         "epochs": task["epochs"],  # GET /tasks/{id}'s: the train step's, in order
+        "quality_gate": gate_summary(task.get("quality_gate")),
         "infer_rows": results.get("infer", {}).get("rows"),
         "hive_rows": hive_rows,
         "pipeline_s": round(pipeline_s, 1),
         "services_and_pipeline_s": round(time.monotonic() - started, 1),
         "make_total_s": make_total_s(),
     }
+
+
+def gate_summary(gate: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The gate's decision with both models' figures (None: the gate was off)."""
+    keys = ("decision", "auc", "baseline_auc", "logloss", "baseline_logloss")
+    return {k: gate[k] for k in keys} if gate else None
 
 
 def make_total_s() -> float | None:
@@ -422,6 +429,12 @@ def print_summary(summary: dict[str, Any], task: dict[str, Any], port: int, home
     print(f"  AUC {summary['auc']}   logloss {summary['logloss']}")
     for e in summary["epochs"]:
         print(f"    epoch {e['epoch']}: train loss {e['train_loss']}, AUC {e['auc']}, logloss {e['logloss']}")
+    gate = summary["quality_gate"]
+    if gate:
+        print(
+            f"  quality gate: {gate['decision']} (AUC {gate['auc']} vs published {gate['baseline_auc']}, "
+            f"logloss {gate['logloss']} vs {gate['baseline_logloss']})"
+        )
     print(f"  predictions: {summary['infer_rows']} rows scored, {summary['hive_rows']} rows in Hive")
     total = summary["make_total_s"]
     print(
@@ -450,7 +463,9 @@ SEED_BODY = {
 
 def run(executor: str) -> int:
     started = time.monotonic()
-    services = Services(WORK, PORT, executor=executor)
+    # the demo runs with the quality gate on: its summary shows the gate's decision (the first
+    # run has no published model to compare with; a later one compares with the one before)
+    services = Services(WORK, PORT, executor=executor, config={"quality_gate": {"enabled": True}})
 
     def on_signal(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")

@@ -38,7 +38,7 @@ FAST_PARALLEL=(-n auto --dist loadfile)
 # The stack tier in two pytest processes side by side, each with its own Hive server: the local
 # e2e stack's pipelines wait on Airflow's scheduling much of the time, and the other lane's
 # stacks (Celery e2e, security, API, UI, Hive) use that time. Lines are prefixed with the lane.
-E2E_LANE=(tests/e2e/test_pipeline.py tests/e2e/test_single_stage.py)
+E2E_LANE=(tests/e2e/test_pipeline.py tests/e2e/test_single_stage.py tests/e2e/test_quality_gate.py)
 run_stack_lanes() {
   local start rc_e2e rc_rest
   start=$(date +%s)

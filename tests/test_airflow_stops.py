@@ -10,6 +10,7 @@ import pytest
 
 from fuxictr_workflow import airflow_stops
 from fuxictr_workflow.config import WorkflowConfig
+from fuxictr_workflow.stages import STAGE_NAMES
 from fuxictr_workflow.store import WorkflowStore
 from fuxictr_workflow.workflow_log import WorkflowLogger
 from tests.conftest import SshdInfo, new_task
@@ -145,3 +146,26 @@ def test_failed_run_taken_up_again_is_left_to_its_new_try(
     train = step(store, task_id, "train")
     assert (train["status"], train["retry_count"]) == ("running", before + 1), train
     assert store.get_task(task_id, with_steps=False)["status"] == "running"
+
+
+def test_a_run_that_fails_while_the_gate_waits_fails_the_held_task(
+    make_config: Callable[..., WorkflowConfig], store: WorkflowStore, wlogger: WorkflowLogger
+) -> None:
+    """No decision came (decision_timeout_h) or the gate was marked failed: the task the gate
+    held is failed with that reason, unless Airflow runs the run again."""
+    from fuxictr_workflow import gate_review
+
+    cfg = make_config(quality_gate={"enabled": True})
+    published, task_id = new_task(store), new_task(store, server="local", dag_id=DAG, dag_run_id="run_1")
+    for tid, auc, names in [(published, 0.8, STAGE_NAMES), (task_id, 0.5, STAGE_NAMES[:-1])]:
+        for name in names:
+            store.start_step(tid, name)
+            store.complete_step(tid, name, {"auc": auc, "logloss": 0.5} if name == "train" else {})
+    record = gate_review.review(store, cfg, store.get_task(task_id))
+    assert record is not None and record.decision == "waiting"
+    store.quality_gates.hold(task_id, record)
+    airflow_stops.close_steps_of_failed_run(cfg, wlogger, DAG, "run_1", resumed=lambda: True)
+    assert store.get_task(task_id, with_steps=False)["status"] == "waiting"
+    airflow_stops.close_steps_of_failed_run(cfg, wlogger, DAG, "run_1")
+    task = store.get_task(task_id, with_steps=False)
+    assert task["status"] == "failed" and "while the quality gate waited" in task["error_message"]

@@ -55,11 +55,15 @@ def test_every_task_of_the_dag_has_its_stages_execution_timeout(
     from fuxictr_workflow.dag_factory import build_dag
 
     timeouts = {"default": 900, "data_fetch": 901, "data_upload": 902, "train": 903, "infer": 904}
-    cfg = make_config(task={"execution_timeout_s": timeouts})
+    cfg = make_config(task={"execution_timeout_s": timeouts}, quality_gate={"decision_timeout_h": 5})
     dag = build_dag(cfg.default_server, cfg)
     assert set(dag.task_dict) == set(DAG_TASKS)
-    seen = {task_id: dag.get_task(task_id).execution_timeout for task_id in DAG_TASKS}
-    assert seen == {t: timedelta(seconds=timeouts.get(stage, 900)) for t, stage in DAG_TASKS.items()}
+    stages = {t: stage for t, stage in DAG_TASKS.items() if stage != "gate"}
+    seen = {task_id: dag.get_task(task_id).execution_timeout for task_id in stages}
+    assert seen == {t: timedelta(seconds=timeouts.get(stage, 900)) for t, stage in stages.items()}
+    # the gate's wait for a person is bounded by its own key, and nothing kills it before it parks
+    (gate,) = (dag.get_task(t) for t, stage in DAG_TASKS.items() if stage == "gate")
+    assert (gate.execution_timeout, gate.response_timeout) == (None, timedelta(hours=5))
 
 
 def _export(hdfs_root: Path, task_id: int, rows: dict[str, int]) -> None:

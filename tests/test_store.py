@@ -185,7 +185,7 @@ def test_illegal_transitions_are_refused(db: WorkflowStore) -> None:
         db.start_step(task_id, "bogus")
     with pytest.raises(NotFound):
         db.start_step(99999, "data_fetch")
-    with pytest.raises(IllegalTransition, match="only failed or cancelled"):
+    with pytest.raises(IllegalTransition, match="only failed, cancelled or rejected"):
         db.reset_from_step(task_id)
 
 
@@ -299,7 +299,7 @@ def test_logs_in_order(db: WorkflowStore) -> None:
 
 
 def test_init_is_idempotent_and_versioned(db: WorkflowStore) -> None:
-    assert db.schema_version() == SCHEMA_VERSION == 5
+    assert db.schema_version() == SCHEMA_VERSION == 6
     assert db.init() == SCHEMA_VERSION
     assert db.schema_version() == SCHEMA_VERSION
 

@@ -29,6 +29,7 @@ from fuxictr_workflow.store import ChunkSpec, WorkflowStore
 from scripts import airflow_stack
 from tests.conftest import newest_task_id
 from tests.services.airflow_app import ApiServer, start_api_server
+from tests.services.browser import sign_in, waiter
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -117,28 +118,8 @@ def ui_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiStack]:
 # ---------- browser helpers ----------
 
 
-def waiter(driver: Any, timeout: float = 30) -> Any:
-    from selenium.common.exceptions import StaleElementReferenceException
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    # the list re-renders every few seconds: an element found a moment ago may be replaced
-    return WebDriverWait(
-        driver, timeout, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,)
-    )
-
-
 def login(driver: Any, stack: UiStack) -> None:
-    """Sign in through Airflow's own login page (SimpleAuthManager)."""
-    from selenium.webdriver.common.by import By
-
-    driver.get(f"{stack.base_url}/")
-    waiter(driver, 60).until(lambda d: d.find_elements(By.NAME, "username"))
-    driver.find_element(By.NAME, "username").send_keys(airflow_stack.ADMIN)
-    driver.find_element(By.NAME, "password").send_keys(stack.password)
-    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    waiter(driver, 60).until(
-        lambda d: "/auth/login" not in d.current_url and d.find_elements(By.CSS_SELECTOR, "a[href$='/dags']")
-    )
+    sign_in(driver, stack.base_url, stack.password)
 
 
 def text_of(driver: Any, css: str) -> str:

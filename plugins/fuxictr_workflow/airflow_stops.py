@@ -110,6 +110,15 @@ def close_steps_of_failed_run(
     task = store.get_task(task_id)
     if task["status"] in FINAL_TASK_STATUSES:
         return
+    if task["status"] == TaskStatus.WAITING:  # held by the quality gate: no step, no job runs
+        if not resumed():
+            store.fail_task(
+                task_id,
+                f"the DAG run {run_id} failed while the quality gate waited for a decision (no "
+                "decision came within quality_gate.decision_timeout_h, or the gate was marked failed "
+                "in Airflow); nothing was published",
+            )
+        return
     running = {s["step_name"]: s["retry_count"] for s in task["steps"] if s["status"] == StepStatus.RUNNING}
     if not running or resumed():
         return

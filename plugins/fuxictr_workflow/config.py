@@ -199,6 +199,43 @@ class RetentionConfig(_Section):
     schedule: str = "@daily"
 
 
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+
+
+class GateOverride(_Section):
+    """An experiment's own gate keys; a key not set is the global one."""
+
+    enabled: bool | None = None
+    max_auc_drop: NonNegativeFloat | None = None
+    max_logloss_rise: NonNegativeFloat | None = None
+
+
+class GateRule(_Section):
+    """How much worse than the experiment's last published model a training may come out and
+    still publish without a person's decision (validation AUC and logloss)."""
+
+    enabled: bool
+    max_auc_drop: NonNegativeFloat
+    max_logloss_rise: NonNegativeFloat
+
+
+class QualityGateConfig(_Section):
+    """The gate before hive_upload. Off unless enabled (globally or per experiment): a held
+    task waits for a person, which a deployment has to plan for."""
+
+    enabled: bool = False
+    max_auc_drop: NonNegativeFloat = 0.002
+    max_logloss_rise: NonNegativeFloat = 0.002
+    # A held task waits this long for its decision, then fails (Airflow's scheduler times it out).
+    decision_timeout_h: Annotated[float, Field(gt=0)] = 72.0
+    experiments: dict[str, GateOverride] = Field(default_factory=dict)
+
+    def rule_for(self, experiment_id: str) -> GateRule:
+        """The global keys with the experiment's own over them."""
+        own = self.experiments.get(experiment_id, GateOverride()).model_dump(exclude_none=True)
+        return GateRule(**{k: own.get(k, getattr(self, k)) for k in GateRule.model_fields})
+
+
 IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # An hdfs_path URL's origin: scheme://host[:port] (file:// has no host).
 ORIGIN_RE = re.compile(r"^(file://|(hdfs|webhdfs)://[A-Za-z0-9.-]+(:[0-9]{1,5})?)$")
@@ -301,6 +338,7 @@ class WorkflowConfig(_Section):
     store: StoreConfig = Field(default_factory=StoreConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    quality_gate: QualityGateConfig = Field(default_factory=QualityGateConfig)
 
     @model_validator(mode="before")
     @classmethod

@@ -23,7 +23,9 @@ DOC = """
 ### FuXiCTR workflow
 
 Hive → training server → Hive in six stages: data_fetch, data_upload, train, infer,
-result_download, hive_upload. Trigger with the six fields below (or through
+result_download, hive_upload. hive_upload starts with the quality gate (config
+`quality_gate`): a model clearly worse than the experiment's published one waits for
+Approve / Reject under Required Actions. Trigger with the six fields below (or through
 `POST /api/workflow/tasks`); follow it in the **FuXiCTR Workflow** view.
 """
 
@@ -31,6 +33,7 @@ result_download, hive_upload. Trigger with the six fields below (or through
 def build_dag(server: str, cfg: WorkflowConfig) -> DAG:
     from fuxictr_workflow.operators.claim import ClaimTaskOperator
     from fuxictr_workflow.operators.fuxictr import InferOperator, TrainOperator
+    from fuxictr_workflow.operators.gate import GATE_TASK_ID, QualityGateOperator
     from fuxictr_workflow.operators.hive import (
         HdfsDownloadOperator,
         HdfsUploadOperator,
@@ -91,6 +94,11 @@ def build_dag(server: str, cfg: WorkflowConfig) -> DAG:
         with TaskGroup(Stage.HIVE_UPLOAD.value) as hive_upload:
             load = timeout(Stage.HIVE_UPLOAD)
             chain(
+                # first in the group: clearing hive_upload (a retry) asks the gate again
+                QualityGateOperator(
+                    task_id=GATE_TASK_ID,
+                    response_timeout=timedelta(hours=cfg.quality_gate.decision_timeout_h),
+                ),
                 HdfsUploadOperator(task_id="hdfs_upload", execution_timeout=load),
                 HiveLoadOperator(task_id="hive_load", execution_timeout=load),
             )

@@ -9,11 +9,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from fuxictr_workflow.stages import Stage
 from fuxictr_workflow.task_fields import field_schemas
 
 DAG_ID = "fuxictr_workflow"
 # The DAG's first task (not a stage): makes the run its workflow task's one active run.
 CLAIM_TASK_ID = "claim_task"
+# hive_upload's first task: the quality gate (operators/gate.py)
+GATE_TASK_ID = "quality_gate"
+GATE_TASK = f"{Stage.HIVE_UPLOAD.value}.{GATE_TASK_ID}"
 
 
 def dag_id_for(server: str, default_server: str) -> str:

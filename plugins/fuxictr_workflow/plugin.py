@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
+from fuxictr_workflow.api import URL_PREFIX
 from fuxictr_workflow.api.app import app
-
-URL_PREFIX = "/api/workflow"
 
 
 class FuxiCTRWorkflowPlugin(AirflowPlugin):

@@ -43,12 +43,20 @@ def stage(name_or_index: str | int) -> Stage:
 class TaskStatus(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
+    # held by the quality gate before hive_upload, for a person's Approve / Reject
+    WAITING = "waiting"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # the gate's decision was Reject: nothing was published
+    REJECTED = "rejected"
 
 
-FINAL_TASK_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+FINAL_TASK_STATUSES = frozenset(
+    {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.REJECTED}
+)
+# a task in one of these may be retried (from its first unfinished stage)
+RETRYABLE_TASK_STATUSES = frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.REJECTED})
 
 
 class StepStatus(StrEnum):

@@ -91,6 +91,10 @@ REFUSED_CROSS_DAG = [
     ("vera", "GET", "/tasks/{other}", None),
     ("vera", "POST", "/tasks/{main}/cancel", None),
     ("viewer", "POST", "/tasks/{other}/retry", None),
+    # refused before the body is read: a decision on another DAG's task is never parsed
+    ("alice", "POST", "/tasks/{other}/quality-gate", {"decision": "approve"}),
+    ("bob", "POST", "/tasks/{main}/quality-gate", "not json"),
+    ("viewer", "POST", "/tasks/{main}/quality-gate", {"decision": "reject"}),
 ]  # vera and viewer may run no DAG at all: their POST /tasks is below (nothing named)
 
 
@@ -106,6 +110,25 @@ def test_cross_dag_and_viewer_requests_are_403(
     status, reply = call(stack, method, path.format(**tasks), body, user=user)
     assert status == 403, reply
     assert "fuxictr_workflow" in reply["detail"]  # names the DAG it asked about
+    assert snapshot(stack) == before
+
+
+@pytest.mark.parametrize(
+    ("body", "status_", "says"),
+    [
+        ({"decision": "approve"}, 409, "is not waiting for a quality-gate decision"),
+        ({"decision": "publish"}, 422, "decision"),
+        ({"decision": "approve", "by": "root"}, 422, "by"),
+    ],
+)
+def test_a_gate_decision_is_checked_after_authorization(
+    stack: ApiServer, tasks: dict[str, int], body: Any, status_: int, says: str
+) -> None:
+    """alice may edit runs of `main`'s DAG: her body is read, and refused for what it says or
+    because nothing waits for a decision (the gate's whole path: tests/e2e/test_quality_gate.py)."""
+    before = snapshot(stack)
+    status, reply = call(stack, "POST", f"/tasks/{tasks['main']}/quality-gate", body, user="alice")
+    assert status == status_ and says in json.dumps(reply), reply
     assert snapshot(stack) == before
 
 

@@ -16,6 +16,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -96,3 +97,29 @@ def browser(chromium_paths: tuple[str, str], tmp_path: Path, ui_artifacts_dir: P
         except Exception:  # noqa: BLE001 - a dead browser has no log to save
             pass
         driver.quit()
+
+
+def waiter(driver: Any, timeout: float = 30) -> Any:
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    # the views re-render every few seconds: an element found a moment ago may be replaced
+    return WebDriverWait(
+        driver, timeout, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,)
+    )
+
+
+def sign_in(driver: Any, base_url: str, password: str) -> None:
+    """Sign in as the admin through Airflow's own login page (SimpleAuthManager)."""
+    from selenium.webdriver.common.by import By
+
+    from scripts import airflow_stack
+
+    driver.get(f"{base_url}/")
+    waiter(driver, 60).until(lambda d: d.find_elements(By.NAME, "username"))
+    driver.find_element(By.NAME, "username").send_keys(airflow_stack.ADMIN)
+    driver.find_element(By.NAME, "password").send_keys(password)
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    waiter(driver, 60).until(
+        lambda d: "/auth/login" not in d.current_url and d.find_elements(By.CSS_SELECTOR, "a[href$='/dags']")
+    )

@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, status
 
-from fuxictr_workflow.api import experiments, field_checks, guards, logs_ws, security, tasks, ui
+from fuxictr_workflow.api import experiments, field_checks, gate, guards, logs_ws, security, tasks, ui
 from fuxictr_workflow.config import get_config
 
 
@@ -39,6 +39,7 @@ def create_app() -> FastAPI:
         openapi_url=None,
     )
     app.include_router(tasks.router)
+    app.include_router(gate.router)
     app.include_router(experiments.router)
     app.include_router(logs_ws.router)
     app.include_router(ui.router)

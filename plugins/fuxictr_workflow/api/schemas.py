@@ -7,7 +7,7 @@ config.yaml, the same file the stages read.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -80,10 +80,50 @@ class Epoch(BaseModel):
     train_loss: float | None
 
 
+class GateAnswer(BaseModel):
+    """Where the held decision is answered: POST /api/workflow/tasks/{id}/quality-gate, or
+    Airflow's own HITL route directly,
+    ``PATCH /api/v2/dags/{dag_id}/dagRuns/{dag_run_id}/taskInstances/{task_id}/{map_index}/hitlDetails``
+    with ``{"chosen_options": ["Approve"]}`` or ``["Reject"]`` (Airflow checks the caller's
+    permission and writes its audit log)."""
+
+    dag_id: str
+    dag_run_id: str
+    task_id: str
+    map_index: int = -1
+
+
+class GateDecisionRequest(BaseModel):
+    """POST /tasks/{id}/quality-gate: the caller's decision on a held task."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Literal["approve", "reject"]
+
+
+class QualityGate(BaseModel):
+    """The quality gate's review of the task's training against the experiment's last
+    published model (validation AUC and logloss), and its decision."""
+
+    decision: Literal["passed", "waiting", "approved", "rejected"]
+    auc: float | None
+    logloss: float | None
+    baseline_task_id: int | None
+    baseline_auc: float | None
+    baseline_logloss: float | None
+    max_auc_drop: float
+    max_logloss_rise: float
+    reason: str
+    decided_by: str | None
+    updated_at: str | None
+    answer: GateAnswer | None = None  # while the decision is waiting
+
+
 class TaskDetail(Task):
     steps: list[Step]
     transfer: dict[str, TransferProgress] = Field(default_factory=dict)
     epochs: list[Epoch] = Field(default_factory=list)
+    quality_gate: QualityGate | None = None  # null: the gate was off, or has not run yet
 
 
 class HistoryQuery(BaseModel):

@@ -15,8 +15,9 @@ from fuxictr_workflow import cancel_jobs
 from fuxictr_workflow.api import security, task_body, trigger
 from fuxictr_workflow.api.schemas import Task, TaskCreated, TaskCreateRequest, TaskDetail
 from fuxictr_workflow.config import get_config
-from fuxictr_workflow.dag_params import dag_id_for
-from fuxictr_workflow.stages import STAGE_NAMES, Stage, TaskStatus
+from fuxictr_workflow.dag_params import GATE_TASK, dag_id_for
+from fuxictr_workflow.quality_gate import Decision
+from fuxictr_workflow.stages import RETRYABLE_TASK_STATUSES, STAGE_NAMES, Stage, TaskStatus
 from fuxictr_workflow.store import IllegalTransition, NotFound, WorkflowStore, get_store, iso, utcnow
 from fuxictr_workflow.task_fields import TASK_FIELDS
 from fuxictr_workflow.workflow_log import get_logger
@@ -52,6 +53,23 @@ def _detail(store: WorkflowStore, row: dict[str, Any], stale_after: timedelta) -
     ]
     out["transfer"] = store.chunk_progress(row["id"])
     out["epochs"] = [asdict(e) for e in store.epochs(row["id"], Stage.TRAIN)]
+    out["quality_gate"] = gate_of(store, row)
+    return out
+
+
+def gate_of(store: WorkflowStore, row: dict[str, Any]) -> dict[str, Any] | None:
+    """The task's quality-gate review as the API shows it, with where to answer while it waits."""
+    gate = store.gate(row["id"])
+    if gate is None:
+        return None
+    out = {**gate, "updated_at": iso(gate["updated_at"])}
+    if gate["decision"] == Decision.WAITING and row["status"] == TaskStatus.WAITING and row["dag_run_id"]:
+        out["answer"] = {
+            "dag_id": _run_dag_id(row),
+            "dag_run_id": row["dag_run_id"],
+            "task_id": GATE_TASK,
+            "map_index": -1,
+        }
     return out
 
 
@@ -153,12 +171,12 @@ def list_tasks(
 )
 def get_task(task_id: int, user: security.CurrentUser) -> dict[str, Any]:
     store = get_store()
-    task = _existing(store, task_id)
+    task = existing(store, task_id)
     security.require(user, "GET", task["server"])
     return _detail(store, store.get_task(task_id), _stale_after())
 
 
-def _existing(store: WorkflowStore, task_id: int) -> dict[str, Any]:
+def existing(store: WorkflowStore, task_id: int) -> dict[str, Any]:
     try:
         return store.get_task(task_id, with_steps=False)
     except NotFound:
@@ -174,18 +192,18 @@ def _run_dag_id(task: dict[str, Any]) -> str:
 @router.post(
     "/{task_id}/retry",
     response_model=TaskCreated,
-    summary="Resume a failed or cancelled task from its first unfinished stage",
+    summary="Resume a failed, cancelled or rejected task from its first unfinished stage",
 )
 def retry_task(task_id: int, user: security.CurrentUser, request: Request) -> dict[str, Any]:
     """The task's own DAG run is cleared from the first unfinished stage on (Airflow's clear)
     and re-queued, so completed stages are not redone and verified chunks are not re-sent.
     Only when that run is gone from Airflow does a new run ``..._retry_<n>`` start."""
     store = get_store()
-    task = _existing(store, task_id)
+    task = existing(store, task_id)
     security.require(user, "POST", task["server"])
     previous = task["dag_run_id"] or ""
     dag_id = _run_dag_id(task)
-    retryable = task["status"] in (TaskStatus.FAILED, TaskStatus.CANCELLED)
+    retryable = task["status"] in RETRYABLE_TASK_STATUSES
     if retryable and previous and not trigger.wait_until_settled(dag_id, previous):
         raise HTTPException(
             status.HTTP_409_CONFLICT,
@@ -217,7 +235,7 @@ def retry_task(task_id: int, user: security.CurrentUser, request: Request) -> di
 )
 def cancel_task(task_id: int, user: security.CurrentUser) -> dict[str, Any]:
     store = get_store()
-    security.require(user, "PUT", _existing(store, task_id)["server"])
+    security.require(user, "PUT", existing(store, task_id)["server"])
     try:
         store.cancel_task(task_id)
     except NotFound:

@@ -133,6 +133,25 @@ task_epochs = sa.Table(
     sa.Column("timestamp", sa.TIMESTAMP, nullable=False),
 )
 
+# The quality gate's judgement of a task's training before hive_upload (store/gates.py): the
+# figures compared, the rule applied and the decision, with who made it.
+quality_gates = sa.Table(
+    "quality_gates",
+    metadata,
+    sa.Column("task_id", sa.Integer, sa.ForeignKey("tasks.id"), primary_key=True),
+    sa.Column("decision", sa.String(20), nullable=False),
+    sa.Column("auc", sa.Float),
+    sa.Column("logloss", sa.Float),
+    sa.Column("baseline_task_id", sa.Integer),
+    sa.Column("baseline_auc", sa.Float),
+    sa.Column("baseline_logloss", sa.Float),
+    sa.Column("max_auc_drop", sa.Float),
+    sa.Column("max_logloss_rise", sa.Float),
+    sa.Column("reason", sa.Text),
+    sa.Column("decided_by", sa.String(250)),
+    sa.Column("updated_at", sa.TIMESTAMP, nullable=False),
+)
+
 # an experiment's history lists its tasks newest first (GET /experiments/{id}/history)
 ix_tasks_experiment = sa.Index("ix_tasks_experiment_id_id", tasks.c.experiment_id, tasks.c.id)
 
@@ -194,6 +213,11 @@ def _migrate_v5(conn: Connection) -> None:
     ix_tasks_experiment.create(conn, checkfirst=True)
 
 
+def _migrate_v6(conn: Connection) -> None:
+    """Version 6: the quality_gates table."""
+    metadata.create_all(conn, tables=[quality_gates])
+
+
 # Append a function for each schema change; `init` applies the ones not yet applied, in order.
 MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _migrate_v1,
@@ -201,6 +225,7 @@ MIGRATIONS: tuple[Callable[[Connection], None], ...] = (
     _migrate_v3,
     _migrate_v4,
     _migrate_v5,
+    _migrate_v6,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -14,8 +14,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from fuxictr_workflow.stages import STAGE_NAMES, StepStatus, TaskStatus, stage
-from fuxictr_workflow.store.database import Database, task_steps, utcnow
+from fuxictr_workflow.stages import RETRYABLE_TASK_STATUSES, STAGE_NAMES, StepStatus, TaskStatus, stage
+from fuxictr_workflow.store.database import Database, quality_gates, task_steps, utcnow
 from fuxictr_workflow.store.errors import IllegalTransition, NotFound, StaleAttempt
 from fuxictr_workflow.store.tasks import Tasks
 
@@ -254,9 +254,9 @@ class Steps:
 
         def run(conn: Connection) -> str:
             task = self.tasks.row(conn, task_id)
-            if task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+            if task.status not in RETRYABLE_TASK_STATUSES:
                 raise IllegalTransition(
-                    f"task {task_id} is {task.status}; only failed or cancelled tasks can be retried"
+                    f"task {task_id} is {task.status}; only failed, cancelled or rejected tasks can be retried"
                 )
             steps = self.tasks.steps(conn, task_id)
             if step_name is None:
@@ -265,6 +265,8 @@ class Steps:
                 first = steps[stage(step_name).index]
             start = STAGE_NAMES.index(first["step_name"])
             self._to_pending(conn, task_id, STAGE_NAMES[start:], keep_running=False)
+            if task.status == TaskStatus.REJECTED:  # the person retrying wants it reviewed again
+                conn.execute(quality_gates.delete().where(quality_gates.c.task_id == task_id))
             # the resumed step's user-level retry counts like an Airflow retry
             conn.execute(
                 task_steps.update()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fuxictr_workflow.store.chunks import ChunkLedger
 from fuxictr_workflow.store.database import Database
 from fuxictr_workflow.store.epochs import TaskEpochs
+from fuxictr_workflow.store.gates import QualityGates
 from fuxictr_workflow.store.logs import TaskLogs
 from fuxictr_workflow.store.retention import Retention
 from fuxictr_workflow.store.steps import Steps
@@ -27,6 +28,7 @@ class WorkflowStore:
         self.logs = TaskLogs(self.db)
         self.task_epochs = TaskEpochs(self.db)
         self.retention = Retention(self.db)
+        self.quality_gates = QualityGates(self.db, self.tasks)
 
         self.init = self.db.init
         self.schema_version = self.db.schema_version
@@ -66,6 +68,8 @@ class WorkflowStore:
         self.logs_after = self.logs.logs_after
 
         self.epochs = self.task_epochs.epochs
+
+        self.gate = self.quality_gates.gate
 
         if create:
             self.init()

@@ -5,7 +5,8 @@
 
 // The stage names in order, from the package's stages.py (the page is served with them).
 const STAGES = JSON.parse(document.querySelector('meta[name="workflow-stages"]').content);
-const FINAL = ["completed", "failed", "cancelled"];
+const FINAL = ["completed", "failed", "cancelled", "rejected"];
+const RETRYABLE = ["failed", "cancelled", "rejected"];
 const LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"];
 const FIELDS = ["name", "experiment_id", "sample_sql", "infer_sql", "hdfs_path", "hive_table", "server"];
 // The page lives at <api>/ui/; the API is its parent path (works under any base URL).
@@ -210,7 +211,7 @@ function renderList(tasks) {
   if (key === state.listKey) return;
   state.listKey = key;
   const rows = tasks.map((t) => {
-    const error = t.status === "failed" || t.status === "cancelled" ? t.error_message : null;
+    const error = RETRYABLE.includes(t.status) ? t.error_message : null;
     return el(
       "tr",
       { class: `is-${t.status}`, "data-task-id": t.id },
@@ -287,8 +288,8 @@ function renderDetail(task) {
   document.title = `${task.name} - FuXiCTR Workflow`;
   $("detail-title").textContent = `${task.name} #${task.id}`;
   $("detail-status").replaceChildren(badge(task.status, task.stale ? "stale" : null));
-  $("retry-btn").hidden = !(task.status === "failed" || task.status === "cancelled");
-  $("cancel-btn").hidden = !(task.status === "pending" || task.status === "running");
+  $("retry-btn").hidden = !RETRYABLE.includes(task.status);
+  $("cancel-btn").hidden = !["pending", "running", "waiting"].includes(task.status);
   const err = $("task-error");
   err.hidden = !task.error_message;
   err.textContent = task.error_message ? `Error: ${task.error_message}` : "";
@@ -337,6 +338,7 @@ function renderDetail(task) {
     }),
   );
   renderMetrics(steps.find((s) => s.step_name === "train"));
+  renderGate(task.quality_gate);
   WorkflowCharts.draw("curve-chart", WorkflowCharts.curve(task.epochs));
   WorkflowCharts.draw("timeline-chart", WorkflowCharts.timeline(steps, parseTime));
   loadHistory(task);
@@ -407,6 +409,45 @@ function renderMetrics(train) {
   box.hidden = auc === null && logloss === null;
   const metric = (label, v) => (v === null ? [] : [el("div", { class: "metric" }, label, el("b", { text: v.toFixed(4) }))]);
   box.replaceChildren(el("span", { class: "muted", text: "Training metrics" }), ...metric("AUC", auc), ...metric("logloss", logloss));
+}
+
+// The gate's review: both models' figures side by side, and while it waits, the decision.
+function renderGate(gate) {
+  $("gate").hidden = !gate;
+  if (!gate) return;
+  const fig = (v) => (v === null || v === undefined ? "\u2014" : Number(v).toFixed(4));
+  const decisions = { passed: "passed", waiting: "waiting for a decision", approved: "approved", rejected: "rejected" };
+  const by = gate.decided_by ? ` by ${gate.decided_by}` : "";
+  $("gate-title").replaceChildren("Quality gate ", badge(gate.decision === "waiting" ? "waiting" : gate.decision,
+    null), el("span", { class: "muted", text: ` ${decisions[gate.decision]}${by}` }));
+  $("gate-reason").textContent = gate.reason;
+  $("gate-baseline-head").textContent =
+    gate.baseline_task_id === null ? "Published model (none yet)" : `Published model (task #${gate.baseline_task_id})`;
+  $("gate-rows").replaceChildren(
+    el("tr", { "data-figure": "auc" }, el("th", { scope: "row", text: "AUC" }), el("td", { text: fig(gate.auc) }),
+      el("td", { text: fig(gate.baseline_auc) }), el("td", { text: `\u2212${gate.max_auc_drop}` })),
+    el("tr", { "data-figure": "logloss" }, el("th", { scope: "row", text: "logloss" }), el("td", { text: fig(gate.logloss) }),
+      el("td", { text: fig(gate.baseline_logloss) }), el("td", { text: `+${gate.max_logloss_rise}` })),
+  );
+  $("gate-actions").hidden = !gate.answer;
+}
+
+// Approve / Reject as this user: the API hands the answer to Airflow's human-in-the-loop route,
+// which checks the user's permission and writes its audit log.
+async function decide(decision) {
+  if (!(state.task && state.task.quality_gate && state.task.quality_gate.answer)) return;
+  const id = state.task.id;
+  const buttons = [$("approve-btn"), $("reject-btn")];
+  buttons.forEach((b) => { b.disabled = true; });
+  try {
+    await api(`/tasks/${id}/quality-gate`, { method: "POST", body: JSON.stringify({ decision }) });
+    notice(`${decision === "approve" ? "Approved" : "Rejected"}: task #${id} goes on as decided.`, true);
+    await loadDetail();
+  } catch (err) {
+    notice(err.message);
+  } finally {
+    buttons.forEach((b) => { b.disabled = false; });
+  }
 }
 
 // ---------- actions ----------
@@ -630,6 +671,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("create-form").addEventListener("submit", submitCreate);
   $("retry-btn").addEventListener("click", () => act("retry"));
   $("cancel-btn").addEventListener("click", () => act("cancel"));
+  $("approve-btn").addEventListener("click", () => decide("approve"));
+  $("reject-btn").addEventListener("click", () => decide("reject"));
   $("level-filter").addEventListener("change", applyLogFilters);
   $("step-filter").addEventListener("change", applyLogFilters);
   $("pause-btn").addEventListener("click", togglePause);

@@ -1,0 +1,141 @@
+"""The quality gate's records: one row per task, and the task status each decision sets.
+
+A hold puts the task in ``waiting`` (no stage runs, so no heartbeat: it must not read as a
+stale running task); Approve puts it back to ``running`` for hive_upload; Reject ends it as
+``rejected`` with hive_upload skipped. Each is one transaction with the gate's row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from fuxictr_workflow.quality_gate import Decision
+from fuxictr_workflow.stages import Stage, StepStatus, TaskStatus
+from fuxictr_workflow.store.database import Database, quality_gates, task_steps, tasks, utcnow
+from fuxictr_workflow.store.errors import IllegalTransition
+from fuxictr_workflow.store.tasks import Tasks
+
+
+@dataclass(frozen=True)
+class GateRecord:
+    """What the gate compared and decided (the figures are validation AUC / logloss)."""
+
+    decision: Decision
+    auc: float | None
+    logloss: float | None
+    baseline_task_id: int | None
+    baseline_auc: float | None
+    baseline_logloss: float | None
+    max_auc_drop: float
+    max_logloss_rise: float
+    reason: str
+    decided_by: str | None = None
+
+
+class QualityGates:
+    def __init__(self, db: Database, tasks: Tasks) -> None:
+        self.db = db
+        self.tasks = tasks
+
+    def _write(self, conn: Connection, task_id: int, record: GateRecord) -> None:
+        values = {f.name: getattr(record, f.name) for f in fields(record)}
+        values.update(decision=str(record.decision), updated_at=utcnow())
+        conn.execute(quality_gates.delete().where(quality_gates.c.task_id == task_id))
+        conn.execute(quality_gates.insert().values(task_id=task_id, **values))
+
+    def _live(self, conn: Connection, task_id: int) -> None:
+        status = self.tasks.row(conn, task_id).status
+        if status not in (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.WAITING):
+            raise IllegalTransition(f"task {task_id} is {status}; its quality gate cannot decide now")
+
+    def pass_gate(self, task_id: int, record: GateRecord) -> None:
+        """Recorded; the task goes on to hive_upload as it is."""
+
+        def run(conn: Connection) -> None:
+            self._live(conn, task_id)
+            self._write(conn, task_id, record)
+
+        self.db.write(run)
+
+    def hold(self, task_id: int, record: GateRecord) -> None:
+        """The task waits for a person's decision."""
+
+        def run(conn: Connection) -> None:
+            self._live(conn, task_id)
+            self._write(conn, task_id, record)
+            self.tasks.update(task_id, conn, status=TaskStatus.WAITING, error_message=None)
+
+        self.db.write(run)
+
+    def approve(self, task_id: int, record: GateRecord) -> None:
+        """Approved: the task runs on to hive_upload."""
+
+        def run(conn: Connection) -> None:
+            self._live(conn, task_id)
+            self._write(conn, task_id, record)
+            self.tasks.update(task_id, conn, status=TaskStatus.RUNNING, heartbeat_at=utcnow())
+
+        self.db.write(run)
+
+    def reject(self, task_id: int, record: GateRecord, message: str) -> None:
+        """Rejected: hive_upload is skipped and the task ends ``rejected`` with ``message``."""
+
+        def run(conn: Connection) -> None:
+            self._live(conn, task_id)
+            self._write(conn, task_id, record)
+            now = utcnow()
+            conn.execute(
+                task_steps.update()
+                .where(task_steps.c.task_id == task_id, task_steps.c.step_name == Stage.HIVE_UPLOAD.value)
+                .values(status=StepStatus.SKIPPED, error_message=message, completed_at=now)
+            )
+            self.tasks.update(
+                task_id,
+                conn,
+                status=TaskStatus.REJECTED,
+                current_step=Stage.HIVE_UPLOAD.index,
+                error_message=message,
+                completed_at=now,
+            )
+
+        self.db.write(run)
+
+    def record_answer(self, task_id: int, decision: Decision, decided_by: str | None) -> bool:
+        """A person's answer, as Airflow accepted it, on a review that still waits; the task's
+        status is the gate task's to set when it resumes (or, should Airflow lose the resume,
+        when its retry finds the answer here). False when the review no longer waits."""
+
+        def run(conn: Connection) -> bool:
+            updated = conn.execute(
+                quality_gates.update()
+                .where(quality_gates.c.task_id == task_id, quality_gates.c.decision == Decision.WAITING)
+                .values(decision=str(decision), decided_by=decided_by, updated_at=utcnow())
+            )
+            return bool(updated.rowcount)
+
+        return self.db.write(run)
+
+    def gate(self, task_id: int) -> dict[str, Any] | None:
+        with self.db.read() as conn:
+            row = conn.execute(sa.select(quality_gates).where(quality_gates.c.task_id == task_id)).first()
+        return dict(row._mapping) if row is not None else None
+
+    def last_published(self, experiment_id: str, other_than: int) -> int | None:
+        """The experiment's task that most recently completed (its predictions are in Hive),
+        other than ``other_than``."""
+        query = (
+            sa.select(tasks.c.id)
+            .where(
+                tasks.c.experiment_id == experiment_id,
+                tasks.c.status == TaskStatus.COMPLETED,
+                tasks.c.id != other_than,
+            )
+            .order_by(tasks.c.completed_at.desc(), tasks.c.id.desc())
+            .limit(1)
+        )
+        with self.db.read() as conn:
+            return conn.execute(query).scalar()
