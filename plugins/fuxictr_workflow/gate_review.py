@@ -3,7 +3,7 @@ experiment's last published model, under the experiment's rule (config quality_g
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any
 
 from fuxictr_workflow.config import WorkflowConfig
@@ -56,7 +56,7 @@ def stored_record(store: WorkflowStore, task_id: int) -> GateRecord | None:
     row = store.gate(task_id)
     if row is None:
         return None
-    values = {k: row[k] for k in GateRecord.__dataclass_fields__}
+    values = {f.name: row[f.name] for f in fields(GateRecord)}
     return GateRecord(**{**values, "decision": Decision(row["decision"])})
 
 
