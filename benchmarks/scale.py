@@ -31,8 +31,6 @@ sys.path.insert(0, str(ROOT))
 from scripts import demo  # noqa: E402
 from scripts.sshd import free_port  # noqa: E402
 
-FINAL = ("completed", "failed", "cancelled")
-
 
 def max_overlap(intervals: list[tuple[datetime, datetime]]) -> int:
     """The most intervals open at one instant (an end at a start's instant closes first)."""
@@ -91,6 +89,7 @@ def run_load(
 
 
 def load(services: demo.Services, tasks: int, infer_rows: int, timeout: float) -> dict[str, Any]:
+    from fuxictr_workflow.stages import FINAL_TASK_STATUSES
     from fuxictr_workflow.store import get_store
     from fuxictr_workflow.store.database import utcnow
 
@@ -110,7 +109,7 @@ def load(services: demo.Services, tasks: int, infer_rows: int, timeout: float) -
         ids = list(pool.map(submit, range(tasks)))
     # a task still going at the deadline counts as lost: the figure is reported, not waited for
     deadline = started + timeout
-    while not all(store.get_task(i, with_steps=False)["status"] in FINAL for i in ids):
+    while not all(store.get_task(i, with_steps=False)["status"] in FINAL_TASK_STATUSES for i in ids):
         if time.monotonic() > deadline:
             break
         time.sleep(2)

@@ -189,7 +189,7 @@ class TaskConfig(_Section):
 
 
 class RetentionConfig(_Section):
-    # Files of tasks that finished (completed, failed or cancelled) more than this many days
+    # Files of tasks that finished (completed, failed, cancelled or rejected) more than this many days
     # ago are deleted: staging, the training server's task dir, the HDFS export and hand-off
     # files, the per-task log files and the task's task_logs and transfer_chunks rows. The
     # task and its steps stay listed; the Hive table it loaded is never touched. null: keep all.

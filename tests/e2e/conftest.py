@@ -29,6 +29,9 @@ def healed(stack: Stack) -> None:
 
 
 @pytest.fixture(scope="package")
-def launched(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Launched:
-    """The fault-free runs of the package, started together before its first test checks one."""
-    return launch(stack, tmp_path_factory.mktemp("dags_test"))
+def launched(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launched]:
+    """The fault-free runs of the package, started together before its first test checks one;
+    waited for (stopped past a bound) after its last test, whichever modules ran."""
+    started = launch(stack, tmp_path_factory.mktemp("dags_test"))
+    yield started
+    started.stop()

@@ -109,6 +109,7 @@ class DagsTest(threading.Thread):
         }
         self.out: subprocess.CompletedProcess[str] | None = None
         self.error: BaseException | None = None
+        self.process: subprocess.Popen[str] | None = None
 
     def run(self) -> None:
         airflow = str(airflow_stack.VENV_BIN / "airflow")
@@ -116,12 +117,26 @@ class DagsTest(threading.Thread):
             subprocess.run(
                 [airflow, "db", "migrate"], env=self.env, check=True, capture_output=True, timeout=300
             )
-            self.out = subprocess.run(
-                [airflow, "dags", "test", DAG, "-c", json.dumps(self.conf)],
-                env=self.env, capture_output=True, text=True, timeout=900,
-            )  # fmt: skip
+            command = [airflow, "dags", "test", DAG, "-c", json.dumps(self.conf)]
+            self.process = subprocess.Popen(
+                command, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+            stdout, stderr = self.process.communicate(timeout=900)
+            self.out = subprocess.CompletedProcess(command, self.process.returncode, stdout, stderr)
         except BaseException as err:  # reported by the test that joins the thread
             self.error = err
+
+    def stop(self, timeout: float) -> None:
+        """Let it finish (a module that does not check it, run alone, still leaves nothing
+        running); stopped when it has not within `timeout`."""
+        self.join(timeout)
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.join(60)
 
     def result(self, timeout: float) -> subprocess.CompletedProcess[str]:
         self.join(timeout)
@@ -176,6 +191,12 @@ class Launched:
         task_id = self.later.started().failing_task
         assert task_id is not None
         return task_id
+
+    def stop(self) -> None:
+        """What the package started and no test waited for ends with the package."""
+        self.later.join(1500)
+        if self.later.dags_test is not None:
+            self.later.dags_test.stop(900)
 
     @property
     def dags_test(self) -> DagsTest:

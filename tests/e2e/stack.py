@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from fuxictr_workflow.config import WorkflowConfig, load_config
+from fuxictr_workflow.stages import FINAL_TASK_STATUSES
 from fuxictr_workflow.store import WorkflowStore
 from scripts import demo
 from scripts.hive_server import HiveServer
@@ -116,7 +117,7 @@ class Stack:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             task = self.store.get_task(task_id)
-            if task["status"] in ("completed", "failed", "cancelled"):
+            if task["status"] in FINAL_TASK_STATUSES:
                 return task
             time.sleep(1)
         raise AssertionError(f"task {task_id} not final after {timeout}s: {self.store.get_task(task_id)}")

@@ -103,16 +103,25 @@ def airflow_hitl_answer(stack: Stack, gate: dict[str, Any]) -> tuple[list[str], 
 
 
 def approve_in_the_view(stack: Stack, browser: Any, task_id: int, artifacts: Path) -> None:
+    from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By
 
     sign_in(
         browser, f"http://127.0.0.1:{stack.port}", airflow_stack.admin_password(stack.services.airflow_home)
     )
     browser.get(f"http://127.0.0.1:{stack.port}/api/workflow/ui/#/tasks/{task_id}")
-    approve = waiter(browser, 60).until(
-        lambda d: next((b for b in d.find_elements(By.ID, "approve-btn") if b.is_displayed()), None),
-        "the view shows no Approve button for the held task",
-    )
+    try:
+        approve = waiter(browser, 120).until(
+            lambda d: next((b for b in d.find_elements(By.ID, "approve-btn") if b.is_displayed()), None)
+        )
+    except TimeoutException:
+        browser.save_screenshot(str(artifacts / "quality-gate-no-approve.png"))
+        notice = browser.find_element(By.ID, "notice").text
+        task = workflow_task(stack, task_id)
+        raise AssertionError(
+            f"the view shows no Approve button; its notice: {notice!r}; the task is {task['status']} "
+            f"with quality_gate {task['quality_gate']}"
+        ) from None
     figures = {
         row.get_attribute("data-figure"): [c.text for c in row.find_elements(By.TAG_NAME, "td")]
         for row in browser.find_elements(By.CSS_SELECTOR, "#gate-rows tr")

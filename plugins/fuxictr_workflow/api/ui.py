@@ -16,7 +16,7 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
-from fuxictr_workflow.stages import STAGE_NAMES
+from fuxictr_workflow.stages import FINAL_TASK_STATUSES, STAGE_NAMES
 
 STATIC_DIR = Path(__file__).with_name("static")
 # chart.umd.min.js: Chart.js (MIT, chart.js-LICENSE.md beside it), shipped so the page loads
@@ -51,8 +51,9 @@ def ui_redirect() -> RedirectResponse:
 @router.get("/ui/", include_in_schema=False)
 def ui_page() -> HTMLResponse:
     page = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
-    stages = html.escape(json.dumps(list(STAGE_NAMES)), quote=True)
-    return HTMLResponse(page.replace("{{ stages }}", stages), headers=SECURITY_HEADERS)
+    for name, values in (("stages", STAGE_NAMES), ("final", sorted(FINAL_TASK_STATUSES))):
+        page = page.replace(f"{{{{ {name} }}}}", html.escape(json.dumps(list(values)), quote=True))
+    return HTMLResponse(page, headers=SECURITY_HEADERS)
 
 
 @router.get("/ui/static/{name}", include_in_schema=False)

@@ -3,9 +3,10 @@
 // UI's session cookie (_token) with it, so there is no second login.
 "use strict";
 
-// The stage names in order, from the package's stages.py (the page is served with them).
+// The stage names in order and the final task statuses, from the package's stages.py (the
+// page is served with them).
 const STAGES = JSON.parse(document.querySelector('meta[name="workflow-stages"]').content);
-const FINAL = ["completed", "failed", "cancelled", "rejected"];
+const FINAL = JSON.parse(document.querySelector('meta[name="workflow-final-statuses"]').content);
 const RETRYABLE = ["failed", "cancelled", "rejected"];
 const LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"];
 const FIELDS = ["name", "experiment_id", "sample_sql", "infer_sql", "hdfs_path", "hive_table", "server"];
