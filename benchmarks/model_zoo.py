@@ -35,16 +35,14 @@ from benchmarks.harness import RUNNER, SEED, STOCK_FLOW, ChildFailed, run_child,
 from fuxictr_workflow.synthetic import make_ctr_table, write_parquet_parts
 
 PARITY = 0.01
+# Each feature names its `source` (user, item, context), as FuXiCTR's dataset configs may: the
+# two-tower and field-group models (DSSM, FLEN) need it, the others ignore it.
 PLAIN = [
-    {"name": ["c1", "c2", "c3", "c4"], "active": True, "dtype": "str", "type": "categorical"},
-    {
-        "name": ["n1", "n2"],
-        "active": True,
-        "dtype": "float",
-        "type": "numeric",
-        "normalizer": "StandardScaler",
-    },
-]
+    {"name": ["c1", "c2"], "active": True, "dtype": "str", "type": "categorical", "source": "user"},
+    {"name": ["c3", "c4"], "active": True, "dtype": "str", "type": "categorical", "source": "item"},
+    {"name": ["n1", "n2"], "active": True, "dtype": "float", "type": "numeric",
+     "normalizer": "StandardScaler", "source": "context"},
+]  # fmt: skip
 SEQUENCE = [
     {"name": "adgroup_id", "active": True, "dtype": "str", "type": "categorical"},
     {"name": "click_sequence", "active": True, "dtype": "str", "type": "sequence", "splitter": "^",
