@@ -49,6 +49,9 @@ SEQUENCE = [
      "max_len": 10, "share_embedding": "adgroup_id", "feature_encoder": None},
 ]  # fmt: skip
 CLICK = {"name": "label", "dtype": "float"}
+# Features of the zoo's tiny_parquet data a _test experiment names in its params, as ours of the
+# same role (a user adapting the config to their data does the same).
+CONTEXT_FEATURES = {"userid": "c1", "adgroup_id": "c3", "cate_id": "c4"}
 DATASETS = {
     "bench_ctr": {"feature_cols": PLAIN, "label_col": CLICK},
     "bench_seq": {"feature_cols": PLAIN + SEQUENCE, "label_col": CLICK},
@@ -84,6 +87,9 @@ def experiment_config(home: Path, expid: str, target: Path, seed: int) -> str | 
         return None
     dataset = dataset_for({**models.get("Base", {}), **models[expid]})
     models[expid]["dataset_id"] = dataset
+    for key, names in models[expid].items():
+        if key.endswith("_context") and isinstance(names, list):  # FinalMLP's feature-selection contexts
+            models[expid][key] = [CONTEXT_FEATURES.get(n, n) for n in names]
     models[expid]["seed"] = seed  # the split's seed: both sides then also start from the same init
     target.mkdir(parents=True, exist_ok=True)
     (target / "model_config.yaml").write_text(yaml.safe_dump(models, sort_keys=False))

@@ -8,8 +8,9 @@ Both answers come within seconds of the hold, the window in which Airflow 3.3.2 
 gate's resume (it fails the task instance as a "state mismatch"): the decision must stand
 all the same, never be asked again.
 
-The baseline is the package's fault-free API task (launched.api_task): the DeepFM_demo
-experiment on the demo data, published. The worse training is the same experiment on the
+The baseline is a task of the package's fault-free runs (the one triggered through Airflow's
+REST API; the API task's may be cancelled by a fault test by now): the DeepFM_demo experiment
+on the demo data, published. The worse training is the same experiment on the
 same rows with random labels, written as an analyst would.
 """
 
@@ -22,7 +23,7 @@ import pytest
 
 from fuxictr_workflow.dag_params import GATE_TASK
 from scripts import airflow_stack, demo
-from tests.e2e.launch import Launched, fields
+from tests.e2e.launch import DAG, Launched, fields
 from tests.e2e.stack import INFER_ROWS, Stack
 from tests.e2e.train_job import airflow_task_process, task_instance_path
 from tests.services.browser import sign_in, waiter
@@ -36,6 +37,16 @@ FROM demo.ctr_sample
 WHERE dt = '2024-01-01'
 """
 GATE_ON = {"quality_gate": {"experiments": {"DeepFM_demo": {"enabled": True}}}}
+
+
+def published_task(stack: Stack, launched: Launched) -> int:
+    stack.wait_until(
+        "a task for the REST-triggered run",
+        lambda: stack.store.find_task_by_run(DAG, launched.rest_run) is not None,
+        300,
+        1,
+    )
+    return int(stack.store.find_task_by_run(DAG, launched.rest_run))
 
 
 def workflow_task(stack: Stack, task_id: int) -> dict[str, Any]:
@@ -138,7 +149,7 @@ def approve_in_the_view(stack: Stack, browser: Any, task_id: int, artifacts: Pat
 def test_a_worse_model_is_held_rejected_without_publishing_then_approved_in_the_view(
     stack: Stack, launched: Launched, browser: Any, ui_artifacts_dir: Path
 ) -> None:
-    baseline = stack.assert_completed(launched.api_task)
+    baseline = stack.assert_completed(published_task(stack, launched))
     with stack.config_changed(GATE_ON):
         body = {**fields(stack, "gate-worse"), "sample_sql": RANDOM_LABELS_SQL}
         task_id = int(demo.api(stack.port, stack.token, "POST", "/api/workflow/tasks", body)["task_id"])

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from fuxictr_workflow import paths
+from fuxictr_workflow.dag_params import GATE_TASK
 from fuxictr_workflow.stages import STAGE_NAMES
 from scripts import airflow_stack, demo
 from tests.dag_tasks import STAGE_TASKS
@@ -280,6 +281,8 @@ def test_every_dag_task_shows_its_stages_execution_timeout(stack: Stack) -> None
     cfg = stack.config()
     served = api(stack, "GET", f"/api/v2/dags/{DAG}/tasks")["tasks"]
     seen = {t["task_id"]: t["execution_timeout"] for t in served}
+    # the quality gate has none: its wait for a person is bounded by quality_gate.decision_timeout_h
+    assert seen.pop(GATE_TASK) is None
     want = {"claim_task": cfg.task.execution_timeout("default")}
     want.update({t: cfg.task.execution_timeout(t.split(".")[0]) for t in STAGE_TASKS})
     assert {k: v["days"] * 86400 + v["seconds"] for k, v in seen.items()} == want
