@@ -281,28 +281,31 @@ def test_failed_stage_retried_through_hive_and_sshd_faults(stack: Stack, launche
     env = {k: v for k, v in stack.services.env.items() if k.startswith("AIRFLOW_CONN_")}
     source = stack.services.work / "source" / "sample"
     demo.hive_run([f"CREATE TABLE IF NOT EXISTS {LATE_TABLE} USING parquet LOCATION 'file://{source}'"], env)
-    demo.api(stack.port, stack.token, "POST", f"/api/workflow/tasks/{task_id}/retry")
+    # 1 KiB chunks for the retried run (~200): the upload lasts long enough to be caught
+    # part-way however slowly this process is scheduled (4 KiB ones once all finished first)
+    with stack.config_changed({"transfer": {"chunk_size": 1024}}):
+        demo.api(stack.port, stack.token, "POST", f"/api/workflow/tasks/{task_id}/retry")
 
-    stack.wait_until("data_fetch to run", lambda: stack.step_status(task_id, "data_fetch") == "running")
+        stack.wait_until("data_fetch to run", lambda: stack.step_status(task_id, "data_fetch") == "running")
 
-    def restart_hive() -> None:
-        stack.services.hive.stop()
+        def restart_hive() -> None:
+            stack.services.hive.stop()
+            time.sleep(2)
+            stack.services.hive.start()
+
+        # The upload is held from its first agent on, while Hive restarts: once Hive listens again,
+        # data_fetch's retry and the whole upload can take a few seconds,
+        # less than a busy machine may take to hand the test back from the restart.
+        with ThreadPoolExecutor(1) as pool:
+            restarted = pool.submit(restart_hive)
+            with stack.upload_frozen_part_way(task_id, timeout=600):
+                restarted.result()
+                stack.services.sshd.stop()
+                verified_at_kill = stack.verified_chunks(task_id)
         time.sleep(2)
-        stack.services.hive.start()
+        stack.services.sshd.start()
 
-    # The upload is held from its first agent on, while Hive restarts: once Hive listens again,
-    # data_fetch's retry and the whole upload (a few dozen small chunks) can take two seconds,
-    # less than a busy machine may take to hand the test back from the restart.
-    with ThreadPoolExecutor(1) as pool:
-        restarted = pool.submit(restart_hive)
-        with stack.upload_frozen_part_way(task_id, timeout=600):
-            restarted.result()
-            stack.services.sshd.stop()
-            verified_at_kill = stack.verified_chunks(task_id)
-    time.sleep(2)
-    stack.services.sshd.start()
-
-    task = stack.assert_completed(task_id)
+        task = stack.assert_completed(task_id)
     assert task["steps"][0]["retry_count"] >= 1
     fetch = json.loads(task["steps"][0]["result"] or "{}")
     rows = {k: v for k, v in fetch.items() if "rows" in k}
