@@ -3,14 +3,12 @@ experiment's last published model, under the experiment's rule (config quality_g
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
 from typing import Any
 
 from fuxictr_workflow.config import WorkflowConfig
-from fuxictr_workflow.quality_gate import Decision, Figures, judge
+from fuxictr_workflow.quality_gate import Decision, Figures, GateRecord, judge
 from fuxictr_workflow.stages import Stage
 from fuxictr_workflow.store import WorkflowStore
-from fuxictr_workflow.store.gates import GateRecord
 
 
 def review(store: WorkflowStore, cfg: WorkflowConfig, task: dict[str, Any]) -> GateRecord | None:
@@ -56,12 +54,13 @@ def stored_record(store: WorkflowStore, task_id: int) -> GateRecord | None:
     row = store.gate(task_id)
     if row is None:
         return None
-    values = {f.name: row[f.name] for f in fields(GateRecord)}
-    return GateRecord(**{**values, "decision": Decision(row["decision"])})
+    return GateRecord.model_validate({name: row[name] for name in GateRecord.model_fields})
 
 
 def decided(record: GateRecord, approved: bool, by: str | None) -> GateRecord:
-    return replace(record, decision=Decision.APPROVED if approved else Decision.REJECTED, decided_by=by)
+    return record.model_copy(
+        update={"decision": Decision.APPROVED if approved else Decision.REJECTED, "decided_by": by}
+    )
 
 
 def _figure(value: float | None) -> str:

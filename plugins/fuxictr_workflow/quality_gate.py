@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from fuxictr_workflow.config import GateRule
 
 
@@ -21,6 +23,24 @@ class Decision(StrEnum):
     WAITING = "waiting"
     APPROVED = "approved"
     REJECTED = "rejected"
+
+
+class GateRecord(BaseModel):
+    """What the gate compared and decided (the figures are validation AUC / logloss): the
+    store's row and the API's `quality_gate` both come from it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    decision: Decision
+    auc: float | None
+    logloss: float | None
+    baseline_task_id: int | None
+    baseline_auc: float | None
+    baseline_logloss: float | None
+    max_auc_drop: float
+    max_logloss_rise: float
+    reason: str
+    decided_by: str | None = None
 
 
 @dataclass(frozen=True)

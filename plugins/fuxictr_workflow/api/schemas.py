@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fuxictr_workflow.quality_gate import GateRecord
 from fuxictr_workflow.stages import TaskStatus
 from fuxictr_workflow.task_fields import TaskFields
 
@@ -101,20 +102,10 @@ class GateDecisionRequest(BaseModel):
     decision: Literal["approve", "reject"]
 
 
-class QualityGate(BaseModel):
+class QualityGate(GateRecord):
     """The quality gate's review of the task's training against the experiment's last
     published model (validation AUC and logloss), and its decision."""
 
-    decision: Literal["passed", "waiting", "approved", "rejected"]
-    auc: float | None
-    logloss: float | None
-    baseline_task_id: int | None
-    baseline_auc: float | None
-    baseline_logloss: float | None
-    max_auc_drop: float
-    max_logloss_rise: float
-    reason: str
-    decided_by: str | None
     updated_at: str | None
     answer: GateAnswer | None = None  # while the decision is waiting
 

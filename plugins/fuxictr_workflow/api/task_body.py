@@ -23,6 +23,7 @@ The order, and why:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from fastapi import HTTPException, Request, status
@@ -44,6 +45,11 @@ OPENAPI: dict[str, Any] = {
         "content": {"application/json": {"schema": TaskCreateRequest.model_json_schema()}},
     }
 }
+
+
+def invalid_body(errors: Iterable[Mapping[str, Any]]) -> RequestValidationError:
+    """Validation errors of the body's fields, as FastAPI answers a request model's: 422."""
+    return RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors])
 
 
 def _invalid(loc: tuple[str | int, ...], message: str, kind: str = "value_error") -> RequestValidationError:
@@ -97,5 +103,5 @@ async def authorized_body(request: Request, user: Any) -> tuple[TaskCreateReques
             ],
         )
     if checked.body is None:
-        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in checked.errors])
+        raise invalid_body(checked.errors)
     return checked.body, server

@@ -18,9 +18,8 @@ from fuxictr_workflow import airflow_runs, gate_review
 from fuxictr_workflow.config import get_config
 from fuxictr_workflow.dag_params import GATE_TASK_ID
 from fuxictr_workflow.operators.base import refuse, workflow_task
-from fuxictr_workflow.quality_gate import Decision
+from fuxictr_workflow.quality_gate import Decision, GateRecord
 from fuxictr_workflow.stages import Stage, StepStatus, TaskStatus
-from fuxictr_workflow.store.gates import GateRecord
 from fuxictr_workflow.workflow_log import get_logger
 
 __all__ = ["GATE_TASK_ID", "QualityGateOperator"]

@@ -7,33 +7,17 @@ stale running task); Approve puts it back to ``running`` for hive_upload; Reject
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from fuxictr_workflow.quality_gate import Decision
+from fuxictr_workflow.quality_gate import Decision, GateRecord
 from fuxictr_workflow.stages import Stage, StepStatus, TaskStatus
 from fuxictr_workflow.store.database import Database, quality_gates, task_steps, tasks, utcnow
 from fuxictr_workflow.store.errors import IllegalTransition
 from fuxictr_workflow.store.tasks import Tasks
-
-
-@dataclass(frozen=True)
-class GateRecord:
-    """What the gate compared and decided (the figures are validation AUC / logloss)."""
-
-    decision: Decision
-    auc: float | None
-    logloss: float | None
-    baseline_task_id: int | None
-    baseline_auc: float | None
-    baseline_logloss: float | None
-    max_auc_drop: float
-    max_logloss_rise: float
-    reason: str
-    decided_by: str | None = None
 
 
 class QualityGates:
@@ -42,8 +26,7 @@ class QualityGates:
         self.tasks = tasks
 
     def _write(self, conn: Connection, task_id: int, record: GateRecord) -> None:
-        values = {f.name: getattr(record, f.name) for f in fields(record)}
-        values.update(decision=str(record.decision), updated_at=utcnow())
+        values = {**record.model_dump(), "decision": str(record.decision), "updated_at": utcnow()}
         conn.execute(quality_gates.delete().where(quality_gates.c.task_id == task_id))
         conn.execute(quality_gates.insert().values(task_id=task_id, **values))
 
@@ -52,41 +35,43 @@ class QualityGates:
         if status not in (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.WAITING):
             raise IllegalTransition(f"task {task_id} is {status}; its quality gate cannot decide now")
 
-    def pass_gate(self, task_id: int, record: GateRecord) -> None:
-        """Recorded; the task goes on to hive_upload as it is."""
+    def _decide(
+        self, task_id: int, record: GateRecord, then: Callable[[Connection], None] | None = None
+    ) -> None:
+        """The record written, and `then` done, in one transaction while the task is live."""
 
         def run(conn: Connection) -> None:
             self._live(conn, task_id)
             self._write(conn, task_id, record)
+            if then is not None:
+                then(conn)
 
         self.db.write(run)
+
+    def pass_gate(self, task_id: int, record: GateRecord) -> None:
+        """Recorded; the task goes on to hive_upload as it is."""
+        self._decide(task_id, record)
 
     def hold(self, task_id: int, record: GateRecord) -> None:
         """The task waits for a person's decision."""
-
-        def run(conn: Connection) -> None:
-            self._live(conn, task_id)
-            self._write(conn, task_id, record)
-            self.tasks.update(task_id, conn, status=TaskStatus.WAITING, error_message=None)
-
-        self.db.write(run)
+        self._decide(
+            task_id,
+            record,
+            lambda conn: self.tasks.update(task_id, conn, status=TaskStatus.WAITING, error_message=None),
+        )
 
     def approve(self, task_id: int, record: GateRecord) -> None:
         """Approved: the task runs on to hive_upload."""
-
-        def run(conn: Connection) -> None:
-            self._live(conn, task_id)
-            self._write(conn, task_id, record)
-            self.tasks.update(task_id, conn, status=TaskStatus.RUNNING, heartbeat_at=utcnow())
-
-        self.db.write(run)
+        self._decide(
+            task_id,
+            record,
+            lambda conn: self.tasks.update(task_id, conn, status=TaskStatus.RUNNING, heartbeat_at=utcnow()),
+        )
 
     def reject(self, task_id: int, record: GateRecord, message: str) -> None:
         """Rejected: hive_upload is skipped and the task ends ``rejected`` with ``message``."""
 
-        def run(conn: Connection) -> None:
-            self._live(conn, task_id)
-            self._write(conn, task_id, record)
+        def skip_hive_upload(conn: Connection) -> None:
             now = utcnow()
             conn.execute(
                 task_steps.update()
@@ -102,7 +87,7 @@ class QualityGates:
                 completed_at=now,
             )
 
-        self.db.write(run)
+        self._decide(task_id, record, skip_hive_upload)
 
     def record_answer(self, task_id: int, decision: Decision, decided_by: str | None) -> bool:
         """A person's answer, as Airflow accepted it, on a review that still waits; the task's
