@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from fuxictr_workflow.api import field_checks
+from scripts import demo
 from tests.conftest import newest_task_id
 from tests.seed_example import SEED_README_BODY as BODY
 from tests.services.airflow_app import ApiServer, check_processes
@@ -136,9 +137,18 @@ def ti_states(server: ApiServer, run_id: str) -> dict[str, str | None]:
     return {ti["task_id"]: ti["state"] for ti in tis}
 
 
+def events_of(server: ApiServer, run_id: str) -> list[tuple[str, str]]:
+    """Airflow's audit log for one run of the DAG: (event, who) oldest first."""
+    path = "/api/v2/eventLogs?dag_id=fuxictr_workflow&order_by=id&limit=1000"
+    logs = demo.api(server.port, server.token(), "GET", path)["event_logs"]
+    return [(e["event"], e["owner"]) for e in logs if e["run_id"] == run_id]
+
+
 def test_retry_clears_the_run_from_the_failed_stage(api_server: ApiServer) -> None:
     """data_fetch succeeded, data_upload failed: retry re-queues the same run with data_fetch's
-    task instances untouched and data_upload's and later ones cleared."""
+    task instances untouched and data_upload's and later ones cleared. A data_fetch task
+    instance that failed after its step was recorded completed is marked succeeded, not run
+    again. Airflow's audit log has the trigger, the clear and the mark as the caller's."""
     store = api_server.store
     task_id = call(api_server, "POST", "/tasks", BODY)[1]["task_id"]
     run_id = store.get_task(task_id, with_steps=False)["dag_run_id"]
@@ -147,11 +157,13 @@ def test_retry_clears_the_run_from_the_failed_stage(api_server: ApiServer) -> No
     store.complete_step(task_id, "data_fetch")
     store.start_step(task_id, "data_upload")
     store.fail_step(task_id, "data_upload", "connection refused")
-    for ti, state in [("data_fetch.hive_export", "success"), ("data_fetch.hdfs_download", "success"),
+    for ti, state in [("data_fetch.hive_export", "success"), ("data_fetch.hdfs_download", "failed"),
                       ("data_upload", "failed")]:  # fmt: skip
         airflow_call(api_server, "PATCH", f"/dagRuns/{run_id}/taskInstances/{ti}", {"new_state": state})
     airflow_call(api_server, "PATCH", f"/dagRuns/{run_id}", {"state": "failed"})
     assert ti_states(api_server, run_id)["train"] == "skipped"
+    before = events_of(api_server, run_id)
+    assert before[0] == ("trigger_dag_run", "admin"), before
 
     status, body = call(api_server, "POST", f"/tasks/{task_id}/retry")
     assert status == 200 and body == {"task_id": task_id, "status": "pending"}
@@ -164,7 +176,12 @@ def test_retry_clears_the_run_from_the_failed_stage(api_server: ApiServer) -> No
         t: None for t in states if not t.startswith("data_fetch.")
     }
     run = airflow_run(api_server, run_id)
-    assert run["state"] == "queued" and run["conf"]["resume"] is True and run["conf"]["task_id"] == task_id
+    assert run["state"] == "queued" and run["conf"]["task_id"] == task_id
+    assert run["triggering_user_name"] == "admin"
+    assert events_of(api_server, run_id)[len(before) :] == [
+        ("patch_task_instance", "admin"),
+        ("post_clear_task_instances", "admin"),
+    ]
 
 
 def test_cancel_then_retry(api_server: ApiServer) -> None:
@@ -174,6 +191,7 @@ def test_cancel_then_retry(api_server: ApiServer) -> None:
     assert status == 200 and body == {"task_id": task_id, "status": "cancelled"}
     assert call(api_server, "GET", f"/tasks/{task_id}")[1]["status"] == "cancelled"
     assert airflow_run(api_server, run_id)["state"] == "failed"
+    assert ("patch_dag_run", "admin") in events_of(api_server, run_id)
     assert call(api_server, "POST", f"/tasks/{task_id}/cancel")[0] == 409
     assert call(api_server, "POST", f"/tasks/{task_id}/retry")[0] == 200
     assert airflow_run(api_server, run_id)["state"] == "queued"

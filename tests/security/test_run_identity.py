@@ -306,16 +306,20 @@ START_WITH_IDS = r"""
 import json, sys
 from fastapi import HTTPException
 from starlette.requests import Request
-from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
 from fuxictr_workflow.api import tasks, trigger
+from fuxictr_workflow.api.airflow_api import AirflowApi
 from fuxictr_workflow.store import get_store
 
-task_id, picked = int(sys.argv[1]), iter(sys.argv[2:])
+port, bearer, task_id, picked = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), iter(sys.argv[4:])
 fresh = trigger.run_id_for
 trigger.run_id_for = lambda task, attempt=0: next(picked, None) or fresh(task, attempt)
-request = Request({"type": "http", "method": "POST", "path": "/api/workflow/tasks", "headers": []})
+# alice's request to the plugin, as the API server received it
+request = Request({
+    "type": "http", "method": "POST", "path": "/api/workflow/tasks", "server": ("127.0.0.1", port),
+    "headers": [(b"authorization", f"Bearer {bearer}".encode())],
+})
 try:
-    tasks._start_run(get_store(), task_id, 0, SimpleAuthManagerUser(username="alice", role="user"), request)
+    tasks._start_run(get_store(), task_id, 0, AirflowApi(request))
     print(json.dumps({"status": 201}))
 except HTTPException as err:
     print(json.dumps({"status": err.status_code, "detail": err.detail}))
@@ -323,8 +327,10 @@ except HTTPException as err:
 
 
 def start_with_ids(api: ApiServer, task_id: int, run_ids: list[str]) -> dict[str, Any]:
+    """alice starts the task, its first run ids being `run_ids`."""
+    args = [str(api.port), token(api, "alice"), str(task_id), *run_ids]
     done = subprocess.run(
-        [sys.executable, "-c", START_WITH_IDS, str(task_id), *run_ids],
+        [sys.executable, "-c", START_WITH_IDS, *args],
         env=api.env, capture_output=True, text=True, timeout=300, check=True,
     )  # fmt: skip
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -343,7 +349,8 @@ def test_a_taken_run_id_is_replaced_by_a_fresh_one_and_never_adopted(stack: ApiS
     assert start_with_ids(stack, task_id, squatted[:2]) == {"status": 201}
     run_id = stack.store.get_task(task_id, with_steps=False)["dag_run_id"]
     assert run_id.startswith(f"workflow_task_{task_id}__"), run_id
-    assert airflow(stack, "GET", run_path(MAIN, run_id))["conf"]["task_id"] == task_id
+    run = airflow(stack, "GET", run_path(MAIN, run_id))
+    assert (run["conf"]["task_id"], run["triggering_user_name"]) == (task_id, "alice"), run
     assert [airflow(stack, "GET", run_path(MAIN, r))["conf"] for r in squatted] == [{}, {}, {}]
     airflow(stack, "DELETE", run_path(MAIN, run_id))
 

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from fuxictr_workflow import cancel_jobs
 from fuxictr_workflow.api import security, task_body, trigger
+from fuxictr_workflow.api.airflow_api import AirflowApi, AirflowRefused
 from fuxictr_workflow.api.schemas import Task, TaskCreated, TaskCreateRequest, TaskDetail
 from fuxictr_workflow.config import get_config
 from fuxictr_workflow.dag_params import GATE_TASK, dag_id_for
@@ -77,7 +78,7 @@ def _stale_after() -> timedelta:
     return timedelta(seconds=3 * get_config().task.heartbeat_interval)
 
 
-def _start_run(store: WorkflowStore, task_id: int, attempt: int, user: Any, request: Request) -> str:
+def _start_run(store: WorkflowStore, task_id: int, attempt: int, api: AirflowApi) -> str:
     """Trigger the task's DAG run; a failed trigger fails the task with the reason.
 
     The run is recorded as the task's run before it is triggered: the run's stages work for
@@ -95,7 +96,7 @@ def _start_run(store: WorkflowStore, task_id: int, attempt: int, user: Any, requ
         run_id = trigger.run_id_for(task_id, attempt)
         store.set_dag_run(task_id, dag_id, run_id, attempt)
         try:
-            return trigger.trigger(dag_id, run_id, conf, user, request)
+            return trigger.trigger(api, dag_id, run_id, conf)
         except trigger.RunIdTaken as err:
             if tries_left:
                 continue
@@ -125,13 +126,13 @@ def _start_run(store: WorkflowStore, task_id: int, attempt: int, user: Any, requ
 async def create_task(request: Request, user: security.CurrentUser) -> dict[str, Any]:
     """Authorized before the body is validated, which happens off the event loop (task_body.py)."""
     body, server = await task_body.authorized_body(request, user)
-    return await run_in_threadpool(_create_task, body, server, user, request)
+    return await run_in_threadpool(_create_task, body, server, request)
 
 
-def _create_task(body: TaskCreateRequest, server: str, user: Any, request: Request) -> dict[str, Any]:
+def _create_task(body: TaskCreateRequest, server: str, request: Request) -> dict[str, Any]:
     store = get_store()
     task_id = store.create_task(**body.model_dump(exclude={"server"}), server=server)
-    _start_run(store, task_id, 0, user, request)
+    _start_run(store, task_id, 0, AirflowApi(request))
     return {"task_id": task_id, "status": TaskStatus.PENDING}
 
 
@@ -216,15 +217,15 @@ def retry_task(task_id: int, user: security.CurrentUser, request: Request) -> di
     except IllegalTransition as err:
         raise HTTPException(status.HTTP_409_CONFLICT, str(err)) from None
     stages = STAGE_NAMES[STAGE_NAMES.index(first) :]
+    api = AirflowApi(request)
     try:
-        cleared = bool(previous) and trigger.clear_from(dag_id, previous, stages) > 0
-    except Exception as err:  # the run's DB rows could not be cleared: say why, keep it retryable
+        cleared = bool(previous) and trigger.clear_from(api, dag_id, previous, stages) > 0
+    except Exception as err:  # the run could not be cleared: say why, keep it retryable
         store.fail_task(task_id, f"retry could not clear run {previous}: {err}")
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, f"task {task_id} could not be retried: {err}"
-        ) from err
+        code = err.status_code if isinstance(err, AirflowRefused) and err.status_code == 403 else 503
+        raise HTTPException(code, f"task {task_id} could not be retried: {err}") from err
     if not cleared:
-        _start_run(store, task_id, task["run_attempt"] + 1 if previous else 0, user, request)
+        _start_run(store, task_id, task["run_attempt"] + 1 if previous else 0, api)
     return {"task_id": task_id, "status": TaskStatus.PENDING}
 
 
@@ -233,7 +234,7 @@ def retry_task(task_id: int, user: security.CurrentUser, request: Request) -> di
     response_model=TaskCreated,
     summary="Cancel a pending or running task and stop its run",
 )
-def cancel_task(task_id: int, user: security.CurrentUser) -> dict[str, Any]:
+def cancel_task(task_id: int, user: security.CurrentUser, request: Request) -> dict[str, Any]:
     store = get_store()
     security.require(user, "PUT", existing(store, task_id)["server"])
     try:
@@ -253,5 +254,18 @@ def cancel_task(task_id: int, user: security.CurrentUser) -> dict[str, Any]:
         daemon=True,
     ).start()
     if task["dag_run_id"]:
-        trigger.fail_run(_run_dag_id(task), task["dag_run_id"])
+        _fail_run(AirflowApi(request), _run_dag_id(task), task["dag_run_id"])
     return {"task_id": task_id, "status": TaskStatus.CANCELLED}
+
+
+def _fail_run(api: AirflowApi, dag_id: str, run_id: str) -> None:
+    """The cancelled task's run stopped in Airflow (running task instances fail, pending ones
+    are skipped); a run Airflow no longer has needs no stopping."""
+    try:
+        api.fail_run(dag_id, run_id)
+    except AirflowRefused as err:
+        if err.status_code != status.HTTP_404_NOT_FOUND:
+            raise HTTPException(
+                status.HTTP_502_BAD_GATEWAY,
+                f"the task is cancelled, but Airflow did not stop run {run_id}: {err}",
+            ) from err

@@ -1,4 +1,5 @@
-"""DAG runs for workflow tasks, through Airflow's own functions (in the API server process)."""
+"""DAG runs for workflow tasks: started, and cleared for a retry, through Airflow's REST API as
+the caller (airflow_api.py)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,16 @@ import time
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
-from fastapi import HTTPException, Request, status
+from fastapi import status
 
+from fuxictr_workflow.api.airflow_api import AirflowApi, AirflowRefused, run_path
 from fuxictr_workflow.dag_params import CLAIM_TASK_ID
 
 if TYPE_CHECKING:
-    from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
     from airflow.models.dag import DagModel
+
+# Task instance states a retry leaves alone in an earlier stage.
+FINISHED_WELL = frozenset({"success", "skipped"})
 
 # How long a retry waits for the scheduler to finish a failing run (it marks the run failed in
 # the pass after the failing task, a few scheduler heartbeats later).
@@ -41,46 +45,43 @@ def run_id_for(task_id: int, attempt: int = 0) -> str:
     return f"workflow_task_{task_id}" + (f"_retry_{attempt}" if attempt else "") + f"__{secrets.token_hex(8)}"
 
 
-def trigger(dag_id: str, run_id: str, conf: dict[str, Any], user: BaseUser, request: Request) -> str:
-    """Create a queued manual DAG run with Airflow's own trigger route, called in-process.
-
-    `user` becomes the run's triggering user and `request` (the caller's request to the
-    plugin) tells the route whether the UI or the REST API triggered it. Raises TriggerError
-    with a user-facing reason."""
-    from airflow.api_fastapi.core_api.datamodels.dag_run import TriggerDAGRunPostBody
-    from airflow.api_fastapi.core_api.routes.public.dag_run import trigger_dag_run
-    from airflow.models.dag import DagModel
-    from airflow.models.dagbag import DBDagBag
+def trigger(api: AirflowApi, dag_id: str, run_id: str, conf: dict[str, Any]) -> str:
+    """Create a queued manual DAG run through Airflow's trigger route, as the caller (`api`):
+    they become the run's triggering user, and Airflow's audit log has the trigger. Raises
+    TriggerError with a user-facing reason."""
     from airflow.utils import timezone
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-    from sqlalchemy.exc import IntegrityError
 
+    model = _dag_model(dag_id)
+    # Airflow queues a run of a paused DAG; it would wait unseen until someone unpauses it.
+    if model is not None and not model.is_stale and not model.has_import_errors and model.is_paused:
+        raise TriggerError(f"DAG {dag_id} is paused; unpause it in the Airflow UI, then retry the task")
     # A logical date, as the UI's trigger form gives: `airflow tasks test` (without a run id)
     # deletes one run of the DAG whose logical date is null to make room for its own.
-    body = TriggerDAGRunPostBody(dag_run_id=run_id, conf=conf, logical_date=timezone.utcnow())
-    with create_session() as session:
-        model = session.scalar(select(DagModel).where(DagModel.dag_id == dag_id))
-        # Airflow queues a run of a paused DAG; it would wait unseen until someone unpauses it.
-        if model is not None and not model.is_stale and not model.has_import_errors and model.is_paused:
-            raise TriggerError(f"DAG {dag_id} is paused; unpause it in the Airflow UI, then retry the task")
-        try:
-            trigger_dag_run(
-                dag_id=dag_id, body=body, dag_bag=DBDagBag(), user=user, session=session, request=request
-            )
-            session.flush()
-        except HTTPException as err:
-            if err.status_code == status.HTTP_409_CONFLICT:
-                raise RunIdTaken(_reason(dag_id, model, err)) from err
-            raise TriggerError(_reason(dag_id, model, err)) from err
-        except IntegrityError as err:  # the route leaves unique violations to Airflow's app (409)
+    try:
+        api.trigger_run(dag_id, run_id, conf, timezone.utcnow().isoformat())
+    except AirflowRefused as err:
+        # 409: the id, or the logical date, is taken (Airflow's app answers unique violations so)
+        if err.status_code == status.HTTP_409_CONFLICT:
             raise RunIdTaken(
                 f"could not trigger DAG {dag_id}: it has a run {run_id} (or one of the same logical date) already"
             ) from err
+        raise TriggerError(_reason(dag_id, model, err)) from err
     return run_id
 
 
-def _reason(dag_id: str, model: DagModel | None, err: HTTPException) -> str:
+def _dag_model(dag_id: str) -> DagModel | None:
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        model = session.scalar(select(DagModel).where(DagModel.dag_id == dag_id))
+        if model is not None:
+            session.expunge(model)
+        return model
+
+
+def _reason(dag_id: str, model: DagModel | None, err: AirflowRefused) -> str:
     """What a refusal of Airflow's trigger route means for the workflow, and what to do."""
     if model is None or model.is_stale:
         return f"DAG {dag_id} is not in Airflow (is dags/fuxictr_workflow.py in the DAGs folder?)"
@@ -89,18 +90,6 @@ def _reason(dag_id: str, model: DagModel | None, err: HTTPException) -> str:
     if err.status_code == status.HTTP_404_NOT_FOUND:
         return f"DAG {dag_id} has not been serialized yet; wait for the dag-processor"
     return f"could not trigger DAG {dag_id}: {err.detail}"
-
-
-def fail_run(dag_id: str, run_id: str) -> None:
-    """Stop a run: running task instances fail, pending ones are skipped."""
-    from airflow.api.common.mark_tasks import set_dag_run_state_to_failed
-    from airflow.models.dagbag import DBDagBag
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        dag = DBDagBag().get_latest_version_of_dag(dag_id, session=session)
-        if dag is not None:
-            set_dag_run_state_to_failed(dag=dag, run_id=run_id, commit=True, session=session)
 
 
 def wait_until_settled(dag_id: str, run_id: str, timeout: float = SETTLE_TIMEOUT_S) -> bool:
@@ -128,40 +117,29 @@ def wait_until_settled(dag_id: str, run_id: str, timeout: float = SETTLE_TIMEOUT
         time.sleep(0.5)
 
 
-def clear_from(dag_id: str, run_id: str, stages: Collection[str]) -> int:
-    """Re-queue an existing run at the given stages with Airflow's own clear.
+def clear_from(api: AirflowApi, dag_id: str, run_id: str, stages: Collection[str]) -> int:
+    """Re-queue an existing run at the given stages with Airflow's clear, as the caller.
 
-    The task instances of ``stages`` (a stage is one Airflow task or a task group of them),
-    claim_task and any earlier one that did not succeed are cleared; the run goes back to
-    queued and the scheduler resumes it, so successful earlier stages are not redone. ``resume`` is set in
-    the run's conf so a re-run stage the store already has as completed is skipped. Returns
-    the number of task instances cleared: 0 when the run or its tasks are not in Airflow
-    (the caller then starts a new run).
+    The task instances of ``stages`` (a stage is one Airflow task or a task group of them) and
+    claim_task are cleared; the run goes back to queued and the scheduler resumes it, so
+    successful earlier stages are not redone. An earlier stage whose task instances did not
+    succeed in Airflow although the store has it completed (its process died after recording
+    the step) is marked succeeded, not run again. Returns the number of task instances
+    cleared: 0 when the run or its tasks are not in Airflow (the caller then starts a new run).
     """
-    from airflow.models.dagbag import DBDagBag
-    from airflow.models.dagrun import DagRun
-    from airflow.utils.session import create_session
-    from airflow.utils.state import TaskInstanceState
-    from sqlalchemy import select
-
-    with create_session() as session:
-        dag_run = session.scalar(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id))
-        if dag_run is None:
+    try:
+        listed = api.send("GET", f"{run_path(dag_id, run_id)}/taskInstances?limit=1000")
+    except AirflowRefused as err:
+        if err.status_code == status.HTTP_404_NOT_FOUND:
             return 0
-        dag = DBDagBag().get_dag_for_run(dag_run, session=session)
-        if dag is None:
-            return 0
-        unfinished = {
-            ti.task_id
-            for ti in dag_run.get_task_instances(session=session)
-            if ti.state not in (TaskInstanceState.SUCCESS, TaskInstanceState.SKIPPED)
-        }
-        # claim_task too: the re-queued run claims its task again (and a claim_task a cancel
-        # skipped would otherwise skip every stage after it)
-        task_ids = [
-            t for t in dag.task_ids if t == CLAIM_TASK_ID or t.split(".", 1)[0] in stages or t in unfinished
-        ]
-        if not task_ids:
-            return 0
-        dag_run.conf = {**(dag_run.conf or {}), "resume": True}
-        return int(dag.clear(task_ids=task_ids, run_id=run_id, session=session) or 0)
+        raise
+    states = {ti["task_id"]: ti["state"] for ti in listed.get("task_instances", []) if ti["map_index"] < 0}
+    # claim_task too: the re-queued run claims its task again (and a claim_task a cancel
+    # skipped would otherwise skip every stage after it)
+    task_ids = [t for t in states if t == CLAIM_TASK_ID or t.split(".", 1)[0] in stages]
+    if not task_ids:
+        return 0
+    for task_id, state in states.items():
+        if task_id not in task_ids and state not in FINISHED_WELL:
+            api.mark_succeeded(dag_id, run_id, task_id)
+    return api.clear(dag_id, run_id, task_ids)
