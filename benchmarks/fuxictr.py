@@ -22,10 +22,10 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.harness import REMOTE, RUNNER, SEED, STOCK_FLOW, run_child, write_stock_split
-from fuxictr_workflow.synthetic import make_ctr_table, write_parquet_parts
+from benchmarks.harness import DEMO, RUNNER, SEED, STOCK_FLOW, run_child, write_stock_split
+from fuxictr_workflow.demo.synthetic import make_ctr_table, write_parquet_parts
 
-CONFIG_DIR = REMOTE / "demo_config"
+CONFIG_DIR = DEMO / "fuxictr_config"
 EXPID = "DeepFM_demo"
 PART_ROWS = 1_000_000
 
@@ -54,11 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_stock:
             stock_wall, stock, stock_rss = run_child(
                 [sys.executable, str(STOCK_FLOW), str(config_dir), EXPID, str(root / "stock_work"),
-                 str(train), str(valid), str(REMOTE), "demo_models"]
+                 str(train), str(valid), str(DEMO), "models"]
             )  # fmt: skip
         ours_wall, ours, ours_rss = run_child(
             [sys.executable, str(RUNNER), "train", "--expid", EXPID, "--config-dir", str(config_dir),
-             "--data-dir", str(root / "sample"), "--work-dir", str(root / "ours_work"), "--seed", str(SEED)]
+             "--data-dir", str(root / "sample"), "--work-dir", str(root / "ours_work"), "--seed", str(SEED),
+             "--demo-models", str(DEMO / "models.py")]
         )  # fmt: skip
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 REMOTE = ROOT / "plugins" / "fuxictr_workflow" / "remote"
 RUNNER = REMOTE / "runner.py"
+DEMO = ROOT / "plugins" / "fuxictr_workflow" / "demo"
 STOCK_FLOW = Path(__file__).resolve().parent / "stock_flow.py"
 SEED, VALID_FRACTION = 2024, 0.2
 

@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from benchmarks.harness import RUNNER, SEED, STOCK_FLOW, ChildFailed, run_child, write_stock_split
-from fuxictr_workflow.synthetic import make_ctr_table, write_parquet_parts
+from fuxictr_workflow.demo.synthetic import make_ctr_table, write_parquet_parts
 
 PARITY = 0.01
 # Each feature names its `source` (user, item, context), as FuXiCTR's dataset configs may: the

@@ -3,8 +3,8 @@ baseline of benchmarks/fuxictr.py and benchmarks/model_zoo.py); run as a child p
 
     python benchmarks/stock_flow.py CONFIG_DIR EXPID WORK_DIR TRAIN.parquet VALID.parquet MODEL_DIR MODULE
 
-MODEL_DIR holds MODULE (a zoo model's dir with its `src` package, or the runner's bundle dir
-with `demo_models`); the class is getattr(MODULE, params["model"]), as run_expid does.
+MODEL_DIR holds MODULE (a zoo model's dir with its `src` package, or the demo's dir with
+`models`); the class is getattr(MODULE, params["model"]), as run_expid does.
 load_config, FeatureProcessor(**params), build_dataset, FeatureMap.load(json, params),
 RankDataLoader(stage="train").make_iterator(), model.fit(..., **params): all FuXiCTR's own.
 The last stdout line is {"event": "metrics", "auc": ..., "logloss": ...} (the task means for a

@@ -250,7 +250,7 @@ def load_demo_data(work: Path, env: dict[str, str], sample_rows: int, infer_rows
     """Synthetic CTR data with a learnable signal → Parquet → Hive tables (through HS2)."""
     import pyarrow as pa
 
-    from fuxictr_workflow.synthetic import make_ctr_table, write_parquet_parts
+    from fuxictr_workflow.demo.synthetic import make_ctr_table, write_parquet_parts
 
     source = work / "source"
     for name, rows, seed, labelled, dt in (

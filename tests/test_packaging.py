@@ -47,11 +47,11 @@ def test_wheel_has_templates_static_files_and_remote_code(wheel: zipfile.ZipFile
     names = set(wheel.namelist())
     for hql in sorted((REPO / "include" / "sql").glob("*.hql")):
         assert any(n.endswith(f".data/data/share/fuxictr-workflow/sql/{hql.name}") for n in names), hql.name
-    from fuxictr_workflow.runner_bundle import SHIPPED  # what train/infer copy to the server
+    from fuxictr_workflow.runner_bundle import DEMO, RUNNER  # what train/infer copy to the server
 
-    for rel in ("config.yaml", "api/static/index.html", *(f"remote/{name}" for name in SHIPPED)):
+    shipped = (*(f"remote/{name}" for name in RUNNER), *(f"demo/{name}" for name in DEMO))
+    for rel in ("config.yaml", "api/static/index.html", *shipped):
         assert f"fuxictr_workflow/{rel}" in names, rel
-    assert any(n.startswith("fuxictr_workflow/remote/demo_config/") and n.endswith(".yaml") for n in names)
 
 
 def test_wheel_registers_the_plugin_and_the_cli(wheel: zipfile.ZipFile) -> None:

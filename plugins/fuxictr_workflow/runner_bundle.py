@@ -1,9 +1,11 @@
-"""The runner bundle on the training server: remote/runner.py and what it imports (and, for a
-server without a FuXiCTR config dir of its own, the demo config and model).
+"""What the training server runs, shipped to it: the runner bundle (remote/runner.py and what it
+imports) to ``<remote_root>/.runner/<sha256>/`` and, only for a server without a FuXiCTR config
+dir of its own, the demo bundle (the demo's FuXiCTR config and models, demo/) to
+``<remote_root>/.demo/<sha256>/``. A production server never receives demo code.
 
-It is shipped to ``<remote_root>/.runner/<sha256>/``: content-addressed, so a stale copy is
-never used and concurrent tasks share one copy safely. Before each run every file there is
-read back and compared with the shipped bytes; a copy that differs is replaced, never run.
+Each is content-addressed, so a stale copy is never used and concurrent tasks share one copy
+safely. Before each run every file there is read back and compared with the shipped bytes; a
+copy that differs is replaced, never run.
 """
 
 from __future__ import annotations
@@ -19,28 +21,31 @@ from typing import Any
 
 from fuxictr_workflow.tracking import StageError
 
-REMOTE_DIR = Path(__file__).resolve().parent / "remote"
-SHIPPED = [
-    "runner.py",
-    "job.py",
-    "streaming.py",
-    "model_lookup.py",
-    "errors.py",
-    "demo_models.py",
-    "demo_config/model_config.yaml",
-    "demo_config/dataset_config.yaml",
-]
+PACKAGE = Path(__file__).resolve().parent
+REMOTE_DIR = PACKAGE / "remote"
+RUNNER = ("runner.py", "job.py", "streaming.py", "model_lookup.py", "errors.py")
+# the demo bundle's layout: the runner is given its config dir and its models file
+DEMO_CONFIG_DIR, DEMO_MODELS = "fuxictr_config", "models.py"
+DEMO = (DEMO_MODELS, f"{DEMO_CONFIG_DIR}/model_config.yaml", f"{DEMO_CONFIG_DIR}/dataset_config.yaml")
 
 
 def bundle_files() -> dict[str, bytes]:
-    return {name: (REMOTE_DIR / name).read_bytes() for name in SHIPPED}
+    return {name: (REMOTE_DIR / name).read_bytes() for name in RUNNER}
+
+
+def demo_files() -> dict[str, bytes]:
+    return {name: (PACKAGE / "demo" / name).read_bytes() for name in DEMO}
+
+
+def digest(files: dict[str, bytes]) -> str:
+    h = hashlib.sha256()
+    for name, data in files.items():
+        h.update(name.encode() + b"\0" + data)
+    return h.hexdigest()[:16]
 
 
 def bundle_digest() -> str:
-    h = hashlib.sha256()
-    for name, data in bundle_files().items():
-        h.update(name.encode() + b"\0" + data)
-    return h.hexdigest()[:16]
+    return digest(bundle_files())
 
 
 def bundle_problem(sftp: Any, target: str, files: dict[str, bytes]) -> str | None:
@@ -72,18 +77,28 @@ def bundle_problem(sftp: Any, target: str, files: dict[str, bytes]) -> str | Non
 
 
 def ship_runner(client: Any, remote_root: str, warn: Callable[[str], None] = lambda _: None) -> str:
-    """Copy the runner bundle to the server unless that exact version is there; returns its dir.
-
-    What is there is verified file by file before every run; a changed copy is replaced."""
+    """The runner bundle's dir on the server, shipped unless that exact version is there."""
     files = bundle_files()
-    target = posixpath.join(remote_root, ".runner", bundle_digest())
+    return _ship(client, posixpath.join(remote_root, ".runner", digest(files)), files, "runner", warn)
+
+
+def ship_demo(client: Any, remote_root: str, warn: Callable[[str], None] = lambda _: None) -> str:
+    """The demo bundle's dir on the server (its FuXiCTR config in DEMO_CONFIG_DIR, its models in
+    DEMO_MODELS), shipped unless that exact version is there."""
+    files = demo_files()
+    return _ship(client, posixpath.join(remote_root, ".demo", digest(files)), files, "demo", warn)
+
+
+def _ship(client: Any, target: str, files: dict[str, bytes], kind: str, warn: Callable[[str], None]) -> str:
+    """Copy `files` to `target` unless exactly they are there. What is there is verified file
+    by file before every run; a changed copy is replaced."""
     sftp = client.open_sftp()
     try:
         problem = bundle_problem(sftp, target, files)
         if problem is None:
             return target
         if problem != "missing":
-            warn(f"runner bundle {target} on the server is not the shipped one ({problem}); replacing it")
+            warn(f"{kind} bundle {target} on the server is not the shipped one ({problem}); replacing it")
             _exec(client, f"rm -rf {shlex.quote(target)}")
         staging = f"{target}.tmp.{os.getpid()}.{id(client)}"
         for name, data in files.items():
@@ -97,7 +112,7 @@ def ship_runner(client: Any, remote_root: str, warn: Callable[[str], None] = lam
         problem = bundle_problem(sftp, target, files)
         if problem is not None:
             raise StageError(
-                f"runner bundle {target} on the server cannot be verified after shipping: {problem}"
+                f"{kind} bundle {target} on the server cannot be verified after shipping: {problem}"
             )
         return target
     finally:

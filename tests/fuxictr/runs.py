@@ -24,16 +24,16 @@ import pytest
 
 from fuxictr_workflow import paths
 from fuxictr_workflow.config import WorkflowConfig
+from fuxictr_workflow.demo.synthetic import make_ctr_table, write_parquet_parts
 from fuxictr_workflow.operators.fuxictr import InferOperator, TrainOperator
 from fuxictr_workflow.stages import StepStatus
 from fuxictr_workflow.store import EpochRecord, WorkflowStore, get_store
-from fuxictr_workflow.synthetic import make_ctr_table, write_parquet_parts
 from tests.conftest import new_task
 from tests.stage_runs import run_stage, stage_context
 
 SAMPLE_ROWS, INFER_ROWS = 6000, 2000
 ZOO = Path(__file__).resolve().parents[1] / "fuxictr_zoo"
-DEMO_CONFIG = Path(__file__).resolve().parents[2] / "plugins" / "fuxictr_workflow" / "remote" / "demo_config"
+DEMO_CONFIG = Path(__file__).resolve().parents[2] / "plugins" / "fuxictr_workflow" / "demo" / "fuxictr_config"
 
 
 @functools.cache

@@ -12,10 +12,10 @@ import pytest
 
 from fuxictr_workflow import paths
 from fuxictr_workflow.config import WorkflowConfig
+from fuxictr_workflow.demo.synthetic import make_ctr_table
 from fuxictr_workflow.operators.fuxictr import TrainOperator
 from fuxictr_workflow.stages import StepStatus
 from fuxictr_workflow.store import get_store
-from fuxictr_workflow.synthetic import make_ctr_table
 from tests.conftest import new_task, write_config
 from tests.fuxictr.runs import (
     DEMO_CONFIG,
@@ -38,6 +38,8 @@ def test_train_then_infer(pipelines: Pipelines) -> None:
     assert metrics["auc"] >= 0.70 and metrics["rows"] == SAMPLE_ROWS
     assert run.train_step["status"] == StepStatus.COMPLETED
     assert run.train_result["auc"] == metrics["auc"] and run.train_result["model"] == "DeepFM"
+    # the demo's model, from the demo bundle shipped to this server (it has no config dir of its own)
+    assert "/.demo/" in metrics["model_source"] and metrics["model_source"].endswith("/models.py"), metrics
     messages = run.train_messages
     assert any(m.startswith("epoch 1 step") and "AUC" in m for m in messages), messages
     check_epochs(run, DEMO_CONFIG, "DeepFM_demo")

@@ -3,9 +3,12 @@ and feature kinds FuXiCTR's own zoo uses), through the runner on a real sshd (ru
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from fuxictr_workflow.config import WorkflowConfig
+from fuxictr_workflow.runner_bundle import DEMO
 from tests.fuxictr.runs import INFER_ROWS, SAMPLE_ROWS, ZOO, Pipelines, check_epochs, failed_train
 
 pytestmark = pytest.mark.timeout(600)
@@ -35,6 +38,17 @@ def test_zoo_model_trains_and_scores(pipelines: Pipelines, expid: str, source: s
     assert result["rows"] == INFER_ROWS == table.num_rows
     assert table.column_names == ["id", "score"]
     assert all(0 < s < 1 for s in table["score"].to_pylist())
+
+
+def test_a_server_with_its_own_config_gets_no_demo_code(cfg: WorkflowConfig, pipelines: Pipelines) -> None:
+    """The zoo server trained and scored above with its own config dir: the runner bundle was
+    shipped to it, the demo's models and config were not."""
+    pipelines.outcome("TinyWideDeep_test")
+    root = Path(cfg.server("zoo").remote_root)
+    shipped = {p.relative_to(root).as_posix() for p in root.glob(".*/*/**/*") if p.is_file()}
+    assert any(name.startswith(".runner/") and name.endswith("/runner.py") for name in shipped), shipped
+    assert not (root / ".demo").exists()
+    assert not [name for name in shipped if name.rsplit("/", 1)[-1] in {Path(d).name for d in DEMO}], shipped
 
 
 def test_multitask_zoo_model_scores_each_task(pipelines: Pipelines) -> None:

@@ -21,7 +21,7 @@ from airflow.providers.ssh.operators.ssh import SSHOperator
 from fuxictr_workflow import airflow_runs, airflow_stops, paths
 from fuxictr_workflow.config import get_config
 from fuxictr_workflow.operators.base import WorkflowStageMixin, timeout_message
-from fuxictr_workflow.runner_bundle import ship_runner
+from fuxictr_workflow.runner_bundle import DEMO_CONFIG_DIR, DEMO_MODELS, ship_demo, ship_runner
 from fuxictr_workflow.runner_job import JobFollower, RemoteJob, RunnerOutput, ended_at, job_dir
 from fuxictr_workflow.servers import (
     HOST_KEY_WARNING,
@@ -117,9 +117,13 @@ class FuxiCTRStageOperator(WorkflowStageMixin, SSHOperator):
             except RemoteRootError as err:
                 raise StageError(str(err), retryable=False) from None
             bundle = ship_runner(client, ep.remote_root, run.warning)
-            config_dir = server.fuxictr_config_dir or posixpath.join(bundle, "demo_config")
+            config_dir, models = server.fuxictr_config_dir, []
+            if config_dir is None:  # the embedded demo's server: the demo's config and models
+                demo = ship_demo(client, ep.remote_root, run.warning)
+                config_dir = posixpath.join(demo, DEMO_CONFIG_DIR)
+                models = ["--demo-models", posixpath.join(demo, DEMO_MODELS)]
             argv = [ep.python, posixpath.join(bundle, "runner.py"), self.command_name, "--expid", expid]
-            argv += ["--config-dir", config_dir, *self.runner_args(ep, task_id, config_dir)]
+            argv += ["--config-dir", config_dir, *models, *self.runner_args(ep, task_id, config_dir)]
             if server.model_zoo_path:
                 argv += ["--model-zoo", server.model_zoo_path]
             if server.gpu is not None:

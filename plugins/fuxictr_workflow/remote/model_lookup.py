@@ -8,8 +8,9 @@ APG/src, GDCNP in GDCN/src, PPNet in PEPNet/src): when no candidate has it, ever
 (SCANNED) is parsed, not imported, for a top-level `class <Model>`, and only the one package that
 defines it is imported. Two packages defining it is an error: picking one would train a model the
 user may not have meant. The classes fuxictr itself ships in `fuxictr.pytorch.models` are found
-too. The bundled demo models are used only when no zoo is configured, so a zoo model that is
-missing is an error, never a different model trained under the same name.
+too. The demo's models (`--demo-models`, given on the embedded demo's server only) are used only
+when no zoo is configured, so a zoo model that is missing is an error, never a different model
+trained under the same name.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from types import ModuleType
 
 from errors import UserError
 
-HERE = Path(__file__).resolve().parent
 SCANNED = ("*/src", "*/*_torch/src", "multitask/*/src")
 
 
@@ -111,7 +111,7 @@ def _fuxictr_builtin(name: str) -> type | None:
     return found if isinstance(found, type) else None
 
 
-def model_class(name: str, model_zoo: str | None) -> type:
+def model_class(name: str, model_zoo: str | None, demo_models: str | None = None) -> type:
     """The model class called `name`; UserError naming every place searched when there is none."""
     searched: list[str] = []
     if model_zoo:
@@ -129,9 +129,9 @@ def model_class(name: str, model_zoo: str | None) -> type:
         found = _scan(zoo, name)
         if found is not None:
             return found
-    else:
-        searched.append(str(HERE / "demo_models.py"))
-        found = _from_candidate(HERE / "demo_models.py", name, f"_fxw_zoo_0_{name}")
+    elif demo_models:
+        searched.append(demo_models)
+        found = _from_candidate(Path(demo_models), name, f"_fxw_zoo_0_{name}")
         if found is not None:
             return found
     searched.append("fuxictr.pytorch.models")

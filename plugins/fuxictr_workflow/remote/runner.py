@@ -81,7 +81,7 @@ def experiment(args: argparse.Namespace) -> tuple[dict[str, Any], type]:
     expid or a model missing from the zoo fails at once, not after the feature processing pass
     (and an unknown expid before torch and FuXiCTR's preprocessing are even imported)."""
     params = load_params(args.config_dir, args.expid)
-    return params, model_class(params["model"], args.model_zoo)
+    return params, model_class(params["model"], args.model_zoo, args.demo_models)
 
 
 def build_model(cls: type, params: dict[str, Any], feature_map: Any, args: argparse.Namespace) -> Any:
@@ -327,6 +327,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         p.add_argument("--work-dir", required=True)
         p.add_argument("--gpu", type=int)
         p.add_argument("--model-zoo")
+        p.add_argument("--demo-models", help="the demo bundle's models file (the embedded demo's server)")
     sub.choices["train"].add_argument("--valid-fraction", type=float, default=0.2)
     sub.choices["train"].add_argument("--seed", type=int)
     sub.choices["infer"].add_argument("--output", required=True)
