@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fuxictr_workflow.runner_job import RunnerOutput
+from fuxictr_workflow.ssh.runner_job import RunnerOutput
 
 WATCH_INTERVAL_S = 0.01
 

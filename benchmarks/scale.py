@@ -89,7 +89,7 @@ def run_load(
 
 
 def load(services: demo.Services, tasks: int, infer_rows: int, timeout: float) -> dict[str, Any]:
-    from fuxictr_workflow.stages import FINAL_TASK_STATUSES
+    from fuxictr_workflow.domain.stages import FINAL_TASK_STATUSES
     from fuxictr_workflow.store import get_store
     from fuxictr_workflow.store.database import utcnow
 

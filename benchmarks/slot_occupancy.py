@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "plugins"))
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.follow_latency import JobLogWatcher, WebSocketRecorder, latencies  # noqa: E402
-from fuxictr_workflow import paths  # noqa: E402
+from fuxictr_workflow.domain import paths  # noqa: E402
 from scripts import demo  # noqa: E402
 from scripts.sshd import free_port  # noqa: E402
 

@@ -41,9 +41,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "plugins"))
 sys.path.insert(0, str(REPO))
 
-from fuxictr_workflow.config import TransferConfig  # noqa: E402
-from fuxictr_workflow.servers import Endpoint  # noqa: E402
-from fuxictr_workflow.ssh_access import SSHAccess  # noqa: E402
+from fuxictr_workflow.domain.config import TransferConfig  # noqa: E402
+from fuxictr_workflow.ssh.servers import Endpoint  # noqa: E402
+from fuxictr_workflow.ssh.ssh_access import SSHAccess  # noqa: E402
 from fuxictr_workflow.store import WorkflowStore  # noqa: E402
 from fuxictr_workflow.transfer import TransferItem, download, upload  # noqa: E402
 from fuxictr_workflow.transfer.sessions import stream_count  # noqa: E402

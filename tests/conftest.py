@@ -19,7 +19,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # scripts/ and benchmarks/ import as packages
 
-from fuxictr_workflow.config import WorkflowConfig, load_config  # noqa: E402
+from fuxictr_workflow.domain.config import WorkflowConfig, load_config  # noqa: E402
 from fuxictr_workflow.store import WorkflowStore  # noqa: E402
 from fuxictr_workflow.workflow_log import WorkflowLogger  # noqa: E402
 from scripts.sshd import LocalSshd, SshdInfo  # noqa: E402

@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 import pytest
 
-from fuxictr_workflow import airflow_stops
-from fuxictr_workflow.config import WorkflowConfig
-from fuxictr_workflow.stages import STAGE_NAMES
+from fuxictr_workflow.domain.config import WorkflowConfig
+from fuxictr_workflow.domain.stages import STAGE_NAMES
+from fuxictr_workflow.orchestration import airflow_stops
 from fuxictr_workflow.store import WorkflowStore
 from fuxictr_workflow.workflow_log import WorkflowLogger
 from tests.conftest import SshdInfo, new_task

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from fuxictr_workflow.stages import STAGE_NAMES
+from fuxictr_workflow.domain.stages import STAGE_NAMES
 from fuxictr_workflow.store import EpochRecord, WorkflowStore
 from tests.conftest import new_task
 from tests.security.stack import call

@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 import yaml
 
-from fuxictr_workflow.config import DEFAULT_CONFIG_PATH, ConfigError, get_config, load_config, parse_config
+from fuxictr_workflow.domain.config import (
+    DEFAULT_CONFIG_PATH,
+    ConfigError,
+    get_config,
+    load_config,
+    parse_config,
+)
 
 SERVER = {"host": "gpu-1", "username": "ml"}
 
@@ -54,7 +60,7 @@ def test_keys_nothing_reads_are_ignored_with_a_warning(caplog: pytest.LogCapture
         "storage": {"shared_dir": "/s", "staging_dir": "/st", "checkpoint_dir": "/c"},
         "fuxictr": {"label_column": "label", "seed": 7},
     }
-    with caplog.at_level("WARNING", logger="fuxictr_workflow.config"):
+    with caplog.at_level("WARNING", logger="fuxictr_workflow.domain.config"):
         cfg = parse_config(raw, Path("/"))
     assert cfg.storage.staging_dir == "/st" and cfg.fuxictr.seed == 7
     warned = [r.getMessage() for r in caplog.records]
@@ -76,7 +82,7 @@ def test_stage_retries_have_their_own_key(caplog: pytest.LogCaptureFixture) -> N
     configs, warned = [], []
     for sections in cases:
         caplog.clear()
-        with caplog.at_level("WARNING", logger="fuxictr_workflow.config"):
+        with caplog.at_level("WARNING", logger="fuxictr_workflow.domain.config"):
             configs.append(parse_config({"servers": {"a": SERVER}, **sections}, Path("/")))
         warned.append([r.getMessage() for r in caplog.records])
     assert [(c.task.retries, c.transfer.max_retries) for c in configs] == [(1, 6), (0, 3), (5, 5)]
@@ -84,7 +90,7 @@ def test_stage_retries_have_their_own_key(caplog: pytest.LogCaptureFixture) -> N
     assert len(warned[2]) == 1 and "set task.retries" in warned[2][0], warned
 
     # imported after the warnings were seen: importing Airflow reconfigures logging
-    from fuxictr_workflow.dag_factory import build_dag
+    from fuxictr_workflow.orchestration.dag_factory import build_dag
 
     for cfg in configs:
         dag = build_dag(cfg.default_server, cfg)

@@ -6,15 +6,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from types import SimpleNamespace
 
-from fuxictr_workflow.config import WorkflowConfig
-from fuxictr_workflow.dag_params import pool_for
+from fuxictr_workflow.domain.config import WorkflowConfig
+from fuxictr_workflow.orchestration.dag_params import pool_for
 from tests.dag_tasks import DAG_TASKS
 
 ORDER = list(DAG_TASKS)
 
 
 def test_stages_chain_in_order_and_pool_train_and_infer(make_config: Callable[..., WorkflowConfig]) -> None:
-    from fuxictr_workflow.dag_factory import build_dag
+    from fuxictr_workflow.orchestration.dag_factory import build_dag
 
     cfg = make_config()
     dag = build_dag(cfg.default_server, cfg)
@@ -31,7 +31,7 @@ def test_a_run_further_along_goes_first_in_the_training_pool(
     infer, so with one training slot each run's predictions would wait for the next training."""
     from airflow.serialization.serialized_objects import DagSerialization
 
-    from fuxictr_workflow.dag_factory import build_dag
+    from fuxictr_workflow.orchestration.dag_factory import build_dag
 
     cfg = make_config()
     served = DagSerialization.from_dict(DagSerialization.to_dict(build_dag(cfg.default_server, cfg)))

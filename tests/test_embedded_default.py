@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from fuxictr_workflow.config import DEFAULT_CONFIG_PATH, load_config
-from fuxictr_workflow.task_fields import validate_task_fields
-from fuxictr_workflow.validation import FieldError
+from fuxictr_workflow.domain.config import DEFAULT_CONFIG_PATH, load_config
+from fuxictr_workflow.domain.task_fields import validate_task_fields
+from fuxictr_workflow.domain.validation import FieldError
 from scripts import demo
 from scripts.sshd import SshdInfo
 from tests.seed_example import SEED_README_BODY

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fuxictr_workflow import hdfs
+from fuxictr_workflow.files import hdfs
 
 
 def export_dir(root: Path) -> Path:

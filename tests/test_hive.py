@@ -12,15 +12,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fuxictr_workflow import paths
-from fuxictr_workflow.config import WorkflowConfig
-from fuxictr_workflow.operators.hive import (
+from fuxictr_workflow.domain import paths
+from fuxictr_workflow.domain.config import WorkflowConfig
+from fuxictr_workflow.domain.stages import StepStatus
+from fuxictr_workflow.orchestration.operators.hive import (
     HdfsDownloadOperator,
     HdfsUploadOperator,
     HiveExportOperator,
     HiveLoadOperator,
 )
-from fuxictr_workflow.stages import StepStatus
 from fuxictr_workflow.store import WorkflowStore, get_store
 from scripts.hive_server import HiveInfo, HiveServer, free_port
 from tests.conftest import new_task

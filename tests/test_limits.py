@@ -14,8 +14,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fuxictr_workflow import handoff, paths
-from fuxictr_workflow.config import ConfigError, WorkflowConfig, parse_config
+from fuxictr_workflow.domain import paths
+from fuxictr_workflow.domain.config import ConfigError, WorkflowConfig, parse_config
+from fuxictr_workflow.files import handoff
 from fuxictr_workflow.tracking import StageError
 from fuxictr_workflow.transfer.errors import UnsafePath
 from fuxictr_workflow.transfer.plan import check_listed, check_local
@@ -52,7 +53,7 @@ def test_a_bad_execution_timeout_names_the_key(timeouts: dict[str, object], mess
 def test_every_task_of_the_dag_has_its_stages_execution_timeout(
     make_config: Callable[..., WorkflowConfig],
 ) -> None:
-    from fuxictr_workflow.dag_factory import build_dag
+    from fuxictr_workflow.orchestration.dag_factory import build_dag
 
     timeouts = {"default": 900, "data_fetch": 901, "data_upload": 902, "train": 903, "infer": 904}
     cfg = make_config(task={"execution_timeout_s": timeouts}, quality_gate={"decision_timeout_h": 5})
@@ -131,8 +132,8 @@ def test_a_stage_past_its_execution_timeout_fails_naming_the_key(
     from airflow.sdk.exceptions import AirflowTaskTimeout
     from airflow.sdk.execution_time.timeout import timeout
 
-    from fuxictr_workflow.operators.base import WorkflowStageMixin
-    from fuxictr_workflow.stages import Stage
+    from fuxictr_workflow.domain.stages import Stage
+    from fuxictr_workflow.orchestration.operators.base import WorkflowStageMixin
     from fuxictr_workflow.workflow_log import get_logger
     from tests.conftest import new_task
     from tests.stage_runs import stage_context

@@ -47,7 +47,7 @@ def test_wheel_has_templates_static_files_and_remote_code(wheel: zipfile.ZipFile
     names = set(wheel.namelist())
     for hql in sorted((REPO / "include" / "sql").glob("*.hql")):
         assert any(n.endswith(f".data/data/share/fuxictr-workflow/sql/{hql.name}") for n in names), hql.name
-    from fuxictr_workflow.runner_bundle import DEMO, RUNNER  # what train/infer copy to the server
+    from fuxictr_workflow.ssh.runner_bundle import DEMO, RUNNER  # what train/infer copy to the server
 
     shipped = (*(f"remote/{name}" for name in RUNNER), *(f"demo/{name}" for name in DEMO))
     for rel in ("config.yaml", "api/static/index.html", *shipped):
@@ -58,7 +58,10 @@ def test_wheel_registers_the_plugin_and_the_cli(wheel: zipfile.ZipFile) -> None:
     (entry_points,) = [n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt")]
     parser = configparser.ConfigParser()
     parser.read_string(wheel.read(entry_points).decode())
-    assert parser["airflow.plugins"]["fuxictr_workflow"] == "fuxictr_workflow.plugin:FuxiCTRWorkflowPlugin"
+    assert (
+        parser["airflow.plugins"]["fuxictr_workflow"]
+        == "fuxictr_workflow.orchestration.plugin:FuxiCTRWorkflowPlugin"
+    )
     assert parser["console_scripts"]["fuxictr-workflow"] == "fuxictr_workflow.cli:main"
 
 
@@ -66,8 +69,8 @@ def test_templates_render_from_the_wheel_alone(
     wheel: zipfile.ZipFile, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Without the checkout, the operators render the same HiveQL from the wheel's copies."""
-    from fuxictr_workflow.operators import hive
-    from fuxictr_workflow.sql_query import session_settings
+    from fuxictr_workflow.domain.sql_query import session_settings
+    from fuxictr_workflow.orchestration.operators import hive
 
     export = {
         "datasets": [{"directory": "/tmp/h/task_1/sample", "sql": "SELECT 1"}],

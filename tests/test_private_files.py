@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fuxictr_workflow.private_files import make_private_dir
+from fuxictr_workflow.files.private_files import make_private_dir
 from fuxictr_workflow.store import WorkflowStore
 from fuxictr_workflow.workflow_log import WorkflowLogger
 from tests.conftest import new_task

@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy.engine import Connection
 
 from fuxictr_workflow import gate_review
-from fuxictr_workflow.config import ConfigError, GateRule, WorkflowConfig, parse_config
-from fuxictr_workflow.quality_gate import Decision, Figures, judge
-from fuxictr_workflow.stages import STAGE_NAMES
+from fuxictr_workflow.domain.config import ConfigError, GateRule, WorkflowConfig, parse_config
+from fuxictr_workflow.domain.quality_gate import Decision, Figures, judge
+from fuxictr_workflow.domain.stages import STAGE_NAMES
 from fuxictr_workflow.store import IllegalTransition, WorkflowStore
 from fuxictr_workflow.store.database import SCHEMA_VERSION
 from tests.conftest import new_task

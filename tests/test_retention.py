@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from fuxictr_workflow import paths
-from fuxictr_workflow.config import WorkflowConfig
+from fuxictr_workflow.domain import paths
+from fuxictr_workflow.domain.config import WorkflowConfig
 from fuxictr_workflow.retention import SWEEP_EVERY, SWEEP_STAMP, cleanup, sweep_host
 from fuxictr_workflow.store import WorkflowStore, utcnow
 from fuxictr_workflow.store.database import tasks
@@ -190,7 +190,11 @@ def test_the_command_line_dry_run_and_days(setup: tuple) -> None:
 def test_the_maintenance_dag_runs_the_cleanup_on_the_configured_schedule(
     setup: tuple, make_config: Callable[..., WorkflowConfig], sshd: SshdInfo
 ) -> None:
-    from fuxictr_workflow.maintenance_dag import MAINTENANCE_DAG_ID, build_maintenance_dag, run_cleanup
+    from fuxictr_workflow.orchestration.maintenance_dag import (
+        MAINTENANCE_DAG_ID,
+        build_maintenance_dag,
+        run_cleanup,
+    )
 
     cfg, store, ids, files = setup
     dag = build_maintenance_dag(make_config(sshd, retention={"days": DAYS, "schedule": "15 3 * * *"}))

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from fuxictr_workflow import airflow_runs
-from fuxictr_workflow.config import WorkflowConfig
-from fuxictr_workflow.operators.base import resolve_task_id
+from fuxictr_workflow.domain.config import WorkflowConfig
+from fuxictr_workflow.orchestration import airflow_runs
+from fuxictr_workflow.orchestration.operators.base import resolve_task_id
 from fuxictr_workflow.store import WorkflowStore, get_store
 from tests.conftest import new_task
 

@@ -15,15 +15,15 @@ from typing import Any
 
 import pytest
 
-from fuxictr_workflow import paths
-from fuxictr_workflow.cancel_jobs import stop_task_jobs
-from fuxictr_workflow.config import WorkflowConfig
-from fuxictr_workflow.runner_bundle import job_py, ship_runner
-from fuxictr_workflow.runner_job import JobFollower, JobLines, RemoteJob, RunnerOutput, ended_at, job_dir
-from fuxictr_workflow.servers import endpoint, prepare_remote_root
+from fuxictr_workflow.domain import paths
+from fuxictr_workflow.domain.config import WorkflowConfig
+from fuxictr_workflow.orchestration.triggers.ssh_commands import run_command
+from fuxictr_workflow.ssh.cancel_jobs import stop_task_jobs
+from fuxictr_workflow.ssh.runner_bundle import job_py, ship_runner
+from fuxictr_workflow.ssh.runner_job import JobFollower, JobLines, RemoteJob, RunnerOutput, ended_at, job_dir
+from fuxictr_workflow.ssh.servers import endpoint, prepare_remote_root
 from fuxictr_workflow.store import EpochRecord, utcnow
 from fuxictr_workflow.tracking import track_stage
-from fuxictr_workflow.triggers.ssh_commands import run_command
 from fuxictr_workflow.workflow_log import WorkflowLogger
 from scripts.processes import ProcessRef
 from scripts.sshd import SshdInfo
@@ -265,7 +265,7 @@ def test_the_trigger_follows_the_job_into_the_workflow_log(
     job ended and names the job for the resumed task."""
     import asyncio
 
-    from fuxictr_workflow.triggers.runner_job import RunnerJobTrigger
+    from fuxictr_workflow.orchestration.triggers.runner_job import RunnerJobTrigger
     from fuxictr_workflow.workflow_log import get_logger
 
     make_config(sshd)
@@ -279,7 +279,7 @@ def test_the_trigger_follows_the_job_into_the_workflow_log(
         job_py=JOB_PY, job_dir=job.job_dir, poll_interval=0.5,
     )  # fmt: skip
     classpath, kwargs = trigger.serialize()
-    assert classpath == "fuxictr_workflow.triggers.runner_job.RunnerJobTrigger"
+    assert classpath == "fuxictr_workflow.orchestration.triggers.runner_job.RunnerJobTrigger"
 
     async def first_event() -> Any:
         async for event in RunnerJobTrigger(**kwargs).run():
@@ -302,7 +302,7 @@ def test_the_trigger_stops_a_job_past_its_stages_execution_timeout(
     part only): the trigger stops a job still running at its deadline and says so."""
     import asyncio
 
-    from fuxictr_workflow.triggers.runner_job import RunnerJobTrigger
+    from fuxictr_workflow.orchestration.triggers.runner_job import RunnerJobTrigger
     from fuxictr_workflow.workflow_log import get_logger
 
     make_config(sshd)

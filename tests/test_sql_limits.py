@@ -12,13 +12,18 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from fuxictr_workflow import sql_budget
-from fuxictr_workflow.config import parse_config
-from fuxictr_workflow.sql_budget import Budget
-from fuxictr_workflow.sql_functions import HIVE, SPARK, allowed
-from fuxictr_workflow.sql_query import DATA_SOURCES, render_query, session_settings
+from fuxictr_workflow.domain import sql_budget
+from fuxictr_workflow.domain.config import parse_config
+from fuxictr_workflow.domain.sql_budget import Budget
+from fuxictr_workflow.domain.sql_functions import HIVE, SPARK, allowed
+from fuxictr_workflow.domain.sql_query import DATA_SOURCES, render_query, session_settings
+from fuxictr_workflow.domain.validation import (
+    HDFS_PATH_PATTERN,
+    FieldError,
+    validate_hdfs_path,
+    validate_select,
+)
 from fuxictr_workflow.store import WorkflowStore
-from fuxictr_workflow.validation import HDFS_PATH_PATTERN, FieldError, validate_hdfs_path, validate_select
 from tests.conftest import new_task
 
 DIALECTS = ["hive", "spark"]
@@ -225,7 +230,7 @@ def test_hdfs_path_refuses_glob_characters(path: str) -> None:
     ],
 )
 def test_prediction_column_names_from_the_server_are_checked(names: list[str]) -> None:
-    from fuxictr_workflow.operators.hive import predictions_columns
+    from fuxictr_workflow.orchestration.operators.hive import predictions_columns
     from fuxictr_workflow.tracking import StageError
 
     schema = pa.schema([(n, pa.float64()) for n in names])
@@ -235,7 +240,7 @@ def test_prediction_column_names_from_the_server_are_checked(names: list[str]) -
 
 
 def test_prediction_column_names_that_fit_pass() -> None:
-    from fuxictr_workflow.operators.hive import predictions_columns
+    from fuxictr_workflow.orchestration.operators.hive import predictions_columns
 
     schema = pa.schema([("user_id", pa.int64()), ("score_click", pa.float64()), ("score_buy", pa.float64())])
     assert predictions_columns(schema, "file:///p", ["user_id"]) == [

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from fuxictr_workflow.config import ServerConfig
-from fuxictr_workflow.servers import Endpoint
-from fuxictr_workflow.ssh_access import SSHAccess, SSHAccessError, connection_from_config
+from fuxictr_workflow.domain.config import ServerConfig
+from fuxictr_workflow.ssh.servers import Endpoint
+from fuxictr_workflow.ssh.ssh_access import SSHAccess, SSHAccessError, connection_from_config
 from scripts.sshd import SshdInfo
 
 
@@ -199,7 +199,7 @@ def test_resolving_many_times_leaves_one_file_per_distinct_key(sshd: SshdInfo) -
 KILLED_CHILD = """
 import json, subprocess, sys, time
 from airflow.sdk import Connection
-from fuxictr_workflow.ssh_access import SSHAccess
+from fuxictr_workflow.ssh.ssh_access import SSHAccess
 args = json.loads(sys.argv[1])
 conn = Connection(conn_id="inline", conn_type="ssh", host=args["host"], port=args["port"],
                   login=args["user"], extra=json.dumps({"private_key": args["key"], "host_key": args["host_key"]}))
@@ -294,8 +294,8 @@ def test_a_server_naming_an_airflow_connection_uri(
 ) -> None:
     """`ssh_conn_id` resolved the way Airflow finds connections (here AIRFLOW_CONN_<ID> with
     the URI form the provider documents), through the same code path as the config form."""
-    from fuxictr_workflow.config import parse_config
-    from fuxictr_workflow.servers import endpoint
+    from fuxictr_workflow.domain.config import parse_config
+    from fuxictr_workflow.ssh.servers import endpoint
 
     monkeypatch.setenv("AIRFLOW_CONN_GPU_SSH", sshd.conn_uri())
     cfg = parse_config(
@@ -320,7 +320,7 @@ def test_train_with_a_wrong_host_key_fails_at_once_and_starts_nothing(
     reason, not retried, and nothing was created on the server."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    from fuxictr_workflow.operators.fuxictr import TrainOperator
+    from fuxictr_workflow.orchestration.operators.fuxictr import TrainOperator
     from fuxictr_workflow.store import get_store
     from tests.conftest import new_task
     from tests.stage_runs import run_stage, stage_context

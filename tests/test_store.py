@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Connection
 
-from fuxictr_workflow.stages import STAGE_NAMES
+from fuxictr_workflow.domain.stages import STAGE_NAMES
 from fuxictr_workflow.store import ChunkSpec, EpochRecord, IllegalTransition, NotFound, WorkflowStore
 from fuxictr_workflow.store.database import SCHEMA_VERSION
 from fuxictr_workflow.store.errors import StaleAttempt

@@ -12,10 +12,15 @@ from airflow.sdk.exceptions import ParamValidationError
 from pydantic import ValidationError
 
 from fuxictr_workflow.api.schemas import TaskCreateRequest
-from fuxictr_workflow.config import DEFAULT_CONFIG_PATH, WorkflowConfig, load_config
-from fuxictr_workflow.dag_params import param_schemas
-from fuxictr_workflow.task_fields import CONTEXT_CONFIG, TASK_FIELDS, field_schemas, validate_task_fields
-from fuxictr_workflow.validation import FieldError
+from fuxictr_workflow.domain.config import DEFAULT_CONFIG_PATH, WorkflowConfig, load_config
+from fuxictr_workflow.domain.task_fields import (
+    CONTEXT_CONFIG,
+    TASK_FIELDS,
+    field_schemas,
+    validate_task_fields,
+)
+from fuxictr_workflow.domain.validation import FieldError
+from fuxictr_workflow.orchestration.dag_params import param_schemas
 from tests.seed_example import SEED_README_BODY
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fuxictr_workflow.stages import STAGE_NAMES
+from fuxictr_workflow.domain.stages import STAGE_NAMES
 from fuxictr_workflow.store import WorkflowStore
 from fuxictr_workflow.tracking import StageError, track_stage
 from fuxictr_workflow.workflow_log import WorkflowLogger

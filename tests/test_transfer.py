@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from fuxictr_workflow.stages import ChunkStatus
+from fuxictr_workflow.domain.stages import ChunkStatus
 from fuxictr_workflow.store import ChunkSpec, WorkflowStore
 from fuxictr_workflow.transfer import (
     Progress,

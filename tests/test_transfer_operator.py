@@ -14,15 +14,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fuxictr_workflow import paths
-from fuxictr_workflow.config import WorkflowConfig
-from fuxictr_workflow.operators.transfer import (
+from fuxictr_workflow.domain import paths
+from fuxictr_workflow.domain.config import WorkflowConfig
+from fuxictr_workflow.domain.stages import Stage, StepStatus
+from fuxictr_workflow.orchestration.operators.transfer import (
     ChunkedDownloadOperator,
     ChunkedTransferOperator,
     ChunkedUploadOperator,
     default_items,
 )
-from fuxictr_workflow.stages import Stage, StepStatus
 from fuxictr_workflow.store import get_store
 from fuxictr_workflow.transfer import TransferItem
 from scripts.sshd import SshdInfo

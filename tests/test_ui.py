@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from fuxictr_workflow.stages import STAGE_NAMES, ChunkStatus
+from fuxictr_workflow.domain.stages import STAGE_NAMES, ChunkStatus
 from fuxictr_workflow.store import ChunkSpec, WorkflowStore
 from scripts import airflow_stack
 from tests.conftest import newest_task_id

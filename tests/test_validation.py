@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 
-from fuxictr_workflow.config import WorkflowConfig, parse_config
-from fuxictr_workflow.operators.hive import hive_ident, hive_string, render
-from fuxictr_workflow.validation import (
+from fuxictr_workflow.domain.config import WorkflowConfig, parse_config
+from fuxictr_workflow.domain.validation import (
     FieldError,
     render_select,
     validate_experiment_id,
@@ -17,6 +16,7 @@ from fuxictr_workflow.validation import (
     validate_hive_table,
     validate_select,
 )
+from fuxictr_workflow.orchestration.operators.hive import hive_ident, hive_string, render
 
 
 def config(**sections: Any) -> WorkflowConfig:

@@ -9,9 +9,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fuxictr_workflow.config import TransferConfig
-from fuxictr_workflow.servers import Endpoint
-from fuxictr_workflow.ssh_access import SSHAccess
+from fuxictr_workflow.domain.config import TransferConfig
+from fuxictr_workflow.ssh.servers import Endpoint
+from fuxictr_workflow.ssh.ssh_access import SSHAccess
 from scripts.sshd import SshdInfo, free_port
 
 KIB = 1024

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 
-from fuxictr_workflow.config import ConfigError, get_config
+from fuxictr_workflow.domain.config import ConfigError, get_config
 from fuxictr_workflow.store import SCHEMA_VERSION, WorkflowStore
 
 
@@ -30,7 +30,7 @@ def _config_check(args: argparse.Namespace) -> int:
 
 def _pools_sync(args: argparse.Namespace) -> int:
     """Create/update one Airflow pool per training server (slots = max_concurrent_trainings)."""
-    from fuxictr_workflow.dag_params import pool_for
+    from fuxictr_workflow.orchestration.dag_params import pool_for
 
     cfg = get_config()
     airflow = shutil.which("airflow") or os.path.join(os.path.dirname(sys.executable), "airflow")

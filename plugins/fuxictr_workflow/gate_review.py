@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fuxictr_workflow.config import WorkflowConfig
-from fuxictr_workflow.quality_gate import Decision, Figures, GateRecord, judge
-from fuxictr_workflow.stages import Stage
+from fuxictr_workflow.domain.config import WorkflowConfig
+from fuxictr_workflow.domain.quality_gate import Decision, Figures, GateRecord, judge
+from fuxictr_workflow.domain.stages import Stage
 from fuxictr_workflow.store import WorkflowStore
 
 

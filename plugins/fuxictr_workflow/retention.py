@@ -32,9 +32,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from fuxictr_workflow import hdfs, paths
-from fuxictr_workflow.config import WorkflowConfig
-from fuxictr_workflow.private_files import make_private_dir, touch_private
+from fuxictr_workflow.domain import paths
+from fuxictr_workflow.domain.config import WorkflowConfig
+from fuxictr_workflow.files import hdfs
+from fuxictr_workflow.files.private_files import make_private_dir, touch_private
 from fuxictr_workflow.store import WorkflowStore, utcnow
 
 TASK_DIR_RE = re.compile(r"^task_([0-9]+)$")
@@ -99,7 +100,7 @@ class _Cleaner:
                 self.remove(task_id, where, str(directory), lambda d=directory: shutil.rmtree(d))
 
     def hdfs_dir(self, task: dict[str, Any]) -> None:
-        from fuxictr_workflow.validation import FieldError, validate_hdfs_path
+        from fuxictr_workflow.domain.validation import FieldError, validate_hdfs_path
 
         task_id = int(task["id"])
         if not task["hdfs_path"]:
@@ -122,7 +123,7 @@ class _Cleaner:
 
     def server(self, name: str, task_ids: set[int]) -> None:
         """The expired tasks' dirs under the server's remote_root, over one SSH connection."""
-        from fuxictr_workflow.servers import endpoint, prepare_remote_root
+        from fuxictr_workflow.ssh.servers import endpoint, prepare_remote_root
 
         try:
             ep = endpoint(self.cfg, name)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from fuxictr_workflow.stages import StepStatus, TaskStatus, stage
+from fuxictr_workflow.domain.stages import StepStatus, TaskStatus, stage
 from fuxictr_workflow.store import utcnow
 from fuxictr_workflow.store.errors import StaleAttempt
 from fuxictr_workflow.workflow_log import WorkflowLogger

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from fuxictr_workflow.private_files import make_private_dir, open_private
+from fuxictr_workflow.files.private_files import make_private_dir, open_private
 from fuxictr_workflow.store import EpochRecord, WorkflowStore, iso, utcnow
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -121,7 +121,7 @@ class WorkflowLogger:
 
 def get_logger(config_path: str | os.PathLike[str] | None = None) -> WorkflowLogger:
     """The logger for the active config (store URL, log_dir, rotation size)."""
-    from fuxictr_workflow.config import get_config, load_config
+    from fuxictr_workflow.domain.config import get_config, load_config
     from fuxictr_workflow.store import get_store
 
     cfg = load_config(config_path) if config_path else get_config()

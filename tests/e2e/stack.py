@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from fuxictr_workflow.config import WorkflowConfig, load_config
-from fuxictr_workflow.stages import FINAL_TASK_STATUSES
+from fuxictr_workflow.domain.config import WorkflowConfig, load_config
+from fuxictr_workflow.domain.stages import FINAL_TASK_STATUSES
 from fuxictr_workflow.store import WorkflowStore
 from scripts import demo
 from scripts.hive_server import HiveServer

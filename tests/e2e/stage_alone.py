@@ -74,9 +74,9 @@ def run_alone(
     A stage failure raises what it raises under `airflow tasks test` (AirflowFailException).
     `config_path`: a variant of the stack's config seen by this stage only (the stack's own
     processes keep reading theirs)."""
-    from fuxictr_workflow.config import load_config
-    from fuxictr_workflow.dag_factory import build_dag
-    from fuxictr_workflow.dag_params import dag_id_for
+    from fuxictr_workflow.domain.config import load_config
+    from fuxictr_workflow.orchestration.dag_factory import build_dag
+    from fuxictr_workflow.orchestration.dag_params import dag_id_for
 
     cfg = load_config(stack.config_path)
     dag = build_dag(cfg.default_server, cfg)

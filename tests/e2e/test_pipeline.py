@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from benchmarks.scale import max_overlap, step_interval
-from fuxictr_workflow.stages import STAGE_NAMES
+from fuxictr_workflow.domain.stages import STAGE_NAMES
 from fuxictr_workflow.store import WorkflowStore
 from scripts import airflow_stack, demo
 from tests.e2e import train_job

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from fuxictr_workflow.dag_params import GATE_TASK
+from fuxictr_workflow.orchestration.dag_params import GATE_TASK
 from scripts import airflow_stack, demo
 from tests.e2e.launch import DAG, Launched, fields
 from tests.e2e.stack import INFER_ROWS, Stack

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from fuxictr_workflow import paths
-from fuxictr_workflow.dag_params import GATE_TASK
-from fuxictr_workflow.stages import STAGE_NAMES
+from fuxictr_workflow.domain import paths
+from fuxictr_workflow.domain.stages import STAGE_NAMES
+from fuxictr_workflow.orchestration.dag_params import GATE_TASK
 from scripts import airflow_stack, demo
 from tests.dag_tasks import STAGE_TASKS
 from tests.e2e.launch import Launched, fields, trigger

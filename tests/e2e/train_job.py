@@ -10,8 +10,9 @@ import signal
 from pathlib import Path
 from urllib.parse import quote
 
-from fuxictr_workflow import paths, runner_job
-from fuxictr_workflow.dag_params import dag_id_for
+from fuxictr_workflow.domain import paths
+from fuxictr_workflow.orchestration.dag_params import dag_id_for
+from fuxictr_workflow.ssh import runner_job
 from scripts import demo
 from scripts.processes import ProcessRef
 from tests.e2e.stack import Stack

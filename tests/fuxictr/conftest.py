@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from fuxictr_workflow.config import WorkflowConfig, load_config
+from fuxictr_workflow.domain.config import WorkflowConfig, load_config
 from scripts.sshd import SshdInfo
 from tests.conftest import VENV_PYTHON, write_config
 from tests.fuxictr.runs import PIPELINES_OF, ZOO, Pipelines

@@ -22,11 +22,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fuxictr_workflow import paths
-from fuxictr_workflow.config import WorkflowConfig
 from fuxictr_workflow.demo.synthetic import make_ctr_table, write_parquet_parts
-from fuxictr_workflow.operators.fuxictr import InferOperator, TrainOperator
-from fuxictr_workflow.stages import StepStatus
+from fuxictr_workflow.domain import paths
+from fuxictr_workflow.domain.config import WorkflowConfig
+from fuxictr_workflow.domain.stages import StepStatus
+from fuxictr_workflow.orchestration.operators.fuxictr import InferOperator, TrainOperator
 from fuxictr_workflow.store import EpochRecord, WorkflowStore, get_store
 from tests.conftest import new_task
 from tests.stage_runs import run_stage, stage_context

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from fuxictr_workflow import paths
-from fuxictr_workflow.config import WorkflowConfig
 from fuxictr_workflow.demo.synthetic import make_ctr_table
-from fuxictr_workflow.operators.fuxictr import TrainOperator
-from fuxictr_workflow.stages import StepStatus
+from fuxictr_workflow.domain import paths
+from fuxictr_workflow.domain.config import WorkflowConfig
+from fuxictr_workflow.domain.stages import StepStatus
+from fuxictr_workflow.orchestration.operators.fuxictr import TrainOperator
 from fuxictr_workflow.store import get_store
 from tests.conftest import new_task, write_config
 from tests.fuxictr.runs import (
@@ -122,7 +122,7 @@ def test_a_train_past_its_execution_timeout_is_stopped_by_its_follower(
 
     import yaml
 
-    from fuxictr_workflow.config import CONFIG_ENV
+    from fuxictr_workflow.domain.config import CONFIG_ENV
 
     # last in the module, and after its pipelines: the config below is the whole process's
     pipelines.settle()
@@ -143,7 +143,7 @@ def test_the_experiments_own_seed_holds_unless_the_config_sets_one(cfg: Workflow
     `seed`, as FuXiCTR's own flow does; set: it overrides it."""
     from types import SimpleNamespace
 
-    from fuxictr_workflow.config import FuxictrConfig
+    from fuxictr_workflow.domain.config import FuxictrConfig
 
     op, server = TrainOperator(task_id="train"), SimpleNamespace(remote_root="/r")
     for seed, expected in ((None, []), (7, ["--seed", "7"])):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fuxictr_workflow.config import WorkflowConfig
-from fuxictr_workflow.runner_bundle import DEMO
+from fuxictr_workflow.domain.config import WorkflowConfig
+from fuxictr_workflow.ssh.runner_bundle import DEMO
 from tests.fuxictr.runs import INFER_ROWS, SAMPLE_ROWS, ZOO, Pipelines, check_epochs, failed_train
 
 pytestmark = pytest.mark.timeout(600)

@@ -28,11 +28,11 @@ from urllib.parse import quote
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, AirflowRescheduleException
 
-from fuxictr_workflow import airflow_stops
-from fuxictr_workflow.airflow_stops import on_dag_run_failed
-from fuxictr_workflow.dag_params import CLAIM_TASK_ID, param_schemas
-from fuxictr_workflow.operators.claim import ClaimTaskOperator
-from fuxictr_workflow.operators.hive import HiveExportOperator
+from fuxictr_workflow.orchestration import airflow_stops
+from fuxictr_workflow.orchestration.airflow_stops import on_dag_run_failed
+from fuxictr_workflow.orchestration.dag_params import CLAIM_TASK_ID, param_schemas
+from fuxictr_workflow.orchestration.operators.claim import ClaimTaskOperator
+from fuxictr_workflow.orchestration.operators.hive import HiveExportOperator
 from fuxictr_workflow.store import WorkflowStore
 from tests.conftest import newest_task_id
 from tests.security.stack import ALLOWED_PREFIX, DB, MAIN, OTHER, call, token

@@ -30,19 +30,19 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from fuxictr_workflow import paths
-from fuxictr_workflow.config import WorkflowConfig
-from fuxictr_workflow.operators.hive import (
+from fuxictr_workflow.domain import paths
+from fuxictr_workflow.domain.config import WorkflowConfig
+from fuxictr_workflow.domain.sql_query import session_settings, substitution_off
+from fuxictr_workflow.domain.stages import StepStatus
+from fuxictr_workflow.domain.validation import render_select
+from fuxictr_workflow.orchestration.operators.hive import (
     HdfsDownloadOperator,
     HdfsUploadOperator,
     HiveExportOperator,
     HiveLoadOperator,
     render,
 )
-from fuxictr_workflow.sql_query import session_settings, substitution_off
-from fuxictr_workflow.stages import StepStatus
 from fuxictr_workflow.store import get_store
-from fuxictr_workflow.validation import render_select
 from scripts.hive_server import HiveInfo, HiveServer
 from tests.conftest import new_task, newest_task_id
 from tests.security.stack import ALLOWED_PREFIX, ALLOWED_URL, DB, call

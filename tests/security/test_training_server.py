@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from fuxictr_workflow.config import ServerConfig, WorkflowConfig
-from fuxictr_workflow.operators.fuxictr import TrainOperator
-from fuxictr_workflow.runner_bundle import REMOTE_DIR, bundle_digest, ship_runner
-from fuxictr_workflow.servers import RemoteRootError, endpoint, prepare_remote_root
+from fuxictr_workflow.domain.config import ServerConfig, WorkflowConfig
+from fuxictr_workflow.orchestration.operators.fuxictr import TrainOperator
+from fuxictr_workflow.ssh.runner_bundle import REMOTE_DIR, bundle_digest, ship_runner
+from fuxictr_workflow.ssh.servers import RemoteRootError, endpoint, prepare_remote_root
 from fuxictr_workflow.store import WorkflowStore, get_store
 from fuxictr_workflow.transfer import TransferError, TransferItem, download, upload
 from scripts.sshd import SshdInfo

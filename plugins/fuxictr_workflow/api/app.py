@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, status
 
 from fuxictr_workflow.api import experiments, field_checks, gate, guards, logs_ws, security, tasks, ui
-from fuxictr_workflow.config import get_config
+from fuxictr_workflow.domain.config import get_config
 
 
 @asynccontextmanager

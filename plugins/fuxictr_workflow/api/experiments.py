@@ -6,11 +6,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
-from fuxictr_workflow import validation
 from fuxictr_workflow.api import history, security
 from fuxictr_workflow.api.schemas import HistoryEntry, HistoryQuery
+from fuxictr_workflow.domain import validation
+from fuxictr_workflow.domain.task_fields import field_rule
 from fuxictr_workflow.store import get_store
-from fuxictr_workflow.task_fields import field_rule
 
 router = APIRouter(prefix="/experiments", tags=["Experiments"])
 

@@ -26,9 +26,9 @@ from typing import Any
 import anyio
 from pydantic import ValidationError
 
-from fuxictr_workflow import sql_budget, task_fields
 from fuxictr_workflow.api.schemas import TaskCreateRequest
-from fuxictr_workflow.config import WorkflowConfig
+from fuxictr_workflow.domain import sql_budget, task_fields
+from fuxictr_workflow.domain.config import WorkflowConfig
 
 # Two checks at once; more requests wait in the pool's queue, and each is answered when its
 # own time limit is reached (task_body.py), so a flood of slow queries costs two cores at most.

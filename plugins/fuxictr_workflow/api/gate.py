@@ -21,7 +21,7 @@ from fuxictr_workflow.api import security, tasks
 from fuxictr_workflow.api.airflow_api import AirflowApi, AirflowRefused
 from fuxictr_workflow.api.schemas import GateDecisionRequest, QualityGate
 from fuxictr_workflow.api.task_body import invalid_body
-from fuxictr_workflow.quality_gate import Decision
+from fuxictr_workflow.domain.quality_gate import Decision
 from fuxictr_workflow.store import get_store
 
 router = APIRouter(prefix="/tasks", tags=["Tasks"])

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from fastapi import HTTPException
 
 from fuxictr_workflow.api.security import COOKIE
-from fuxictr_workflow.config import get_config
+from fuxictr_workflow.domain.config import get_config
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from fuxictr_workflow.api.schemas import HistoryQuery
-from fuxictr_workflow.stages import Stage
+from fuxictr_workflow.domain.stages import Stage
 from fuxictr_workflow.store import WorkflowStore, iso
 
 RECORDING_STEPS = (Stage.DATA_FETCH, Stage.TRAIN, Stage.INFER)

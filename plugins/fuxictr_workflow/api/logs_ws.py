@@ -33,8 +33,8 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from fuxictr_workflow.api import security
 from fuxictr_workflow.api.guards import foreign_origin
-from fuxictr_workflow.config import get_config
-from fuxictr_workflow.stages import FINAL_TASK_STATUSES
+from fuxictr_workflow.domain.config import get_config
+from fuxictr_workflow.domain.stages import FINAL_TASK_STATUSES
 from fuxictr_workflow.store import NotFound, WorkflowStore, get_store, iso
 
 router = APIRouter(tags=["Logs"])

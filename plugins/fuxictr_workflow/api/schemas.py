@@ -11,9 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fuxictr_workflow.quality_gate import GateRecord
-from fuxictr_workflow.stages import TaskStatus
-from fuxictr_workflow.task_fields import TaskFields
+from fuxictr_workflow.domain.quality_gate import GateRecord
+from fuxictr_workflow.domain.stages import TaskStatus
+from fuxictr_workflow.domain.task_fields import TaskFields
 
 
 class TaskCreateRequest(TaskFields):

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import Depends, HTTPException, Request, WebSocket, status
 
-from fuxictr_workflow.config import get_config
-from fuxictr_workflow.dag_params import dag_id_for
+from fuxictr_workflow.domain.config import get_config
+from fuxictr_workflow.orchestration.dag_params import dag_id_for
 
 if TYPE_CHECKING:
     from airflow.api_fastapi.auth.managers.models.base_user import BaseUser

@@ -14,7 +14,7 @@ The order, and why:
 3. Only then are the fields validated: in a check process (field_checks.py: the SQL checks
    are CPU-bound Python; on the event loop, or in a thread holding the interpreter lock, they
    would stall every request of this API server), with one
-   :class:`~fuxictr_workflow.sql_budget.Budget` for both queries: tokens, nesting and
+   :class:`~fuxictr_workflow.domain.sql_budget.Budget` for both queries: tokens, nesting and
    ``API_SECONDS``. A query over budget is a 422 naming its field. If the check has not
    answered by the limit (it waited for a free process, or a step without a budget check ran
    long), the request is answered anyway.
@@ -30,10 +30,10 @@ from fastapi import HTTPException, Request, status
 from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 
-from fuxictr_workflow import sql_budget
 from fuxictr_workflow.api import field_checks, security
 from fuxictr_workflow.api.schemas import TaskCreateRequest
-from fuxictr_workflow.config import get_config
+from fuxictr_workflow.domain import sql_budget
+from fuxictr_workflow.domain.config import get_config
 
 SERVER_MAX = 250  # Airflow's dag_id limit; no configured server is longer
 # What a check may take beyond the budget's own deadline before the answer goes out anyway.

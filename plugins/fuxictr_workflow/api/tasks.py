@@ -11,16 +11,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from starlette.concurrency import run_in_threadpool
 
-from fuxictr_workflow import cancel_jobs
 from fuxictr_workflow.api import security, task_body, trigger
 from fuxictr_workflow.api.airflow_api import AirflowApi, AirflowRefused
 from fuxictr_workflow.api.schemas import Task, TaskCreated, TaskCreateRequest, TaskDetail
-from fuxictr_workflow.config import get_config
-from fuxictr_workflow.dag_params import GATE_TASK, dag_id_for
-from fuxictr_workflow.quality_gate import Decision
-from fuxictr_workflow.stages import RETRYABLE_TASK_STATUSES, STAGE_NAMES, Stage, TaskStatus
+from fuxictr_workflow.domain.config import get_config
+from fuxictr_workflow.domain.quality_gate import Decision
+from fuxictr_workflow.domain.stages import RETRYABLE_TASK_STATUSES, STAGE_NAMES, Stage, TaskStatus
+from fuxictr_workflow.domain.task_fields import TASK_FIELDS
+from fuxictr_workflow.orchestration.dag_params import GATE_TASK, dag_id_for
+from fuxictr_workflow.ssh import cancel_jobs
 from fuxictr_workflow.store import IllegalTransition, NotFound, WorkflowStore, get_store, iso, utcnow
-from fuxictr_workflow.task_fields import TASK_FIELDS
 from fuxictr_workflow.workflow_log import get_logger
 
 router = APIRouter(prefix="/tasks", tags=["Tasks"])

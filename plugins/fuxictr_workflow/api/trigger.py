@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import status
 
 from fuxictr_workflow.api.airflow_api import AirflowApi, AirflowRefused, run_path
-from fuxictr_workflow.dag_params import CLAIM_TASK_ID
+from fuxictr_workflow.orchestration.dag_params import CLAIM_TASK_ID
 
 if TYPE_CHECKING:
     from airflow.models.dag import DagModel

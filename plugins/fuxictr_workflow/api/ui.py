@@ -16,7 +16,7 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
-from fuxictr_workflow.stages import FINAL_TASK_STATUSES, STAGE_NAMES
+from fuxictr_workflow.domain.stages import FINAL_TASK_STATUSES, STAGE_NAMES
 
 STATIC_DIR = Path(__file__).with_name("static")
 # chart.umd.min.js: Chart.js (MIT, chart.js-LICENSE.md beside it), shipped so the page loads

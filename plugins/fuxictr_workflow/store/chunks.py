@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from fuxictr_workflow.stages import ChunkStatus, stage
+from fuxictr_workflow.domain.stages import ChunkStatus, stage
 from fuxictr_workflow.store.database import Database, transfer_chunks, utcnow
 from fuxictr_workflow.store.errors import NotFound
 

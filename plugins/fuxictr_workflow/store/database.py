@@ -270,7 +270,7 @@ class Database:
             return engine, engine
         path = self.url.split("///", 1)[-1]
         if path and path != ":memory:":
-            from fuxictr_workflow.private_files import make_private_dir, touch_private
+            from fuxictr_workflow.files.private_files import make_private_dir, touch_private
 
             # SQLite creates the file (and its -wal/-shm, with the file's mode) under the umask
             make_private_dir(os.path.dirname(os.path.abspath(path)))

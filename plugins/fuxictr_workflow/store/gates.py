@@ -13,8 +13,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from fuxictr_workflow.quality_gate import Decision, GateRecord
-from fuxictr_workflow.stages import Stage, StepStatus, TaskStatus
+from fuxictr_workflow.domain.quality_gate import Decision, GateRecord
+from fuxictr_workflow.domain.stages import Stage, StepStatus, TaskStatus
 from fuxictr_workflow.store.database import Database, quality_gates, task_steps, tasks, utcnow
 from fuxictr_workflow.store.errors import IllegalTransition
 from fuxictr_workflow.store.tasks import Tasks

@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from fuxictr_workflow.stages import FINAL_TASK_STATUSES
+from fuxictr_workflow.domain.stages import FINAL_TASK_STATUSES
 from fuxictr_workflow.store.database import Database, task_logs, tasks, transfer_chunks
 
 # bound parameters per IN list: SQLite allows 32,766, but a host may hold thousands of task dirs

@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from fuxictr_workflow.stages import RETRYABLE_TASK_STATUSES, STAGE_NAMES, StepStatus, TaskStatus, stage
+from fuxictr_workflow.domain.stages import RETRYABLE_TASK_STATUSES, STAGE_NAMES, StepStatus, TaskStatus, stage
 from fuxictr_workflow.store.database import Database, quality_gates, task_steps, utcnow
 from fuxictr_workflow.store.errors import IllegalTransition, NotFound, StaleAttempt
 from fuxictr_workflow.store.tasks import Tasks

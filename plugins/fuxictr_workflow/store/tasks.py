@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from fuxictr_workflow.stages import FINAL_TASK_STATUSES, STAGE_NAMES, StepStatus, TaskStatus
+from fuxictr_workflow.domain.stages import FINAL_TASK_STATUSES, STAGE_NAMES, StepStatus, TaskStatus
 from fuxictr_workflow.store.database import Database, task_steps, tasks, utcnow
 from fuxictr_workflow.store.errors import IllegalTransition, NotFound
 

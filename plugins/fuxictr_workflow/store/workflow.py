@@ -81,7 +81,7 @@ _stores: dict[str, WorkflowStore] = {}
 def get_store(url: str | None = None) -> WorkflowStore:
     """The process-wide store for a URL (default: the configured one), schema ensured."""
     if url is None:
-        from fuxictr_workflow.config import get_config
+        from fuxictr_workflow.domain.config import get_config
 
         url = get_config().store.url
     store = _stores.get(url)

@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from fuxictr_workflow.servers import Endpoint
-from fuxictr_workflow.ssh_access import is_refusal
+from fuxictr_workflow.ssh.servers import Endpoint
+from fuxictr_workflow.ssh.ssh_access import is_refusal
 from fuxictr_workflow.transfer import agent
 from fuxictr_workflow.transfer.errors import ConnectionLost, TransferError
 

@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from fuxictr_workflow.config import TransferConfig
-from fuxictr_workflow.servers import HOST_KEY_WARNING, Endpoint
+from fuxictr_workflow.domain.config import TransferConfig
+from fuxictr_workflow.ssh.servers import HOST_KEY_WARNING, Endpoint
 from fuxictr_workflow.store import WorkflowStore
 from fuxictr_workflow.transfer.channel import pick_transport
 from fuxictr_workflow.transfer.errors import TransferError

@@ -7,9 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from fuxictr_workflow.config import TransferConfig
-from fuxictr_workflow.servers import Endpoint
-from fuxictr_workflow.stages import ChunkStatus
+from fuxictr_workflow.domain.config import TransferConfig
+from fuxictr_workflow.domain.stages import ChunkStatus
+from fuxictr_workflow.ssh.servers import Endpoint
 from fuxictr_workflow.store import ChunkSpec, WorkflowStore
 from fuxictr_workflow.transfer.progress import Progress
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fuxictr_workflow.stages import ChunkStatus
+from fuxictr_workflow.domain.stages import ChunkStatus
 from fuxictr_workflow.store import ChunkSpec
 from fuxictr_workflow.transfer.errors import TransferError
 from fuxictr_workflow.transfer.params import TransferParams

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from tenacity import RetryCallState, RetryError, Retrying, retry_if_exception_type, stop_after_attempt
 
-from fuxictr_workflow.servers import Endpoint
+from fuxictr_workflow.ssh.servers import Endpoint
 from fuxictr_workflow.transfer import agent
 from fuxictr_workflow.transfer.channel import AgentClient, Connection, open_connection
 from fuxictr_workflow.transfer.errors import ConnectionLost, TransferError

@@ -12,7 +12,7 @@ import threading
 from collections import deque
 from concurrent.futures import Future
 
-from fuxictr_workflow.stages import ChunkStatus
+from fuxictr_workflow.domain.stages import ChunkStatus
 from fuxictr_workflow.transfer import agent
 from fuxictr_workflow.transfer.channel import AgentClient
 from fuxictr_workflow.transfer.chunk_io import Buffers, ChunkIO

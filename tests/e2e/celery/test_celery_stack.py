@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from fuxictr_workflow import paths, retention
+from fuxictr_workflow import retention
+from fuxictr_workflow.domain import paths
 from fuxictr_workflow.store import utcnow
 from fuxictr_workflow.store.database import tasks
 from scripts import airflow_stack, demo

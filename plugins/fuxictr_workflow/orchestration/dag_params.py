@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from fuxictr_workflow.stages import Stage
-from fuxictr_workflow.task_fields import field_schemas
+from fuxictr_workflow.domain.stages import Stage
+from fuxictr_workflow.domain.task_fields import field_schemas
 
 DAG_ID = "fuxictr_workflow"
 # The DAG's first task (not a stage): makes the run its workflow task's one active run.

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import paramiko
 
-    from fuxictr_workflow.config import ServerConfig
+    from fuxictr_workflow.domain.config import ServerConfig
 
 # OpenSSH option for each of paramiko's disabled_algorithms keys
 _DISABLED_OPTION = {

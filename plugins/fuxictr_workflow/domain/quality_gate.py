@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from fuxictr_workflow.config import GateRule
+from fuxictr_workflow.domain.config import GateRule
 
 
 class Decision(StrEnum):

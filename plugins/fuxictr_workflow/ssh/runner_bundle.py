@@ -21,7 +21,7 @@ from typing import Any
 
 from fuxictr_workflow.tracking import StageError
 
-PACKAGE = Path(__file__).resolve().parent
+PACKAGE = Path(__file__).resolve().parents[1]
 REMOTE_DIR = PACKAGE / "remote"
 RUNNER = ("runner.py", "job.py", "streaming.py", "model_lookup.py", "errors.py")
 # the demo bundle's layout: the runner is given its config dir and its models file

@@ -24,18 +24,19 @@ from airflow.providers.apache.hive.operators.hive import HiveOperator
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
-from fuxictr_workflow import handoff, hdfs, paths
-from fuxictr_workflow.operators.base import WorkflowStageMixin
-from fuxictr_workflow.sql_query import session_settings
-from fuxictr_workflow.stages import Stage
+from fuxictr_workflow.domain import paths
+from fuxictr_workflow.domain.sql_query import session_settings
+from fuxictr_workflow.domain.stages import Stage
+from fuxictr_workflow.domain.validation import FieldError, render_select
+from fuxictr_workflow.files import handoff, hdfs
+from fuxictr_workflow.orchestration.operators.base import WorkflowStageMixin
 from fuxictr_workflow.tracking import StageError, StageRun
-from fuxictr_workflow.validation import FieldError, render_select
 
 
 def sql_dirs() -> tuple[Path, ...]:
     """include/sql in a checkout (editable install), then where a wheel's data_files put it."""
     return (
-        Path(__file__).resolve().parents[3] / "include" / "sql",
+        Path(__file__).resolve().parents[4] / "include" / "sql",
         Path(sys.prefix) / "share" / "fuxictr-workflow" / "sql",
     )
 

@@ -36,7 +36,7 @@ from pydantic import (
 
 CONFIG_ENV = "FUXICTR_WORKFLOW_CONFIG"
 HOME_ENV = "FUXICTR_WORKFLOW_HOME"
-DEFAULT_CONFIG_PATH = Path(__file__).with_name("config.yaml")
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[1] / "config.yaml"
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -172,7 +172,7 @@ class TaskConfig(_Section):
     @field_validator("execution_timeout_s")
     @classmethod
     def _timeouts(cls, v: dict[str, int]) -> dict[str, int]:
-        from fuxictr_workflow.stages import STAGE_NAMES
+        from fuxictr_workflow.domain.stages import STAGE_NAMES
 
         unknown = sorted(set(v) - {"default", *STAGE_NAMES})
         if unknown:

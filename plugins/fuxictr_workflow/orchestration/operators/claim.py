@@ -8,17 +8,17 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from fuxictr_workflow import airflow_runs
-from fuxictr_workflow.config import get_config
-from fuxictr_workflow.dag_params import CLAIM_TASK_ID
-from fuxictr_workflow.operators.base import (
+from fuxictr_workflow.domain.config import get_config
+from fuxictr_workflow.domain.task_fields import TASK_FIELDS
+from fuxictr_workflow.orchestration import airflow_runs
+from fuxictr_workflow.orchestration.dag_params import CLAIM_TASK_ID
+from fuxictr_workflow.orchestration.operators.base import (
     explicit_task_id,
     refuse,
     refuse_if_running_elsewhere,
     run_of,
     workflow_task,
 )
-from fuxictr_workflow.task_fields import TASK_FIELDS
 from fuxictr_workflow.workflow_log import get_logger
 
 __all__ = ["CLAIM_TASK_ID", "ClaimTaskOperator", "park_beside_a_tasks_test"]

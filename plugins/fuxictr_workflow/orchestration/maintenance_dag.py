@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG
 
-from fuxictr_workflow.config import WorkflowConfig
+from fuxictr_workflow.domain.config import WorkflowConfig
 
 MAINTENANCE_DAG_ID = "fuxictr_workflow_maintenance"
 
@@ -17,7 +17,7 @@ def run_cleanup() -> dict[str, int]:
     the run shows red and the next one tries again."""
     import logging
 
-    from fuxictr_workflow.config import get_config
+    from fuxictr_workflow.domain.config import get_config
     from fuxictr_workflow.retention import cleanup
     from fuxictr_workflow.store import get_store
 

@@ -50,15 +50,15 @@ class RunnerJobTrigger(BaseTrigger):
         return f"{type(self).__module__}.{type(self).__qualname__}", dict(self.kwargs)
 
     def _connect(self) -> tuple[Any, Any]:
-        from fuxictr_workflow.config import get_config
-        from fuxictr_workflow.servers import endpoint
-        from fuxictr_workflow.triggers.ssh_commands import run_command
+        from fuxictr_workflow.domain.config import get_config
+        from fuxictr_workflow.orchestration.triggers.ssh_commands import run_command
+        from fuxictr_workflow.ssh.servers import endpoint
 
         client = endpoint(get_config(), self.kwargs["server"]).paramiko_client()
         return client, run_command(client)
 
     def _follower(self, run: Any) -> Any:
-        from fuxictr_workflow.runner_job import JobFollower, RemoteJob, RunnerOutput
+        from fuxictr_workflow.ssh.runner_job import JobFollower, RemoteJob, RunnerOutput
         from fuxictr_workflow.workflow_log import get_logger
 
         k = self.kwargs
@@ -80,7 +80,7 @@ class RunnerJobTrigger(BaseTrigger):
         (30 s by default). The triggerer answers the first such question of its life by building
         its API client, which took longer than that on a loaded machine; asking once at the
         start makes on_kill's question quick."""
-        from fuxictr_workflow import airflow_stops
+        from fuxictr_workflow.orchestration import airflow_stops
 
         ref = self._ti_ref()
         if ref is None:
@@ -123,7 +123,7 @@ class RunnerJobTrigger(BaseTrigger):
     async def on_kill(self) -> None:
         """A user acted on the deferred task: stop the job unless the task was only cleared,
         and close the step of a task instance marked failed."""
-        from fuxictr_workflow import airflow_stops
+        from fuxictr_workflow.orchestration import airflow_stops
         from fuxictr_workflow.workflow_log import get_logger
 
         logger, task_id = get_logger(), self.kwargs["task_id"]

@@ -14,12 +14,13 @@ from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 
-from fuxictr_workflow import airflow_runs, gate_review
-from fuxictr_workflow.config import get_config
-from fuxictr_workflow.dag_params import GATE_TASK_ID
-from fuxictr_workflow.operators.base import refuse, workflow_task
-from fuxictr_workflow.quality_gate import Decision, GateRecord
-from fuxictr_workflow.stages import Stage, StepStatus, TaskStatus
+from fuxictr_workflow import gate_review
+from fuxictr_workflow.domain.config import get_config
+from fuxictr_workflow.domain.quality_gate import Decision, GateRecord
+from fuxictr_workflow.domain.stages import Stage, StepStatus, TaskStatus
+from fuxictr_workflow.orchestration import airflow_runs
+from fuxictr_workflow.orchestration.dag_params import GATE_TASK_ID
+from fuxictr_workflow.orchestration.operators.base import refuse, workflow_task
 from fuxictr_workflow.workflow_log import get_logger
 
 __all__ = ["GATE_TASK_ID", "QualityGateOperator"]

@@ -15,13 +15,13 @@ import posixpath
 import shlex
 from typing import Any
 
-from fuxictr_workflow import paths
-from fuxictr_workflow.config import WorkflowConfig
-from fuxictr_workflow.runner_bundle import job_py
-from fuxictr_workflow.runner_job import RemoteJob, job_dir
-from fuxictr_workflow.servers import endpoint, prepare_remote_root
-from fuxictr_workflow.stages import Stage, StepStatus
-from fuxictr_workflow.triggers.ssh_commands import run_command
+from fuxictr_workflow.domain import paths
+from fuxictr_workflow.domain.config import WorkflowConfig
+from fuxictr_workflow.domain.stages import Stage, StepStatus
+from fuxictr_workflow.orchestration.triggers.ssh_commands import run_command
+from fuxictr_workflow.ssh.runner_bundle import job_py
+from fuxictr_workflow.ssh.runner_job import RemoteJob, job_dir
+from fuxictr_workflow.ssh.servers import endpoint, prepare_remote_root
 from fuxictr_workflow.workflow_log import WorkflowLogger
 
 JOB_STAGES = (Stage.TRAIN, Stage.INFER)

@@ -18,9 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fuxictr_workflow import hdfs, paths
-from fuxictr_workflow.config import WorkflowConfig
-from fuxictr_workflow.private_files import make_private_dir
+from fuxictr_workflow.domain import paths
+from fuxictr_workflow.domain.config import WorkflowConfig
+from fuxictr_workflow.files import hdfs
+from fuxictr_workflow.files.private_files import make_private_dir
 from fuxictr_workflow.tracking import StageError
 
 

@@ -18,13 +18,20 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from fuxictr_workflow import handoff, paths
-from fuxictr_workflow.config import WorkflowConfig
-from fuxictr_workflow.operators.base import WorkflowStageMixin
-from fuxictr_workflow.private_files import make_private_dir
-from fuxictr_workflow.servers import Endpoint, RemoteRootError, SSHAccessError, endpoint, with_prepared_root
-from fuxictr_workflow.ssh_access import is_refusal
-from fuxictr_workflow.stages import Stage
+from fuxictr_workflow.domain import paths
+from fuxictr_workflow.domain.config import WorkflowConfig
+from fuxictr_workflow.domain.stages import Stage
+from fuxictr_workflow.files import handoff
+from fuxictr_workflow.files.private_files import make_private_dir
+from fuxictr_workflow.orchestration.operators.base import WorkflowStageMixin
+from fuxictr_workflow.ssh.servers import (
+    Endpoint,
+    RemoteRootError,
+    SSHAccessError,
+    endpoint,
+    with_prepared_root,
+)
+from fuxictr_workflow.ssh.ssh_access import is_refusal
 from fuxictr_workflow.tracking import StageError, StageRun
 from fuxictr_workflow.transfer import TransferError, TransferItem, transfer
 

@@ -12,8 +12,8 @@ import contextlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from fuxictr_workflow.config import WorkflowConfig
-from fuxictr_workflow.stages import FINAL_TASK_STATUSES, StepStatus, TaskStatus
+from fuxictr_workflow.domain.config import WorkflowConfig
+from fuxictr_workflow.domain.stages import FINAL_TASK_STATUSES, StepStatus, TaskStatus
 from fuxictr_workflow.store import IllegalTransition
 from fuxictr_workflow.workflow_log import WorkflowLogger
 
@@ -100,8 +100,8 @@ def close_steps_of_failed_run(
     run and a new try has started the step (`resumed` says whether Airflow runs it again). A try
     that starts the step after that check takes a new attempt, which the write below leaves
     alone (the store's compare-and-set on the step's attempt)."""
-    from fuxictr_workflow.cancel_jobs import stop_jobs_of
-    from fuxictr_workflow.dag_params import server_of_dag
+    from fuxictr_workflow.orchestration.dag_params import server_of_dag
+    from fuxictr_workflow.ssh.cancel_jobs import stop_jobs_of
 
     store = logger.store
     task_id = store.find_task_by_run(dag_id, run_id, server_of_dag(dag_id, cfg.servers, cfg.default_server))
@@ -157,7 +157,7 @@ def _step_status(logger: WorkflowLogger, workflow_task_id: int, step: str) -> st
 
 def on_dag_run_failed(context: Any) -> None:
     """The pipeline DAG's on_failure_callback (Airflow runs it in the dag-processor)."""
-    from fuxictr_workflow.config import get_config
+    from fuxictr_workflow.domain.config import get_config
     from fuxictr_workflow.workflow_log import get_logger
 
     dag_id, run_id = context["dag_run"].dag_id, context["dag_run"].run_id

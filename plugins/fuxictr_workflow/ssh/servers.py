@@ -15,8 +15,8 @@ import stat
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from fuxictr_workflow.config import ServerConfig, WorkflowConfig
-from fuxictr_workflow.ssh_access import SSHAccess, SSHAccessError, connection_from_config
+from fuxictr_workflow.domain.config import ServerConfig, WorkflowConfig
+from fuxictr_workflow.ssh.ssh_access import SSHAccess, SSHAccessError, connection_from_config
 
 HOST_KEY_WARNING = (
     "host key checking is OFF for {host}:{port} (no_host_key_check in its connection, or "

@@ -18,12 +18,16 @@ from typing import Any
 
 from airflow.providers.ssh.operators.ssh import SSHOperator
 
-from fuxictr_workflow import airflow_runs, airflow_stops, paths
-from fuxictr_workflow.config import get_config
-from fuxictr_workflow.operators.base import WorkflowStageMixin, timeout_message
-from fuxictr_workflow.runner_bundle import DEMO_CONFIG_DIR, DEMO_MODELS, ship_demo, ship_runner
-from fuxictr_workflow.runner_job import JobFollower, RemoteJob, RunnerOutput, ended_at, job_dir
-from fuxictr_workflow.servers import (
+from fuxictr_workflow.domain import paths
+from fuxictr_workflow.domain.config import get_config
+from fuxictr_workflow.domain.stages import Stage, StepStatus, TaskStatus
+from fuxictr_workflow.orchestration import airflow_runs, airflow_stops
+from fuxictr_workflow.orchestration.operators.base import WorkflowStageMixin, timeout_message
+from fuxictr_workflow.orchestration.triggers.runner_job import RunnerJobTrigger
+from fuxictr_workflow.orchestration.triggers.ssh_commands import run_command
+from fuxictr_workflow.ssh.runner_bundle import DEMO_CONFIG_DIR, DEMO_MODELS, ship_demo, ship_runner
+from fuxictr_workflow.ssh.runner_job import JobFollower, RemoteJob, RunnerOutput, ended_at, job_dir
+from fuxictr_workflow.ssh.servers import (
     HOST_KEY_WARNING,
     Endpoint,
     RemoteRootError,
@@ -31,11 +35,8 @@ from fuxictr_workflow.servers import (
     endpoint,
     prepare_remote_root,
 )
-from fuxictr_workflow.ssh_access import is_refusal
-from fuxictr_workflow.stages import Stage, StepStatus, TaskStatus
+from fuxictr_workflow.ssh.ssh_access import is_refusal
 from fuxictr_workflow.tracking import StageError, StageRun, TaskCancelled
-from fuxictr_workflow.triggers.runner_job import RunnerJobTrigger
-from fuxictr_workflow.triggers.ssh_commands import run_command
 from fuxictr_workflow.workflow_log import get_logger
 
 # how often `airflow tasks test` reads the job's new lines (the trigger has its own interval)

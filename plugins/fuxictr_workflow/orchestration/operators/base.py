@@ -19,14 +19,15 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowTaskTimeout
 
-from fuxictr_workflow import airflow_runs, retention
-from fuxictr_workflow.config import WorkflowConfig, get_config
-from fuxictr_workflow.dag_params import dag_id_for, server_of_dag
-from fuxictr_workflow.stages import Stage, StepStatus, TaskStatus
+from fuxictr_workflow import retention
+from fuxictr_workflow.domain.config import WorkflowConfig, get_config
+from fuxictr_workflow.domain.stages import Stage, StepStatus, TaskStatus
+from fuxictr_workflow.domain.task_fields import TASK_FIELDS, validate_task_fields
+from fuxictr_workflow.domain.validation import FieldError, validate_server
+from fuxictr_workflow.orchestration import airflow_runs
+from fuxictr_workflow.orchestration.dag_params import dag_id_for, server_of_dag
 from fuxictr_workflow.store import NotFound, WorkflowStore
-from fuxictr_workflow.task_fields import TASK_FIELDS, validate_task_fields
 from fuxictr_workflow.tracking import StageError, StageRun, Suspended, track_stage
-from fuxictr_workflow.validation import FieldError, validate_server
 from fuxictr_workflow.workflow_log import WorkflowLogger, get_logger
 
 log = logging.getLogger(__name__)

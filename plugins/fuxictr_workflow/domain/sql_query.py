@@ -37,9 +37,9 @@ from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import ErrorLevel, SqlglotError
 
-from fuxictr_workflow import sql_budget
-from fuxictr_workflow.sql_budget import Budget, OverBudget
-from fuxictr_workflow.sql_functions import DENIED, allowed
+from fuxictr_workflow.domain import sql_budget
+from fuxictr_workflow.domain.sql_budget import Budget, OverBudget
+from fuxictr_workflow.domain.sql_functions import DENIED, allowed
 
 SQL_MAX = 100_000
 DIALECTS = ("hive", "spark")

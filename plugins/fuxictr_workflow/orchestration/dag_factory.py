@@ -14,10 +14,10 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param, TaskGroup, chain
 
-from fuxictr_workflow.airflow_stops import on_dag_run_failed
-from fuxictr_workflow.config import WorkflowConfig, get_config
-from fuxictr_workflow.dag_params import CLAIM_TASK_ID, dag_id_for, param_schemas, pool_for
-from fuxictr_workflow.stages import Stage
+from fuxictr_workflow.domain.config import WorkflowConfig, get_config
+from fuxictr_workflow.domain.stages import Stage
+from fuxictr_workflow.orchestration.airflow_stops import on_dag_run_failed
+from fuxictr_workflow.orchestration.dag_params import CLAIM_TASK_ID, dag_id_for, param_schemas, pool_for
 
 DOC = """
 ### FuXiCTR workflow
@@ -31,16 +31,19 @@ Approve / Reject under Required Actions. Trigger with the six fields below (or t
 
 
 def build_dag(server: str, cfg: WorkflowConfig) -> DAG:
-    from fuxictr_workflow.operators.claim import ClaimTaskOperator
-    from fuxictr_workflow.operators.fuxictr import InferOperator, TrainOperator
-    from fuxictr_workflow.operators.gate import GATE_TASK_ID, QualityGateOperator
-    from fuxictr_workflow.operators.hive import (
+    from fuxictr_workflow.orchestration.operators.claim import ClaimTaskOperator
+    from fuxictr_workflow.orchestration.operators.fuxictr import InferOperator, TrainOperator
+    from fuxictr_workflow.orchestration.operators.gate import GATE_TASK_ID, QualityGateOperator
+    from fuxictr_workflow.orchestration.operators.hive import (
         HdfsDownloadOperator,
         HdfsUploadOperator,
         HiveExportOperator,
         HiveLoadOperator,
     )
-    from fuxictr_workflow.operators.transfer import ChunkedDownloadOperator, ChunkedUploadOperator
+    from fuxictr_workflow.orchestration.operators.transfer import (
+        ChunkedDownloadOperator,
+        ChunkedUploadOperator,
+    )
 
     def timeout(stage: str) -> timedelta:
         # task.execution_timeout_s; a stage in two tasks gives each part the stage's time

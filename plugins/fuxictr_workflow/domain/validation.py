@@ -14,10 +14,10 @@ import re
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from fuxictr_workflow.config import WorkflowConfig
-from fuxictr_workflow.sql_budget import Budget
-from fuxictr_workflow.sql_query import SQL_MAX as SQL_MAX  # the model's limit
-from fuxictr_workflow.sql_query import QueryError, render_query
+from fuxictr_workflow.domain.config import WorkflowConfig
+from fuxictr_workflow.domain.sql_budget import Budget
+from fuxictr_workflow.domain.sql_query import SQL_MAX as SQL_MAX  # the model's limit
+from fuxictr_workflow.domain.sql_query import QueryError, render_query
 
 # Field limits, shared with the store's column sizes and task_fields.py's model.
 NAME_MAX = 255

@@ -23,8 +23,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
 
-from fuxictr_workflow import validation as v
-from fuxictr_workflow.config import WorkflowConfig
+from fuxictr_workflow.domain import validation as v
+from fuxictr_workflow.domain.config import WorkflowConfig
 
 CONTEXT_CONFIG = "cfg"  # the WorkflowConfig whose allowlists and SQL dialect apply
 CONTEXT_BUDGET = "sql_budget"  # a sql_budget.Budget shared by both queries (the API's)
