@@ -17,8 +17,8 @@ import pytest
 
 from fuxictr_workflow.domain import paths
 from fuxictr_workflow.domain.config import WorkflowConfig
-from fuxictr_workflow.orchestration.triggers.ssh_commands import run_command
 from fuxictr_workflow.ssh.cancel_jobs import stop_task_jobs
+from fuxictr_workflow.ssh.commands import run_command
 from fuxictr_workflow.ssh.runner_bundle import job_py, ship_runner
 from fuxictr_workflow.ssh.runner_job import JobFollower, JobLines, RemoteJob, RunnerOutput, ended_at, job_dir
 from fuxictr_workflow.ssh.servers import endpoint, prepare_remote_root

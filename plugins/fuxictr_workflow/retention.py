@@ -36,6 +36,7 @@ from fuxictr_workflow.domain import paths
 from fuxictr_workflow.domain.config import WorkflowConfig
 from fuxictr_workflow.files import hdfs
 from fuxictr_workflow.files.private_files import make_private_dir, touch_private
+from fuxictr_workflow.ssh.commands import run_command
 from fuxictr_workflow.store import WorkflowStore, utcnow
 
 TASK_DIR_RE = re.compile(r"^task_([0-9]+)$")
@@ -166,9 +167,7 @@ class _Cleaner:
 
 
 def _rm(client: Any, path: str) -> None:
-    _stdin, stdout, stderr = client.exec_command(f"rm -rf -- {shlex.quote(path)}")
-    if stdout.channel.recv_exit_status() != 0:
-        raise RuntimeError(stderr.read().decode(errors="replace").strip() or "rm failed")
+    run_command(client)(f"rm -rf -- {shlex.quote(path)}")
 
 
 def cleanup(

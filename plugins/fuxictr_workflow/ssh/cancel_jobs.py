@@ -18,7 +18,7 @@ from typing import Any
 from fuxictr_workflow.domain import paths
 from fuxictr_workflow.domain.config import WorkflowConfig
 from fuxictr_workflow.domain.stages import Stage, StepStatus
-from fuxictr_workflow.orchestration.triggers.ssh_commands import run_command
+from fuxictr_workflow.ssh.commands import run_command
 from fuxictr_workflow.ssh.runner_bundle import job_py
 from fuxictr_workflow.ssh.runner_job import RemoteJob, job_dir
 from fuxictr_workflow.ssh.servers import endpoint, prepare_remote_root

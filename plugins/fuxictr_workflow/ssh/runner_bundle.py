@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fuxictr_workflow.ssh.commands import run_command
 from fuxictr_workflow.tracking import StageError
 
 PACKAGE = Path(__file__).resolve().parents[1]
@@ -99,7 +100,7 @@ def _ship(client: Any, target: str, files: dict[str, bytes], kind: str, warn: Ca
             return target
         if problem != "missing":
             warn(f"{kind} bundle {target} on the server is not the shipped one ({problem}); replacing it")
-            _exec(client, f"rm -rf {shlex.quote(target)}")
+            run_command(client)(f"rm -rf -- {shlex.quote(target)}")
         staging = f"{target}.tmp.{os.getpid()}.{id(client)}"
         for name, data in files.items():
             _mkdirs(sftp, posixpath.dirname(posixpath.join(staging, name)))
@@ -108,7 +109,7 @@ def _ship(client: Any, target: str, files: dict[str, bytes], kind: str, warn: Ca
         try:
             sftp.posix_rename(staging, target)
         except OSError:  # another task shipped the same version first
-            _exec(client, f"rm -rf {shlex.quote(staging)}")
+            run_command(client)(f"rm -rf -- {shlex.quote(staging)}")
         problem = bundle_problem(sftp, target, files)
         if problem is not None:
             raise StageError(
@@ -127,11 +128,6 @@ def _mkdirs(sftp: Any, path: str) -> None:
             sftp.stat(sub)
         except FileNotFoundError:
             sftp.mkdir(sub)
-
-
-def _exec(client: Any, command: str) -> int:
-    _stdin, stdout, _stderr = client.exec_command(command)
-    return stdout.channel.recv_exit_status()
 
 
 def job_py(remote_root: str) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fuxictr_workflow.domain.config import ServerConfig, WorkflowConfig
+from fuxictr_workflow.ssh.commands import run_command
 from fuxictr_workflow.ssh.ssh_access import SSHAccess, SSHAccessError, connection_from_config
 
 HOST_KEY_WARNING = (
@@ -77,8 +78,7 @@ def prepare_remote_root(ep: Endpoint, client: Any) -> Endpoint:
     try:
         home = sftp.normalize(".")
         root = posixpath.normpath(posixpath.join(home, ep.remote_root))
-        _stdin, stdout, _stderr = client.exec_command("id -u")
-        uid = int(stdout.read().decode().strip())
+        uid = int(run_command(client)("id -u").strip())
         try:
             st = sftp.lstat(root)
         except FileNotFoundError:

@@ -24,7 +24,7 @@ from fuxictr_workflow.domain.stages import Stage, StepStatus, TaskStatus
 from fuxictr_workflow.orchestration import airflow_runs, airflow_stops
 from fuxictr_workflow.orchestration.operators.base import WorkflowStageMixin, timeout_message
 from fuxictr_workflow.orchestration.triggers.runner_job import RunnerJobTrigger
-from fuxictr_workflow.orchestration.triggers.ssh_commands import run_command
+from fuxictr_workflow.ssh.commands import run_command
 from fuxictr_workflow.ssh.runner_bundle import DEMO_CONFIG_DIR, DEMO_MODELS, ship_demo, ship_runner
 from fuxictr_workflow.ssh.runner_job import JobFollower, RemoteJob, RunnerOutput, ended_at, job_dir
 from fuxictr_workflow.ssh.servers import (

@@ -51,7 +51,7 @@ class RunnerJobTrigger(BaseTrigger):
 
     def _connect(self) -> tuple[Any, Any]:
         from fuxictr_workflow.domain.config import get_config
-        from fuxictr_workflow.orchestration.triggers.ssh_commands import run_command
+        from fuxictr_workflow.ssh.commands import run_command
         from fuxictr_workflow.ssh.servers import endpoint
 
         client = endpoint(get_config(), self.kwargs["server"]).paramiko_client()
