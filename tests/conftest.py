@@ -21,6 +21,7 @@ sys.path.insert(0, str(REPO))  # scripts/ and benchmarks/ import as packages
 
 from fuxictr_workflow.domain.config import WorkflowConfig, load_config  # noqa: E402
 from fuxictr_workflow.store import WorkflowStore  # noqa: E402
+from fuxictr_workflow.store.database import SCHEMA_VERSION  # noqa: E402
 from fuxictr_workflow.workflow_log import WorkflowLogger  # noqa: E402
 from scripts.sshd import LocalSshd, SshdInfo  # noqa: E402
 
@@ -134,6 +135,20 @@ def new_task(store: WorkflowStore, **overrides: Any) -> int:
     }
     fields.update(overrides)
     return store.create_task(**fields)
+
+
+def migrated_from(store: WorkflowStore, version: int, *undo: str) -> None:
+    """Turn the store back into a version-`version` one (`undo`: the SQL that removes what the
+    later migrations added), then migrate it up again as an upgraded deployment would."""
+
+    def downgrade(conn: Any) -> None:
+        for statement in undo:
+            conn.exec_driver_sql(statement)
+        conn.exec_driver_sql(f"DELETE FROM workflow_schema_version WHERE version > {int(version)}")
+
+    store.db.write(downgrade)
+    assert store.schema_version() == version
+    assert store.init() == SCHEMA_VERSION
 
 
 def newest_task_id(store: WorkflowStore) -> int | None:

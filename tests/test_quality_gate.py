@@ -8,15 +8,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy.engine import Connection
 
 from fuxictr_workflow import gate_review
 from fuxictr_workflow.domain.config import ConfigError, GateRule, WorkflowConfig, parse_config
 from fuxictr_workflow.domain.quality_gate import Decision, Figures, judge
 from fuxictr_workflow.domain.stages import STAGE_NAMES
 from fuxictr_workflow.store import IllegalTransition, WorkflowStore
-from fuxictr_workflow.store.database import SCHEMA_VERSION
-from tests.conftest import new_task
+from tests.conftest import migrated_from, new_task
 from tests.services.postgres import reset_database
 
 RULE = GateRule(enabled=True, max_auc_drop=0.002, max_logloss_rise=0.002)
@@ -170,13 +168,7 @@ def test_a_cancelled_task_is_not_held(store: WorkflowStore, gate_config: Workflo
 def test_migration_to_v6_adds_the_gate_table(store: WorkflowStore) -> None:
     task_id = new_task(store)
 
-    def to_v5(conn: Connection) -> None:
-        conn.exec_driver_sql("DROP TABLE quality_gates")
-        conn.exec_driver_sql("DELETE FROM workflow_schema_version WHERE version >= 6")
-
-    store.db.write(to_v5)
-    assert store.schema_version() == 5
-    assert store.init() == SCHEMA_VERSION
+    migrated_from(store, 5, "DROP TABLE quality_gates")
     assert store.gate(task_id) is None
 
 

@@ -7,13 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy.engine import Connection
 
 from fuxictr_workflow.domain.stages import STAGE_NAMES
 from fuxictr_workflow.store import ChunkSpec, EpochRecord, IllegalTransition, NotFound, WorkflowStore
 from fuxictr_workflow.store.database import SCHEMA_VERSION
 from fuxictr_workflow.store.errors import StaleAttempt
-from tests.conftest import new_task
+from tests.conftest import migrated_from, new_task
 from tests.services.postgres import reset_database
 
 
@@ -311,14 +310,7 @@ def test_migration_to_v2_fills_run_attempt_from_the_run_ids(db: WorkflowStore) -
     first = new_task(db, dag_run_id="workflow_task_8")
     other = new_task(db, dag_run_id="manual__x_retry_y")
 
-    def to_v1(conn: Connection) -> None:
-        conn.exec_driver_sql("ALTER TABLE tasks DROP COLUMN dag_id")
-        conn.exec_driver_sql("ALTER TABLE tasks DROP COLUMN run_attempt")
-        conn.exec_driver_sql("DELETE FROM workflow_schema_version WHERE version >= 2")
-
-    db.db.write(to_v1)
-    assert db.schema_version() == 1
-    assert db.init() == SCHEMA_VERSION
+    migrated_from(db, 1, "ALTER TABLE tasks DROP COLUMN dag_id", "ALTER TABLE tasks DROP COLUMN run_attempt")
     attempts = {t: db.get_task(t, with_steps=False)["run_attempt"] for t in (retried, first, other)}
     assert attempts == {retried: 3, first: 0, other: 0}
     db.set_dag_run(first, "fuxictr_workflow", "workflow_task_8_retry_1", 1)
@@ -330,13 +322,7 @@ def test_migration_to_v3_binds_old_runs_to_their_servers_dag(db: WorkflowStore) 
     its run in its own server's DAG only, and claiming it records the DAG."""
     old = new_task(db, server="gpu2", dag_run_id="workflow_task_9")
 
-    def to_v2(conn: Connection) -> None:
-        conn.exec_driver_sql("ALTER TABLE tasks DROP COLUMN dag_id")
-        conn.exec_driver_sql("DELETE FROM workflow_schema_version WHERE version >= 3")
-
-    db.db.write(to_v2)
-    assert db.schema_version() == 2
-    assert db.init() == SCHEMA_VERSION
+    migrated_from(db, 2, "ALTER TABLE tasks DROP COLUMN dag_id")
     assert db.get_task(old, with_steps=False)["dag_id"] is None
     assert db.find_task_by_run("fuxictr_workflow__gpu2", "workflow_task_9", "gpu2") == old
     assert db.find_task_by_run("fuxictr_workflow", "workflow_task_9", "local") is None
@@ -349,14 +335,12 @@ def test_migration_to_v4_adds_the_steps_job_log_position(db: WorkflowStore) -> N
     steps have logged no job's lines yet."""
     task_id = new_task(db)
 
-    def to_v3(conn: Connection) -> None:
-        conn.exec_driver_sql("ALTER TABLE task_steps DROP COLUMN job_key")
-        conn.exec_driver_sql("ALTER TABLE task_steps DROP COLUMN job_log_offset")
-        conn.exec_driver_sql("DELETE FROM workflow_schema_version WHERE version >= 4")
-
-    db.db.write(to_v3)
-    assert db.schema_version() == 3
-    assert db.init() == SCHEMA_VERSION
+    migrated_from(
+        db,
+        3,
+        "ALTER TABLE task_steps DROP COLUMN job_key",
+        "ALTER TABLE task_steps DROP COLUMN job_log_offset",
+    )
     assert db.job_log_position(task_id, "train") == (None, 0)
     assert db.append_job_lines(task_id, "train", "job-1", 0, 10, [("INFO", "a")]) is not None
     assert db.job_log_position(task_id, "train") == ("job-1", 10)
@@ -429,14 +413,7 @@ def test_migration_to_v5_adds_the_epochs_table(db: WorkflowStore) -> None:
     """A version-4 store (no task_epochs, no experiment index) gets both; its tasks have no epochs."""
     task_id = new_task(db)
 
-    def to_v4(conn: Connection) -> None:
-        conn.exec_driver_sql("DROP TABLE task_epochs")
-        conn.exec_driver_sql("DROP INDEX ix_tasks_experiment_id_id")
-        conn.exec_driver_sql("DELETE FROM workflow_schema_version WHERE version >= 5")
-
-    db.db.write(to_v4)
-    assert db.schema_version() == 4
-    assert db.init() == SCHEMA_VERSION
+    migrated_from(db, 4, "DROP TABLE task_epochs", "DROP INDEX ix_tasks_experiment_id_id")
     assert db.epochs(task_id, "train") == []
     assert db.append_job_lines(task_id, "train", "job-1", 0, 10, [], [epoch(1)]) is not None
     assert db.epochs(task_id, "train") == [epoch(1)]
