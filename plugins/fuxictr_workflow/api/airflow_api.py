@@ -74,8 +74,12 @@ def _detail(resp: httpx.Response) -> str:
     return detail if isinstance(detail, str) else str(detail)
 
 
+def dag_path(dag_id: str) -> str:
+    return f"/api/v2/dags/{quote(dag_id, safe='')}"
+
+
 def run_path(dag_id: str, run_id: str) -> str:
-    return f"/api/v2/dags/{quote(dag_id, safe='')}/dagRuns/{quote(run_id, safe='')}"
+    return f"{dag_path(dag_id)}/dagRuns/{quote(run_id, safe='')}"
 
 
 class AirflowApi:
@@ -99,7 +103,7 @@ class AirflowApi:
         self, dag_id: str, run_id: str, conf: dict[str, Any], logical_date: str
     ) -> dict[str, Any]:
         body = {"dag_run_id": run_id, "conf": conf, "logical_date": logical_date}
-        return self.send("POST", f"/api/v2/dags/{quote(dag_id, safe='')}/dagRuns", body)
+        return self.send("POST", f"{dag_path(dag_id)}/dagRuns", body)
 
     def fail_run(self, dag_id: str, run_id: str) -> None:
         """Running task instances fail, unfinished ones are skipped, the run fails."""
@@ -121,7 +125,7 @@ class AirflowApi:
             "only_failed": False,
             "reset_dag_runs": True,
         }
-        answer = self.send("POST", f"/api/v2/dags/{quote(dag_id, safe='')}/clearTaskInstances", body)
+        answer = self.send("POST", f"{dag_path(dag_id)}/clearTaskInstances", body)
         return int(answer.get("total_entries", len(answer.get("task_instances", []))))
 
     def answer_hitl(self, answer: dict[str, Any], chosen: str) -> dict[str, Any]:

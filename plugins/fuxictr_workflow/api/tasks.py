@@ -205,7 +205,8 @@ def retry_task(task_id: int, user: security.CurrentUser, request: Request) -> di
     previous = task["dag_run_id"] or ""
     dag_id = _run_dag_id(task)
     retryable = task["status"] in RETRYABLE_TASK_STATUSES
-    if retryable and previous and not trigger.wait_until_settled(dag_id, previous):
+    api = AirflowApi(request)
+    if retryable and previous and not trigger.wait_until_settled(api, dag_id, previous):
         raise HTTPException(
             status.HTTP_409_CONFLICT,
             f"task {task_id}: its DAG run {previous} is still running in Airflow; retry once it has ended",
@@ -217,7 +218,6 @@ def retry_task(task_id: int, user: security.CurrentUser, request: Request) -> di
     except IllegalTransition as err:
         raise HTTPException(status.HTTP_409_CONFLICT, str(err)) from None
     stages = STAGE_NAMES[STAGE_NAMES.index(first) :]
-    api = AirflowApi(request)
     try:
         cleared = bool(previous) and trigger.clear_from(api, dag_id, previous, stages) > 0
     except Exception as err:  # the run could not be cleared: say why, keep it retryable

@@ -6,18 +6,16 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Collection
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import status
 
-from fuxictr_workflow.api.airflow_api import AirflowApi, AirflowRefused, run_path
+from fuxictr_workflow.api.airflow_api import AirflowApi, AirflowRefused, dag_path, run_path
 from fuxictr_workflow.orchestration.dag_params import CLAIM_TASK_ID
-
-if TYPE_CHECKING:
-    from airflow.models.dag import DagModel
 
 # Task instance states a retry leaves alone in an earlier stage.
 FINISHED_WELL = frozenset({"success", "skipped"})
+FINISHED_RUN_STATES = frozenset({"success", "failed"})
 
 # How long a retry waits for the scheduler to finish a failing run (it marks the run failed in
 # the pass after the failing task, a few scheduler heartbeats later).
@@ -51,9 +49,9 @@ def trigger(api: AirflowApi, dag_id: str, run_id: str, conf: dict[str, Any]) -> 
     TriggerError with a user-facing reason."""
     from airflow.utils import timezone
 
-    model = _dag_model(dag_id)
+    dag = _dag(api, dag_id)
     # Airflow queues a run of a paused DAG; it would wait unseen until someone unpauses it.
-    if model is not None and not model.is_stale and not model.has_import_errors and model.is_paused:
+    if dag is not None and not dag["is_stale"] and not dag["has_import_errors"] and dag["is_paused"]:
         raise TriggerError(f"DAG {dag_id} is paused; unpause it in the Airflow UI, then retry the task")
     # A logical date, as the UI's trigger form gives: `airflow tasks test` (without a run id)
     # deletes one run of the DAG whose logical date is null to make room for its own.
@@ -65,52 +63,47 @@ def trigger(api: AirflowApi, dag_id: str, run_id: str, conf: dict[str, Any]) -> 
             raise RunIdTaken(
                 f"could not trigger DAG {dag_id}: it has a run {run_id} (or one of the same logical date) already"
             ) from err
-        raise TriggerError(_reason(dag_id, model, err)) from err
+        raise TriggerError(_reason(dag_id, dag, err)) from err
     return run_id
 
 
-def _dag_model(dag_id: str) -> DagModel | None:
-    from airflow.models.dag import DagModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        model = session.scalar(select(DagModel).where(DagModel.dag_id == dag_id))
-        if model is not None:
-            session.expunge(model)
-        return model
+def _dag(api: AirflowApi, dag_id: str) -> dict[str, Any] | None:
+    """The DAG as Airflow's REST API shows it to the caller; None when Airflow has no such DAG."""
+    try:
+        return api.send("GET", dag_path(dag_id))
+    except AirflowRefused as err:
+        if err.status_code == status.HTTP_404_NOT_FOUND:
+            return None
+        raise TriggerError(f"could not read DAG {dag_id} in Airflow: {err.detail}") from err
 
 
-def _reason(dag_id: str, model: DagModel | None, err: AirflowRefused) -> str:
+def _reason(dag_id: str, dag: dict[str, Any] | None, err: AirflowRefused) -> str:
     """What a refusal of Airflow's trigger route means for the workflow, and what to do."""
-    if model is None or model.is_stale:
+    if dag is None or dag["is_stale"]:
         return f"DAG {dag_id} is not in Airflow (is dags/fuxictr_workflow.py in the DAGs folder?)"
-    if model.has_import_errors:
+    if dag["has_import_errors"]:
         return f"DAG {dag_id} has import errors; see the Airflow UI's import errors"
     if err.status_code == status.HTTP_404_NOT_FOUND:
         return f"DAG {dag_id} has not been serialized yet; wait for the dag-processor"
     return f"could not trigger DAG {dag_id}: {err.detail}"
 
 
-def wait_until_settled(dag_id: str, run_id: str, timeout: float = SETTLE_TIMEOUT_S) -> bool:
+def wait_until_settled(api: AirflowApi, dag_id: str, run_id: str, timeout: float = SETTLE_TIMEOUT_S) -> bool:
     """True once the run is finished (or not in Airflow), False if it still runs after `timeout`.
 
     The workflow store records a stage's failure as the task fails, before the scheduler has
     marked the task's downstream stages upstream_failed and the run failed. Clearing in that
     window loses to the scheduler: it writes upstream_failed over the cleared stages and the
     resumed run stops after its first stage. So a retry clears only a finished run."""
-    from airflow.models.dagrun import DagRun
-    from airflow.utils.session import create_session
-    from airflow.utils.state import State
-    from sqlalchemy import select
-
     deadline = time.monotonic() + timeout
     while True:
-        with create_session() as session:
-            state = session.scalar(
-                select(DagRun.state).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)
-            )
-        if state is None or state in State.finished_dr_states:
+        try:
+            state = api.send("GET", run_path(dag_id, run_id))["state"]
+        except AirflowRefused as err:
+            if err.status_code == status.HTTP_404_NOT_FOUND:
+                return True
+            raise
+        if state in FINISHED_RUN_STATES:
             return True
         if time.monotonic() >= deadline:
             return False
