@@ -132,6 +132,13 @@ class Stack:
             time.sleep(every)
         raise AssertionError(f"timed out waiting for {what}")
 
+    def small_chunks(self) -> contextlib.AbstractContextManager[None]:
+        """1 KiB chunks (about 200 for the demo data) for the runs started inside the block: an
+        upload long enough for upload_frozen_part_way to catch part-way on a heavily loaded
+        machine (4 KiB ones were seen all verified first). A retry of such a run must start
+        inside the block too, to cut the same chunks."""
+        return self.config_changed({"transfer": {"chunk_size": 1024}})
+
     @contextmanager
     def upload_frozen_part_way(self, task_id: int, timeout: float = 300) -> Iterator[list[int]]:
         """Hold data_upload part-way: the training server's transfer agents are frozen (SIGSTOP)

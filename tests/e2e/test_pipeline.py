@@ -281,9 +281,7 @@ def test_failed_stage_retried_through_hive_and_sshd_faults(stack: Stack, launche
     env = {k: v for k, v in stack.services.env.items() if k.startswith("AIRFLOW_CONN_")}
     source = stack.services.work / "source" / "sample"
     demo.hive_run([f"CREATE TABLE IF NOT EXISTS {LATE_TABLE} USING parquet LOCATION 'file://{source}'"], env)
-    # 1 KiB chunks for the retried run (~200): the upload lasts long enough to be caught
-    # part-way however slowly this process is scheduled (4 KiB ones once all finished first)
-    with stack.config_changed({"transfer": {"chunk_size": 1024}}):
+    with stack.small_chunks():
         demo.api(stack.port, stack.token, "POST", f"/api/workflow/tasks/{task_id}/retry")
 
         stack.wait_until("data_fetch to run", lambda: stack.step_status(task_id, "data_fetch") == "running")

@@ -83,21 +83,41 @@ def run_path(dag_id: str, run_id: str) -> str:
 
 
 class AirflowApi:
-    """Airflow's REST API on this server, as the caller of `conn` (a request to the plugin)."""
+    """Airflow's REST API on this server, as the caller of `conn` (a request to the plugin).
+
+    One HTTP client (and connection) for all the calls of one route; close it, or use the
+    object as a context manager."""
 
     def __init__(self, conn: HTTPConnection, timeout: float = TIMEOUT_S) -> None:
-        self.base_url, self.headers, self.timeout = _root(conn), _caller_headers(conn), timeout
+        self._client = httpx.Client(base_url=_root(conn), headers=_caller_headers(conn), timeout=timeout)
+
+    def __enter__(self) -> AirflowApi:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._client.close()
 
     def send(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """Airflow's JSON answer; AirflowRefused when it answers with an error."""
-        with (
-            _SQLITE_SERIAL if _metadata_db_is_sqlite() else contextlib.nullcontext(),
-            httpx.Client(base_url=self.base_url, headers=self.headers, timeout=self.timeout) as client,
-        ):
-            resp = client.request(method, path, json=body)
+        with _SQLITE_SERIAL if _metadata_db_is_sqlite() else contextlib.nullcontext():
+            resp = self._client.request(method, path, json=body)
         if resp.status_code >= 400:
             raise AirflowRefused(resp.status_code, _detail(resp))
         return resp.json() if resp.content else {}
+
+    def dag(self, dag_id: str) -> dict[str, Any]:
+        return self.send("GET", dag_path(dag_id))
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        return str(self.send("GET", run_path(dag_id, run_id))["state"])
+
+    def task_instance_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+        """The run's unmapped task instances: task id -> state."""
+        listed = self.send("GET", f"{run_path(dag_id, run_id)}/taskInstances?limit=1000")
+        return {ti["task_id"]: ti["state"] for ti in listed.get("task_instances", []) if ti["map_index"] < 0}
 
     def trigger_run(
         self, dag_id: str, run_id: str, conf: dict[str, Any], logical_date: str

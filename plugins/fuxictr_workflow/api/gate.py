@@ -26,7 +26,11 @@ from fuxictr_workflow.store import get_store
 
 router = APIRouter(prefix="/tasks", tags=["Tasks"])
 
-OPTIONS = {"approve": ApprovalOperator.APPROVE, "reject": ApprovalOperator.REJECT}
+# a decision in the body: the option Airflow's approval task is answered with, and the store's record
+ANSWERS = {
+    "approve": (ApprovalOperator.APPROVE, Decision.APPROVED),
+    "reject": (ApprovalOperator.REJECT, Decision.REJECTED),
+}
 
 
 @router.post(
@@ -60,14 +64,13 @@ async def decide(task_id: int, request: Request, user: security.CurrentUser) -> 
         raise HTTPException(
             status.HTTP_409_CONFLICT, f"task {task_id} is not waiting for a quality-gate decision"
         )
+    option, decision = ANSWERS[body.decision]
     try:
-        answered = await run_in_threadpool(
-            AirflowApi(request).answer_hitl, gate["answer"], OPTIONS[body.decision]
-        )
+        with AirflowApi(request) as api:
+            answered = await run_in_threadpool(api.answer_hitl, gate["answer"], option)
     except AirflowRefused as err:
         raise HTTPException(err.status_code, f"Airflow refused the decision: {err.detail}") from None
     responder = answered.get("responded_by") or {}
-    decision = Decision.APPROVED if body.decision == "approve" else Decision.REJECTED
     await run_in_threadpool(
         store.quality_gates.record_answer, task_id, decision, responder.get("name") or responder.get("id")
     )

@@ -132,7 +132,8 @@ async def create_task(request: Request, user: security.CurrentUser) -> dict[str,
 def _create_task(body: TaskCreateRequest, server: str, request: Request) -> dict[str, Any]:
     store = get_store()
     task_id = store.create_task(**body.model_dump(exclude={"server"}), server=server)
-    _start_run(store, task_id, 0, AirflowApi(request))
+    with AirflowApi(request) as api:
+        _start_run(store, task_id, 0, api)
     return {"task_id": task_id, "status": TaskStatus.PENDING}
 
 
@@ -202,11 +203,20 @@ def retry_task(task_id: int, user: security.CurrentUser, request: Request) -> di
     store = get_store()
     task = existing(store, task_id)
     security.require(user, "POST", task["server"])
-    previous = task["dag_run_id"] or ""
-    dag_id = _run_dag_id(task)
-    retryable = task["status"] in RETRYABLE_TASK_STATUSES
-    api = AirflowApi(request)
-    if retryable and previous and not trigger.wait_until_settled(api, dag_id, previous):
+    with AirflowApi(request) as api:
+        _resume(store, task, api)
+    return {"task_id": task_id, "status": TaskStatus.PENDING}
+
+
+def _resume(store: WorkflowStore, task: dict[str, Any], api: AirflowApi) -> None:
+    """Clear the task's run from its first unfinished stage once it has settled; a new run
+    when Airflow no longer has it (or it never had one)."""
+    task_id, previous, dag_id = task["id"], task["dag_run_id"] or "", _run_dag_id(task)
+    if (
+        task["status"] in RETRYABLE_TASK_STATUSES
+        and previous
+        and not trigger.wait_until_settled(api, dag_id, previous)
+    ):
         raise HTTPException(
             status.HTTP_409_CONFLICT,
             f"task {task_id}: its DAG run {previous} is still running in Airflow; retry once it has ended",
@@ -226,7 +236,6 @@ def retry_task(task_id: int, user: security.CurrentUser, request: Request) -> di
         raise HTTPException(code, f"task {task_id} could not be retried: {err}") from err
     if not cleared:
         _start_run(store, task_id, task["run_attempt"] + 1 if previous else 0, api)
-    return {"task_id": task_id, "status": TaskStatus.PENDING}
 
 
 @router.post(
@@ -254,7 +263,8 @@ def cancel_task(task_id: int, user: security.CurrentUser, request: Request) -> d
         daemon=True,
     ).start()
     if task["dag_run_id"]:
-        _fail_run(AirflowApi(request), _run_dag_id(task), task["dag_run_id"])
+        with AirflowApi(request) as api:
+            _fail_run(api, _run_dag_id(task), task["dag_run_id"])
     return {"task_id": task_id, "status": TaskStatus.CANCELLED}
 
 

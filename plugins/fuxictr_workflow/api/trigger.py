@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import status
 
-from fuxictr_workflow.api.airflow_api import AirflowApi, AirflowRefused, dag_path, run_path
+from fuxictr_workflow.api.airflow_api import AirflowApi, AirflowRefused
 from fuxictr_workflow.orchestration.dag_params import CLAIM_TASK_ID
 
 # Task instance states a retry leaves alone in an earlier stage.
@@ -70,7 +70,7 @@ def trigger(api: AirflowApi, dag_id: str, run_id: str, conf: dict[str, Any]) -> 
 def _dag(api: AirflowApi, dag_id: str) -> dict[str, Any] | None:
     """The DAG as Airflow's REST API shows it to the caller; None when Airflow has no such DAG."""
     try:
-        return api.send("GET", dag_path(dag_id))
+        return api.dag(dag_id)
     except AirflowRefused as err:
         if err.status_code == status.HTTP_404_NOT_FOUND:
             return None
@@ -98,7 +98,7 @@ def wait_until_settled(api: AirflowApi, dag_id: str, run_id: str, timeout: float
     deadline = time.monotonic() + timeout
     while True:
         try:
-            state = api.send("GET", run_path(dag_id, run_id))["state"]
+            state = api.run_state(dag_id, run_id)
         except AirflowRefused as err:
             if err.status_code == status.HTTP_404_NOT_FOUND:
                 return True
@@ -121,12 +121,11 @@ def clear_from(api: AirflowApi, dag_id: str, run_id: str, stages: Collection[str
     cleared: 0 when the run or its tasks are not in Airflow (the caller then starts a new run).
     """
     try:
-        listed = api.send("GET", f"{run_path(dag_id, run_id)}/taskInstances?limit=1000")
+        states = api.task_instance_states(dag_id, run_id)
     except AirflowRefused as err:
         if err.status_code == status.HTTP_404_NOT_FOUND:
             return 0
         raise
-    states = {ti["task_id"]: ti["state"] for ti in listed.get("task_instances", []) if ti["map_index"] < 0}
     # claim_task too: the re-queued run claims its task again (and a claim_task a cancel
     # skipped would otherwise skip every stage after it)
     task_ids = [t for t in states if t == CLAIM_TASK_ID or t.split(".", 1)[0] in stages]

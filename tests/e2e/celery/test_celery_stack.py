@@ -136,9 +136,7 @@ def test_a_worker_lost_mid_upload_is_survived_on_the_other(stack: Stack) -> None
     """The worker running data_upload loses its machine part-way: Airflow retries the stage on
     the other worker, which fetches the data from HDFS and sends only the chunks not verified
     before; the pipeline completes with the rows in Hive exact."""
-    # 1 KiB chunks for this task (its whole run: a retry must cut the same chunks): ~200 of
-    # them, so the upload lasts long enough to be caught part-way on a heavily loaded machine
-    with stack.config_changed({"transfer": {"chunk_size": 1024}}):
+    with stack.small_chunks():
         task_id = stack.submit("celery-lost-worker")
         with stack.upload_frozen_part_way(task_id, timeout=900):
             run_id = stack.store.get_task(task_id)["dag_run_id"]
