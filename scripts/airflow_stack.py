@@ -35,6 +35,7 @@ from scripts import processes  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 PROCESSES = ("api-server", "scheduler", "dag-processor", "triggerer")
+SQLITE_CONNECT_ARGS_KEYS = ("SQL_ALCHEMY_CONNECT_ARGS", "SQL_ALCHEMY_CONNECT_ARGS_ASYNC")
 SKIP_SERVE_LOGS = ("scheduler", "triggerer")
 WORKER_PREFIX = "worker-"
 WORKER_CONCURRENCY = 2
@@ -65,6 +66,15 @@ def command(name: str) -> list[str]:
 
 
 def process_env(home: Path, name: str, env: dict[str, str]) -> dict[str, str]:
+    if name == "api-server" and env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS"):
+        # a shorter SQLite busy timeout for the server whose event loop can deadlock on it
+        return {
+            **env,
+            **{
+                f"AIRFLOW__DATABASE__{key}": "scripts.sqlite_connect.API_SERVER_CONNECT_ARGS"
+                for key in SQLITE_CONNECT_ARGS_KEYS
+            },
+        }
     if not is_worker(name):
         return env
     scratch = worker_home(home, name)
@@ -103,7 +113,7 @@ def airflow_env(home: Path, port: int, extra: dict[str, str] | None = None) -> d
     # Airflow imports scripts.stack_hostname and scripts.sqlite_connect by name
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     if env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite").startswith("sqlite"):
-        for key in ("SQL_ALCHEMY_CONNECT_ARGS", "SQL_ALCHEMY_CONNECT_ARGS_ASYNC"):
+        for key in SQLITE_CONNECT_ARGS_KEYS:
             env[f"AIRFLOW__DATABASE__{key}"] = "scripts.sqlite_connect.CONNECT_ARGS"
     if VENV_BIN.as_posix() not in env["PATH"].split(os.pathsep):  # an extra PATH must not hide airflow
         env["PATH"] = f"{VENV_BIN}{os.pathsep}{env['PATH']}"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -23,11 +25,17 @@ pytestmark = pytest.mark.timeout(600)
 
 
 def call(
-    server: ApiServer, method: str, path: str, body: Any = None, token: str | None = "admin"
+    server: ApiServer,
+    method: str,
+    path: str,
+    body: Any = None,
+    token: str | None = "admin",
+    bearer: str | None = None,
 ) -> tuple[int, Any]:
+    """The plugin's API as user `token`, or with the `bearer` token given."""
     headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {server.token(token)}"
+    if token or bearer:
+        headers["Authorization"] = f"Bearer {bearer or server.token(token)}"
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(f"{server.base_url}/api/workflow{path}", data, headers, method=method)
     try:
@@ -199,6 +207,29 @@ def test_cancel_then_retry(api_server: ApiServer) -> None:
     assert call(api_server, "POST", f"/tasks/{task_id}/retry")[0] == 409  # pending again
     assert call(api_server, "POST", "/tasks/999999/cancel")[0] == 404
     assert call(api_server, "POST", "/tasks/999999/retry")[0] == 404
+
+
+def test_a_cancel_outlasts_a_locked_airflow_metadata_db(api_server: ApiServer) -> None:
+    """Airflow's SQLite metadata DB stays locked past the api-server's busy timeout while a
+    cancel fails the task's run: Airflow answers the plugin's PATCH with a 500, having done
+    nothing (its audit-log commit gave up on the lock); the plugin sends it again, and once the
+    lock is gone the run is failed, once, with one audit row."""
+    assert api_server.env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "sqlite").startswith("sqlite")
+    task_id = call(api_server, "POST", "/tasks", BODY)[1]["task_id"]
+    run_id = api_server.store.get_task(task_id, with_steps=False)["dag_run_id"]
+    token = api_server.token()
+    db = sqlite3.connect(api_server.home / "airflow.db", isolation_level=None, check_same_thread=False)
+    db.execute("BEGIN IMMEDIATE")  # the write lock, held past the api-server's 10 s busy timeout
+    released = threading.Timer(13, db.rollback)
+    released.start()
+    try:
+        status, body = call(api_server, "POST", f"/tasks/{task_id}/cancel", token=None, bearer=token)
+    finally:
+        released.join()
+        db.close()
+    assert status == 200 and body == {"task_id": task_id, "status": "cancelled"}, body
+    assert airflow_run(api_server, run_id)["state"] == "failed"
+    assert events_of(api_server, run_id).count(("patch_dag_run", "admin")) == 1
 
 
 def test_retry_without_a_run_in_airflow_starts_one(api_server: ApiServer) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from functools import cache
 from typing import Any
 from urllib.parse import quote
@@ -23,6 +24,12 @@ from starlette.requests import HTTPConnection
 from fuxictr_workflow.api import URL_PREFIX
 
 TIMEOUT_S = 60.0
+# Airflow on SQLite (the embedded stack) can answer a write with a 500 having done nothing: its
+# audit-log dependency, which commits on the server's event loop, gave up on SQLite's lock held
+# by a request that needs that loop to commit (scripts/sqlite_connect.py). Such a call is sent
+# again; a failed SQLite commit rolls back, so a retried trigger cannot meet a run of its own.
+SQLITE_ATTEMPTS = 3
+RETRY_PAUSE_S = 1.0
 
 # One call at a time from this process when Airflow's metadata DB is SQLite. Airflow's audit
 # log dependency writes to the DB on the API server's event loop: with a second write request
@@ -101,9 +108,18 @@ class AirflowApi:
         self._client.close()
 
     def send(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Airflow's JSON answer; AirflowRefused when it answers with an error."""
-        with _SQLITE_SERIAL if _metadata_db_is_sqlite() else contextlib.nullcontext():
-            resp = self._client.request(method, path, json=body)
+        """Airflow's JSON answer; AirflowRefused when it answers with an error, or not at all."""
+        sqlite = _metadata_db_is_sqlite()
+        attempts = SQLITE_ATTEMPTS if sqlite else 1
+        for attempt in range(1, attempts + 1):
+            with _SQLITE_SERIAL if sqlite else contextlib.nullcontext():
+                try:
+                    resp = self._client.request(method, path, json=body)
+                except httpx.TransportError as err:
+                    raise AirflowRefused(503, f"Airflow did not answer: {type(err).__name__}: {err}") from err
+            if resp.status_code < 500 or attempt == attempts:
+                break
+            time.sleep(RETRY_PAUSE_S)
         if resp.status_code >= 400:
             raise AirflowRefused(resp.status_code, _detail(resp))
         return resp.json() if resp.content else {}
