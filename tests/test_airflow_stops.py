@@ -108,8 +108,8 @@ def test_failed_run_of_another_dag_with_the_same_id_touches_nothing(
 def test_failed_run_leaves_a_step_closed_meanwhile(
     make_config: Callable[..., WorkflowConfig], sshd: SshdInfo, store: WorkflowStore, wlogger: WorkflowLogger
 ) -> None:
-    """The follower's on_kill closes the step while the failure callback stops the jobs: the
-    callback keeps the follower's reason and does not fail."""
+    """A mark's handling closes the step while the run's failure stops the jobs: the run's
+    handling keeps the mark's reason and does not fail."""
     cfg = make_config(sshd)
     task_id = running_train(store, "run_1")
     real_get_task = store.get_task
@@ -128,8 +128,8 @@ def test_failed_run_leaves_a_step_closed_meanwhile(
 def test_failed_run_taken_up_again_is_left_to_its_new_try(
     make_config: Callable[..., WorkflowConfig], sshd: SshdInfo, store: WorkflowStore, wlogger: WorkflowLogger
 ) -> None:
-    """The failure callback can run seconds late: a user has cleared the run meanwhile. If
-    Airflow runs it again the callback neither stops the jobs nor fails the step; if a new try
+    """The run's failure can be handled seconds late: a user has cleared the run meanwhile. If
+    Airflow runs it again its handling neither stops the jobs nor fails the step; if a new try
     starts the step just after that check, the step is the new try's and stays running."""
     cfg = make_config(sshd)
     task_id = running_train(store, "run_1")
@@ -169,3 +169,65 @@ def test_a_run_that_fails_while_the_gate_waits_fails_the_held_task(
     airflow_stops.close_steps_of_failed_run(cfg, wlogger, DAG, "run_1")
     task = store.get_task(task_id, with_steps=False)
     assert task["status"] == "failed" and "while the quality gate waited" in task["error_message"]
+
+
+def test_a_mark_stops_the_stages_job_then_closes_its_running_step(
+    make_config: Callable[..., WorkflowConfig], sshd: SshdInfo, store: WorkflowStore, wlogger: WorkflowLogger
+) -> None:
+    """What the listener does for a train task instance marked failed by hand: say so, stop the
+    job over SSH, fail the step with the mark as its reason. A stage that is not running, or a
+    cancelled task (its run's failure stops its jobs), gets no such step change."""
+    cfg = make_config(sshd)
+    task_id = running_train(store, "run_1")
+    airflow_stops.stop_marked(cfg, wlogger, DAG, "run_1", "train", "failed")
+    said = [e["message"] for e in store.logs_after(task_id)]
+    assert said[0] == "train was marked failed in Airflow; stopping its job on the training server", said
+    assert not any("could not stop" in m for m in said), said
+    train = step(store, task_id, "train")
+    assert train["status"] == "failed"
+    assert train["error_message"] == (
+        "cancelled: train was marked failed in Airflow; its job on the training server was stopped"
+    )
+    airflow_stops.stop_marked(cfg, wlogger, DAG, "run_1", "train", "failed")  # the step is closed now
+    assert len(store.logs_after(task_id)) == len(said)
+
+    cancelled = running_train(store, "run_2")
+    store.cancel_task(cancelled)
+    logged = len(store.logs_after(cancelled))
+    airflow_stops.stop_marked(cfg, wlogger, DAG, "run_2", "train", "failed")
+    assert len(store.logs_after(cancelled)) == logged
+    airflow_stops.stop_marked(cfg, wlogger, "fuxictr_workflow__nope", "run_2", "train", "failed")
+
+
+def test_a_failed_run_is_acted_on_once_its_failure_can_be_read(
+    make_config: Callable[..., WorkflowConfig], sshd: SshdInfo, store: WorkflowStore, wlogger: WorkflowLogger
+) -> None:
+    """The scheduler tells listeners of a run's failure before committing it: run_failed reads
+    the run until it shows failed. One that never does within the wait was cleared, and is left."""
+    cfg = make_config(sshd)
+    cleared = running_train(store, "run_1")
+    airflow_stops.run_failed(cfg, wlogger, DAG, "run_1", read_states=lambda d, r: ("queued", [None]), wait=1)
+    assert step(store, cleared, "train")["status"] == "running"
+
+    task_id = running_train(store, "run_2")
+    reads = iter([("running", ["running"])] * 2)
+
+    def committed_on_the_third_read(dag_id: str, run_id: str) -> tuple[str | None, list[str | None]]:
+        assert (dag_id, run_id) == (DAG, "run_2")
+        return next(reads, ("failed", ["failed", "upstream_failed"]))
+
+    airflow_stops.run_failed(cfg, wlogger, DAG, "run_2", read_states=committed_on_the_third_read, wait=30)
+    assert step(store, task_id, "train")["status"] == "failed"
+
+
+def test_the_failed_run_of_a_cancelled_task_stops_its_jobs(
+    make_config: Callable[..., WorkflowConfig], sshd: SshdInfo, store: WorkflowStore, wlogger: WorkflowLogger
+) -> None:
+    """The plugin's cancel marks the task's run failed; the run's failure stops the jobs (the
+    cancel closed the steps): the stop reaches the server, and the task stays cancelled."""
+    cfg = make_config(sshd)
+    task_id = running_train(store, "run_1")
+    store.cancel_task(task_id)
+    airflow_stops.close_steps_of_failed_run(cfg, wlogger, DAG, "run_1")
+    assert not any("could not stop" in e["message"] for e in store.logs_after(task_id))
+    assert store.get_task(task_id, with_steps=False)["status"] == "cancelled"

@@ -7,8 +7,8 @@ B's DAG only, ``alice`` A's only. The attackers create real DAG runs through Air
 API, with the run ids and confs an attack needs; the stack has no scheduler, so this module
 runs the run's claim_task (and a stage) the way the task runner does, in this process, with
 the run's context as Airflow has it: dag_id, run id, conf and the DAG's params merged with it,
-and task instance and run states read from Airflow's REST API. The failure callback gets the
-run as Airflow passes it. Each attack must leave A's task as it was: its run, status, steps
+and task instance and run states read from Airflow's REST API. What follows a failed run gets the
+run as Airflow has it. Each attack must leave A's task as it was: its run, status, steps
 and log.
 """
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -28,12 +29,13 @@ from urllib.parse import quote
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, AirflowRescheduleException
 
+from fuxictr_workflow.domain.config import get_config
 from fuxictr_workflow.orchestration import airflow_stops
-from fuxictr_workflow.orchestration.airflow_stops import on_dag_run_failed
 from fuxictr_workflow.orchestration.dag_params import CLAIM_TASK_ID, param_schemas
 from fuxictr_workflow.orchestration.operators.claim import ClaimTaskOperator
 from fuxictr_workflow.orchestration.operators.hive import HiveExportOperator
 from fuxictr_workflow.store import WorkflowStore
+from fuxictr_workflow.workflow_log import get_logger
 from tests.conftest import newest_task_id
 from tests.security.stack import ALLOWED_PREFIX, DB, MAIN, OTHER, call, token
 from tests.services.airflow_app import ApiServer
@@ -159,8 +161,8 @@ def state_of(store: WorkflowStore, task_id: int) -> tuple[Any, ...]:
 
 @pytest.fixture
 def task_a(stack: ApiServer) -> Iterator[tuple[int, str]]:
-    """A's task, created through the API by alice, with data_upload running (so a failure
-    callback that took it for its own would fail that step): (task id, its run id)."""
+    """A's task, created through the API by alice, with data_upload running (so the
+    handling of a failed run that took it for its own would fail that step): (task id, its run id)."""
     status, created = call(stack, "POST", "/tasks", BODY_A, user="alice")
     assert status == 201, created
     task_id = created["task_id"]
@@ -232,32 +234,35 @@ def test_a_conf_task_id_adopts_no_task_the_api_did_not_start_the_run_for(
     assert claim(stack, MAIN, run_a) == task_id
 
 
-def test_the_failure_callback_of_a_run_named_after_as_run_leaves_a_alone(
-    stack: ApiServer, task_a: tuple[int, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """bob's run on B's DAG with A's run id and an unknown task_id fails at claim_task; its
-    failure callback must not fail A's running step, nor write to A's log (with train running
-    it would also stop A's job: tests/test_airflow_stops.py has that case over a real sshd).
-    A's own run, once failed, has its callback fail the step: the callback works here, and it
-    was the run's identity that stopped it. (The callback asks Airflow whether the run was
-    taken up again through the dag-processor's supervisor, which this process is not: here
-    Airflow's REST API answers.)"""
+def test_a_failed_run_named_after_as_run_leaves_a_alone(stack: ApiServer, task_a: tuple[int, str]) -> None:
+    """bob's run on B's DAG with A's run id and an unknown task_id fails at claim_task and is
+    marked failed: what the workflow does for a failed run must not fail A's running step, nor
+    write to A's log (with train running it would also stop A's job: tests/test_airflow_stops.py
+    has that case over a real sshd). A's own run, marked failed, has its step failed by the
+    plugin's listener in the real API server: it was the run's identity that kept A safe.
+    For the run that must change nothing, the listener's work (run_failed) also runs in this
+    process, so the check comes after it has ended; it reads the runs over Airflow's REST API."""
 
-    def resumed_over_rest(dag_id: str, run_id: str) -> bool:
+    def states_over_rest(dag_id: str, run_id: str) -> tuple[str | None, list[str | None]]:
         tis = airflow(stack, "GET", f"{run_path(dag_id, run_id)}/taskInstances")["task_instances"]
-        return airflow_stops.taken_up_again(ti["state"] for ti in tis)
+        return airflow(stack, "GET", run_path(dag_id, run_id))["state"], [ti["state"] for ti in tis]
 
-    monkeypatch.setattr(airflow_stops, "run_resumed", resumed_over_rest)
     task_id, run_a = task_a
     before = state_of(stack.store, task_id)
     trigger_as(stack, "bob", OTHER, run_a, {"task_id": 999_999})
     refused_claim(stack, OTHER, run_a)
-    on_dag_run_failed(context(stack, OTHER, run_a))
+    airflow(stack, "PATCH", run_path(OTHER, run_a), {"state": "failed"})
+    airflow_stops.run_failed(get_config(), get_logger(), OTHER, run_a, read_states=states_over_rest)
     assert state_of(stack.store, task_id) == before
     airflow(stack, "PATCH", run_path(MAIN, run_a), {"state": "failed"})
-    on_dag_run_failed(context(stack, MAIN, run_a))
-    upload = next(s for s in stack.store.get_task(task_id)["steps"] if s["step_name"] == "data_upload")
-    assert upload["status"] == "failed" and f"the DAG run {run_a} failed" in upload["error_message"]
+
+    def upload() -> dict[str, Any]:
+        return next(s for s in stack.store.get_task(task_id)["steps"] if s["step_name"] == "data_upload")
+
+    deadline = time.monotonic() + 60
+    while upload()["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert upload()["status"] == "failed" and f"the DAG run {run_a} failed" in upload()["error_message"]
 
 
 def test_cancel_stops_only_the_tasks_own_run(stack: ApiServer, task_a: tuple[int, str]) -> None:

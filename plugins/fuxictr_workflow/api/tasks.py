@@ -253,29 +253,43 @@ def cancel_task(task_id: int, user: security.CurrentUser, request: Request) -> d
     except IllegalTransition as err:
         raise HTTPException(status.HTTP_409_CONFLICT, str(err)) from None
     task = store.get_task(task_id)
-    cfg = get_config()
-    # in the background: an unreachable server would hold the answer for SSHHook's whole
-    # connection retry; the cancel is recorded already, and the task's log says how the stop went
-    threading.Thread(
-        target=cancel_jobs.stop_jobs_of,
-        args=(cfg, task, get_logger(), "cancel"),
-        name=f"cancel-jobs-{task_id}",
-        daemon=True,
-    ).start()
-    if task["dag_run_id"]:
-        with AirflowApi(request) as api:
-            _fail_run(api, _run_dag_id(task), task["dag_run_id"])
+    # Failing the run in Airflow stops its jobs: Airflow's run-failed listener hook
+    # (orchestration/listeners.py) fires in this server and stops them in the background. A task
+    # whose run Airflow no longer has (or never got) has its jobs stopped here.
+    try:
+        failed_in_airflow = bool(task["dag_run_id"]) and _fail_run(
+            request, _run_dag_id(task), task["dag_run_id"]
+        )
+    except HTTPException:
+        _stop_jobs_in_background(task)
+        raise
+    if not failed_in_airflow:
+        _stop_jobs_in_background(task)
     return {"task_id": task_id, "status": TaskStatus.CANCELLED}
 
 
-def _fail_run(api: AirflowApi, dag_id: str, run_id: str) -> None:
-    """The cancelled task's run stopped in Airflow (running task instances fail, pending ones
-    are skipped); a run Airflow no longer has needs no stopping."""
+def _stop_jobs_in_background(task: dict[str, Any]) -> None:
+    """In the background: an unreachable server would hold the answer for SSHHook's whole
+    connection retry; the cancel is recorded already, and the task's log says how the stop went."""
+    threading.Thread(
+        target=cancel_jobs.stop_jobs_of,
+        args=(get_config(), task, get_logger(), "cancel"),
+        name=f"cancel-jobs-{task['id']}",
+        daemon=True,
+    ).start()
+
+
+def _fail_run(request: Request, dag_id: str, run_id: str) -> bool:
+    """The cancelled task's run failed in Airflow (running task instances fail, pending ones
+    are skipped), as the caller. False when Airflow no longer has the run."""
     try:
-        api.fail_run(dag_id, run_id)
+        with AirflowApi(request) as api:
+            api.fail_run(dag_id, run_id)
     except AirflowRefused as err:
-        if err.status_code != status.HTTP_404_NOT_FOUND:
-            raise HTTPException(
-                status.HTTP_502_BAD_GATEWAY,
-                f"the task is cancelled, but Airflow did not stop run {run_id}: {err}",
-            ) from err
+        if err.status_code == status.HTTP_404_NOT_FOUND:
+            return False
+        raise HTTPException(
+            status.HTTP_502_BAD_GATEWAY,
+            f"the task is cancelled, but Airflow did not stop run {run_id}: {err}",
+        ) from err
+    return True

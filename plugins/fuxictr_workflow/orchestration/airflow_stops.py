@@ -1,25 +1,28 @@
 """When Airflow, not a stage's own code, ends a stage: what happens to its job and its step.
 
 A user acts on a train/infer task instance in Airflow (mark failed or succeeded, clear), or
-the DAG run fails while a stage was running (a task instance marked failed before its
-trigger was picked up, a task process lost on its last try). The stage's code never sees
-its end in these cases, so the step would stay "running" and the job would go on training.
+the DAG run fails while a stage was running (a task instance or the run marked failed, the
+plugin's cancel, a task process lost on its last try). The stage's code never sees its end in
+these cases, so the step would stay "running" and the job would go on training. Airflow's
+listener hooks (listeners.py) call :func:`stop_marked` and :func:`run_failed`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from fuxictr_workflow.domain.config import WorkflowConfig
 from fuxictr_workflow.domain.stages import FINAL_TASK_STATUSES, StepStatus, TaskStatus
-from fuxictr_workflow.store import IllegalTransition
+from fuxictr_workflow.store import IllegalTransition, WorkflowStore
 from fuxictr_workflow.workflow_log import WorkflowLogger
 
 # task instance states after which nothing will follow the job again
 ENDED_TI_STATES = ("failed", "success", "skipped", "upstream_failed", "removed")
 CANCELLED = "cancelled"
+# how long run_failed waits to see the run's failure committed (see there)
+FAILURE_VISIBLE_WAIT_S = 30.0
 
 
 def ti_state(ti_ref: tuple[str, str, str]) -> str | None:
@@ -47,9 +50,8 @@ def why_job_stops(
 
 def announce_stop(logger: WorkflowLogger, workflow_task_id: int, step: str, why: str) -> None:
     """Say that the job of a task instance a user marked ended is being stopped, before stopping
-    it: Airflow SIGKILLs a task process 5 s after its SIGTERM, and on a loaded machine connecting
-    to the server and stopping the job can take longer. The DAG's failure callback then
-    finishes the stop, and the log still tells what set it off."""
+    it: connecting to the server and stopping the job can take a while, and the log then
+    already tells what set it off."""
     if why != CANCELLED:  # cancel_task logged the cancel already
         logger.info(
             workflow_task_id,
@@ -83,6 +85,90 @@ def close_step_marked(
         )
 
 
+def stop_marked(
+    cfg: WorkflowConfig, logger: WorkflowLogger, dag_id: str, run_id: str, step: str, state: str
+) -> None:
+    """A user set the train/infer task instance `step` of run (dag_id, run_id) to `state` in
+    Airflow (its UI or REST API, or by marking the run): stop that stage's job, and while its
+    step runs, say so first and close it after (:func:`close_step_marked`). A task that was
+    cancelled is left to its run's failure, which stops all its jobs (:func:`run_failed`)."""
+    from fuxictr_workflow.ssh.cancel_jobs import stop_task_jobs
+
+    store = logger.store
+    task_id = _task_of_run(cfg, store, dag_id, run_id)
+    if task_id is None:
+        return
+    task = store.get_task(task_id)
+    if task["status"] == TaskStatus.CANCELLED:
+        return
+    running = any(s["step_name"] == step and s["status"] == StepStatus.RUNNING for s in task["steps"])
+    if running:
+        announce_stop(logger, task_id, step, state)
+    try:
+        stop_task_jobs(cfg, task_id, task["server"] or cfg.default_server, stages=(step,))
+    except Exception as err:  # the step is still closed, its error saying what is left running
+        logger.warning(task_id, step, f"could not stop the {step} job: {type(err).__name__}: {err}")
+        stopped = False
+    else:
+        stopped = True
+    if running:
+        close_step_marked(logger, task_id, step, state, stopped)
+
+
+def _task_of_run(cfg: WorkflowConfig, store: WorkflowStore, dag_id: str, run_id: str) -> int | None:
+    """The workflow task bound to this very run (a run of another server's DAG may have the
+    same id: whoever triggers a run picks its id)."""
+    from fuxictr_workflow.orchestration.dag_params import server_of_dag
+
+    server = server_of_dag(dag_id, cfg.servers, cfg.default_server)
+    return None if server is None else store.find_task_by_run(dag_id, run_id, server)
+
+
+def run_failed(
+    cfg: WorkflowConfig,
+    logger: WorkflowLogger,
+    dag_id: str,
+    run_id: str,
+    read_states: Callable[[str, str], tuple[str | None, list[str | None]]] | None = None,
+    wait: float = FAILURE_VISIBLE_WAIT_S,
+) -> None:
+    """Airflow failed the run (dag_id, run_id): :func:`close_steps_of_failed_run` once the
+    failure can be read. The scheduler tells its listeners before it commits the run's state,
+    so the run is read (`read_states`: the run's state and its task instances' states, from
+    Airflow's metadata DB) until it shows failed; one that does not within `wait` seconds was
+    taken up again (a user cleared it) and is left to its new try."""
+    read = read_states or _states_in_airflow
+    deadline = time.monotonic() + wait
+    while read(dag_id, run_id)[0] != "failed":
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(0.5)
+
+    def resumed() -> bool:
+        run_state, ti_states = read(dag_id, run_id)
+        return run_state != "failed" or taken_up_again(ti_states)
+
+    close_steps_of_failed_run(cfg, logger, dag_id, run_id, resumed=resumed)
+
+
+def _states_in_airflow(dag_id: str, run_id: str) -> tuple[str | None, list[str | None]]:
+    """The run's state and its task instances' states, as Airflow's metadata DB has them (the
+    listeners run in the scheduler and the API server, which reach it)."""
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        run_state = session.scalar(
+            select(DagRun.state).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)
+        )
+        ti_states = session.scalars(
+            select(TaskInstance.state).where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
+        ).all()
+    return (None if run_state is None else str(run_state)), [None if t is None else str(t) for t in ti_states]
+
+
 def close_steps_of_failed_run(
     cfg: WorkflowConfig,
     logger: WorkflowLogger,
@@ -96,18 +182,22 @@ def close_steps_of_failed_run(
 
     Only the task bound to this very run: a run of another server's DAG may have the same id
     (whoever triggers a run picks its id), and its failure must not touch this task. And only
-    while the run stays failed: the callback can run seconds late, after a user has cleared the
+    while the run stays failed: this can run seconds late, after a user has cleared the
     run and a new try has started the step (`resumed` says whether Airflow runs it again). A try
     that starts the step after that check takes a new attempt, which the write below leaves
-    alone (the store's compare-and-set on the step's attempt)."""
-    from fuxictr_workflow.orchestration.dag_params import server_of_dag
+    alone (the store's compare-and-set on the step's attempt). The run of a task that was
+    cancelled failed because the cancel marked it so: its jobs are stopped, its steps were
+    closed by the cancel."""
     from fuxictr_workflow.ssh.cancel_jobs import stop_jobs_of
 
     store = logger.store
-    task_id = store.find_task_by_run(dag_id, run_id, server_of_dag(dag_id, cfg.servers, cfg.default_server))
+    task_id = _task_of_run(cfg, store, dag_id, run_id)
     if task_id is None:
         return
     task = store.get_task(task_id)
+    if task["status"] == TaskStatus.CANCELLED:
+        stop_jobs_of(cfg, task, logger, why="cancel")
+        return
     if task["status"] in FINAL_TASK_STATUSES:
         return
     if task["status"] == TaskStatus.WAITING:  # held by the quality gate: no step, no job runs
@@ -142,25 +232,6 @@ def taken_up_again(ti_states: Iterable[str | None]) -> bool:
     return any(state not in ENDED_TI_STATES for state in ti_states)
 
 
-def run_resumed(dag_id: str, run_id: str) -> bool:
-    """:func:`taken_up_again` for the run, as Airflow has it now."""
-    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
-
-    states = RuntimeTaskInstance.get_task_states(dag_id=dag_id, run_ids=[run_id]).get(run_id) or {}
-    return taken_up_again(states.values())
-
-
 def _step_status(logger: WorkflowLogger, workflow_task_id: int, step: str) -> str:
     steps = logger.store.get_task(workflow_task_id)["steps"]
     return next(s["status"] for s in steps if s["step_name"] == step)
-
-
-def on_dag_run_failed(context: Any) -> None:
-    """The pipeline DAG's on_failure_callback (Airflow runs it in the dag-processor)."""
-    from fuxictr_workflow.domain.config import get_config
-    from fuxictr_workflow.workflow_log import get_logger
-
-    dag_id, run_id = context["dag_run"].dag_id, context["dag_run"].run_id
-    close_steps_of_failed_run(
-        get_config(), get_logger(), dag_id, run_id, resumed=lambda: run_resumed(dag_id, run_id)
-    )

@@ -16,7 +16,6 @@ from airflow.sdk import DAG, Param, TaskGroup, chain
 
 from fuxictr_workflow.domain.config import WorkflowConfig, get_config
 from fuxictr_workflow.domain.stages import Stage
-from fuxictr_workflow.orchestration.airflow_stops import on_dag_run_failed
 from fuxictr_workflow.orchestration.dag_params import CLAIM_TASK_ID, dag_id_for, param_schemas, pool_for
 
 DOC = """
@@ -73,7 +72,6 @@ def build_dag(server: str, cfg: WorkflowConfig) -> DAG:
         doc_md=DOC,
         # a run that fails with a stage's step still running (its task instance marked failed,
         # its process lost) closes that step and stops the stage's job
-        on_failure_callback=on_dag_run_failed,
     ) as dag:
         claim = ClaimTaskOperator(task_id=CLAIM_TASK_ID, execution_timeout=timeout("default"))
         with TaskGroup(Stage.DATA_FETCH.value) as data_fetch:

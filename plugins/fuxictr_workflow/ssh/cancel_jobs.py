@@ -1,18 +1,19 @@
-"""Stopping a task's train and infer jobs on its training server, when it was cancelled or
-its DAG run failed with a stage still running (airflow_stops.py).
+"""Stopping a task's train and infer jobs on its training server, when it was cancelled, a
+user marked a job stage's task instance in Airflow, or its DAG run failed with a stage still
+running (orchestration/airflow_stops.py, from Airflow's listener hooks).
 
-Cancel does this itself (in the background, once the cancel is recorded), so it does not
-depend on Airflow reaching the stage: a task that is between starting its job and
-deferring has neither a running operator nor a trigger whose on_kill could stop the job. A
-stage that starts a job after the cancel was recorded finds the task cancelled and stops its
-job itself (FuxiCTRStageOperator), so every job of a cancelled task is stopped by one side or
-the other.
+A cancel marks the task's run failed in Airflow, and the run's failure stops the jobs, so it
+does not depend on a process following the job: a task between starting its job and
+deferring has neither. A stage that starts a job after the cancel was recorded finds the
+task cancelled and stops its job itself (FuxiCTRStageOperator), so every job of a cancelled
+task is stopped by one side or the other.
 """
 
 from __future__ import annotations
 
 import posixpath
 import shlex
+from collections.abc import Iterable
 from typing import Any
 
 from fuxictr_workflow.domain import paths
@@ -28,16 +29,19 @@ JOB_STAGES = (Stage.TRAIN, Stage.INFER)
 JOB_STEPS = {stage.value for stage in JOB_STAGES}
 
 
-def stop_task_jobs(cfg: WorkflowConfig, task_id: int, server: str) -> dict[str, str]:
-    """Stop the task's jobs on `server`; returns each job's state afterwards, by stage (stages
-    that never started a job are left out)."""
+def stop_task_jobs(
+    cfg: WorkflowConfig, task_id: int, server: str, stages: Iterable[str] = JOB_STEPS
+) -> dict[str, str]:
+    """Stop the task's jobs of `stages` on `server`; returns each job's state afterwards, by
+    stage (stages that never started a job are left out)."""
     ep = endpoint(cfg, server)
     stopped: dict[str, str] = {}
+    wanted = set(stages)
     with ep.paramiko_client() as client:
         ep = prepare_remote_root(ep, client)
         run = run_command(client)
         task_dir = paths.remote_task_dir(ep.remote_root, task_id)
-        for stage in JOB_STAGES:
+        for stage in (s for s in JOB_STAGES if s.value in wanted):
             where = job_dir(task_dir, stage.value)
             marker = posixpath.join(where, "job.json")
             if run(f"test -e {shlex.quote(marker)} && echo yes || true").strip() != "yes":
@@ -50,8 +54,7 @@ def stop_task_jobs(cfg: WorkflowConfig, task_id: int, server: str) -> dict[str, 
 
 def stop_jobs_of(cfg: WorkflowConfig, task: dict[str, Any], logger: WorkflowLogger, why: str) -> None:
     """Stop the task's jobs if a job stage has begun, saying so (and `why`) in the task's log.
-    A server that cannot be reached is reported; the stages' own on_kill and followers still
-    stop the jobs when Airflow stops them."""
+    A server that cannot be reached is reported there."""
     if not any(s["step_name"] in JOB_STEPS and s["status"] != StepStatus.PENDING for s in task["steps"]):
         return
     server = task["server"] or cfg.default_server

@@ -4,6 +4,10 @@ the WebSocket) within a poll interval, and the task's heartbeat goes on.
 
 The SSH work is the same plain-Python code the operator uses (runner_job.py) over a
 connection resolved by SSHHook, run in a thread so the triggerer's event loop never blocks.
+
+A user's mark of the deferred task instance is not this trigger's to act on: the plugin's
+listener sees it in the API server and stops the job (orchestration/listeners.py); a clear
+leaves the job for the next try to follow.
 """
 
 from __future__ import annotations
@@ -71,27 +75,7 @@ class RunnerJobTrigger(BaseTrigger):
             deadline=k.get("deadline"),
         )
 
-    def _ti_ref(self) -> tuple[str, str, str] | None:
-        ti = self.task_instance
-        return (ti.dag_id, ti.run_id, ti.task_id) if ti is not None else None
-
-    async def _ask_ti_state_once(self) -> None:
-        """on_kill must learn the task instance's state within the triggerer's on_kill_timeout
-        (30 s by default). The triggerer answers the first such question of its life by building
-        its API client, which took longer than that on a loaded machine; asking once at the
-        start makes on_kill's question quick."""
-        from fuxictr_workflow.orchestration import airflow_stops
-
-        ref = self._ti_ref()
-        if ref is None:
-            return
-        try:
-            await asyncio.to_thread(airflow_stops.ti_state, ref)
-        except Exception as err:  # on_kill asks again and says what failed
-            self.log.info("could not read the task instance's state yet: %s", err)
-
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        self._warm_up = asyncio.create_task(self._ask_ti_state_once())
         client = follower = None
         failures = 0
         while True:
@@ -119,34 +103,3 @@ class RunnerJobTrigger(BaseTrigger):
                 yield TriggerEvent({**follower.final, "job": self.kwargs})
                 return
             await asyncio.sleep(self.kwargs["poll_interval"])
-
-    async def on_kill(self) -> None:
-        """A user acted on the deferred task: stop the job unless the task was only cleared,
-        and close the step of a task instance marked failed."""
-        from fuxictr_workflow.orchestration import airflow_stops
-        from fuxictr_workflow.workflow_log import get_logger
-
-        logger, task_id = get_logger(), self.kwargs["task_id"]
-        why = await asyncio.to_thread(airflow_stops.why_job_stops, logger, self._ti_ref(), task_id)
-        if why is None:
-            self.log.info("task instance was cleared: the runner job is left for its next try to follow")
-            return
-        await asyncio.to_thread(airflow_stops.announce_stop, logger, task_id, self.kwargs["step"], why)
-
-        def stop() -> None:
-            client, run = self._connect()
-            try:
-                self._follower(run).job.stop()
-            finally:
-                client.close()
-
-        try:
-            await asyncio.to_thread(stop)
-        except Exception as err:  # the step is still closed, its error saying what is left running
-            self.log.warning("could not stop the runner job: %s", err)
-            stopped = False
-        else:
-            stopped = True
-        await asyncio.to_thread(
-            airflow_stops.close_step_marked, logger, task_id, self.kwargs["step"], why, stopped
-        )
