@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from fuxictr_workflow.domain.config import WorkflowConfig
 from fuxictr_workflow.domain.stages import FINAL_TASK_STATUSES, StepStatus, TaskStatus
@@ -94,13 +95,10 @@ def stop_marked(
     cancelled is left to its run's failure, which stops all its jobs (:func:`run_failed`)."""
     from fuxictr_workflow.ssh.cancel_jobs import stop_task_jobs
 
-    store = logger.store
-    task_id = _task_of_run(cfg, store, dag_id, run_id)
-    if task_id is None:
+    task = _task_of_run(cfg, logger.store, dag_id, run_id)
+    if task is None or task["status"] == TaskStatus.CANCELLED:
         return
-    task = store.get_task(task_id)
-    if task["status"] == TaskStatus.CANCELLED:
-        return
+    task_id = int(task["id"])
     running = any(s["step_name"] == step and s["status"] == StepStatus.RUNNING for s in task["steps"])
     if running:
         announce_stop(logger, task_id, step, state)
@@ -115,13 +113,16 @@ def stop_marked(
         close_step_marked(logger, task_id, step, state, stopped)
 
 
-def _task_of_run(cfg: WorkflowConfig, store: WorkflowStore, dag_id: str, run_id: str) -> int | None:
-    """The workflow task bound to this very run (a run of another server's DAG may have the
-    same id: whoever triggers a run picks its id)."""
+def _task_of_run(
+    cfg: WorkflowConfig, store: WorkflowStore, dag_id: str, run_id: str
+) -> dict[str, Any] | None:
+    """The workflow task bound to this very run, with its steps (a run of another server's DAG
+    may have the same id: whoever triggers a run picks its id)."""
     from fuxictr_workflow.orchestration.dag_params import server_of_dag
 
     server = server_of_dag(dag_id, cfg.servers, cfg.default_server)
-    return None if server is None else store.find_task_by_run(dag_id, run_id, server)
+    task_id = None if server is None else store.find_task_by_run(dag_id, run_id, server)
+    return None if task_id is None else store.get_task(task_id)
 
 
 def run_failed(
@@ -191,10 +192,10 @@ def close_steps_of_failed_run(
     from fuxictr_workflow.ssh.cancel_jobs import stop_jobs_of
 
     store = logger.store
-    task_id = _task_of_run(cfg, store, dag_id, run_id)
-    if task_id is None:
+    task = _task_of_run(cfg, store, dag_id, run_id)
+    if task is None:
         return
-    task = store.get_task(task_id)
+    task_id = int(task["id"])
     if task["status"] == TaskStatus.CANCELLED:
         stop_jobs_of(cfg, task, logger, why="cancel")
         return
