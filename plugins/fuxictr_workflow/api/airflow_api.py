@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from functools import cache
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 from starlette.requests import HTTPConnection
+from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_fixed
 
 from fuxictr_workflow.api import URL_PREFIX
 
@@ -110,19 +110,23 @@ class AirflowApi:
     def send(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """Airflow's JSON answer; AirflowRefused when it answers with an error, or not at all."""
         sqlite = _metadata_db_is_sqlite()
-        attempts = SQLITE_ATTEMPTS if sqlite else 1
-        for attempt in range(1, attempts + 1):
-            with _SQLITE_SERIAL if sqlite else contextlib.nullcontext():
-                try:
-                    resp = self._client.request(method, path, json=body)
-                except httpx.TransportError as err:
-                    raise AirflowRefused(503, f"Airflow did not answer: {type(err).__name__}: {err}") from err
-            if resp.status_code < 500 or attempt == attempts:
-                break
-            time.sleep(RETRY_PAUSE_S)
+        answered = Retrying(
+            stop=stop_after_attempt(SQLITE_ATTEMPTS if sqlite else 1),
+            wait=wait_fixed(RETRY_PAUSE_S),
+            retry=retry_if_result(lambda resp: resp.status_code >= 500),
+            retry_error_callback=lambda state: state.outcome.result(),  # the last answer
+        )
+        resp = answered(self._request, sqlite, method, path, body)
         if resp.status_code >= 400:
             raise AirflowRefused(resp.status_code, _detail(resp))
         return resp.json() if resp.content else {}
+
+    def _request(self, sqlite: bool, method: str, path: str, body: dict[str, Any] | None) -> httpx.Response:
+        with _SQLITE_SERIAL if sqlite else contextlib.nullcontext():
+            try:
+                return self._client.request(method, path, json=body)
+            except httpx.TransportError as err:
+                raise AirflowRefused(503, f"Airflow did not answer: {type(err).__name__}: {err}") from err
 
     def dag(self, dag_id: str) -> dict[str, Any]:
         return self.send("GET", dag_path(dag_id))
