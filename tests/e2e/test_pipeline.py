@@ -278,6 +278,15 @@ def test_failed_stage_retried_through_hive_and_sshd_faults(stack: Stack, launche
     failed = task["steps"][0]
     assert failed["status"] == "failed" and "TABLE_OR_VIEW_NOT_FOUND" in failed["error_message"]
     assert [s["status"] for s in task["steps"][1:]] == ["pending"] * 5
+    # the scheduler failed the run, and the plugin's run-failed listener heard it in that process
+    scheduler_log = stack.services.airflow_home / "logs" / "scheduler.out"
+    heard = f"the workflow follows the failure of DAG run {task['dag_run_id']} of"
+    stack.wait_until(
+        "the scheduler's listener to hear the run fail",
+        lambda: heard in scheduler_log.read_text(errors="replace"),
+        timeout=120,
+        every=1,
+    )
     env = {k: v for k, v in stack.services.env.items() if k.startswith("AIRFLOW_CONN_")}
     source = stack.services.work / "source" / "sample"
     demo.hive_run([f"CREATE TABLE IF NOT EXISTS {LATE_TABLE} USING parquet LOCATION 'file://{source}'"], env)

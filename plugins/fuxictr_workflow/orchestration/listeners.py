@@ -96,6 +96,7 @@ def on_dag_run_failed(dag_run: Any, msg: str) -> None:
     from fuxictr_workflow.orchestration import airflow_stops
 
     if _pipeline_dag(dag_run.dag_id):
+        log.info("the workflow follows the failure of DAG run %s of %s", dag_run.run_id, dag_run.dag_id)
         _in_background(
             f"fxw-run-failed-{dag_run.run_id}", airflow_stops.run_failed, dag_run.dag_id, dag_run.run_id
         )
