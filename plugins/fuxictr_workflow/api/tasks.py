@@ -256,15 +256,14 @@ def cancel_task(task_id: int, user: security.CurrentUser, request: Request) -> d
     # Failing the run in Airflow stops its jobs: Airflow's run-failed listener hook
     # (orchestration/listeners.py) fires in this server and stops them in the background. A task
     # whose run Airflow no longer has (or never got) has its jobs stopped here.
+    failed_in_airflow = False
     try:
         failed_in_airflow = bool(task["dag_run_id"]) and _fail_run(
             request, _run_dag_id(task), task["dag_run_id"]
         )
-    except HTTPException:
-        _stop_jobs_in_background(task)
-        raise
-    if not failed_in_airflow:
-        _stop_jobs_in_background(task)
+    finally:
+        if not failed_in_airflow:  # Airflow has no run for it, or refused to fail it
+            _stop_jobs_in_background(task)
     return {"task_id": task_id, "status": TaskStatus.CANCELLED}
 
 

@@ -24,6 +24,9 @@ class Stage(StrEnum):
 
 STAGES: tuple[Stage, ...] = tuple(Stage)
 STAGE_NAMES: tuple[str, ...] = tuple(s.value for s in STAGES)
+# the stages that run a detached job on the training server
+JOB_STAGES = (Stage.TRAIN, Stage.INFER)
+JOB_STEPS = frozenset(stage.value for stage in JOB_STAGES)
 
 
 def stage(name_or_index: str | int) -> Stage:

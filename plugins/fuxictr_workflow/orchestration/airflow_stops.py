@@ -99,7 +99,7 @@ def stop_marked(
     if task is None or task["status"] == TaskStatus.CANCELLED:
         return
     task_id = int(task["id"])
-    running = any(s["step_name"] == step and s["status"] == StepStatus.RUNNING for s in task["steps"])
+    running = _status_in(task, step) == StepStatus.RUNNING
     if running:
         announce_stop(logger, task_id, step, state)
     try:
@@ -234,5 +234,8 @@ def taken_up_again(ti_states: Iterable[str | None]) -> bool:
 
 
 def _step_status(logger: WorkflowLogger, workflow_task_id: int, step: str) -> str:
-    steps = logger.store.get_task(workflow_task_id)["steps"]
-    return next(s["status"] for s in steps if s["step_name"] == step)
+    return _status_in(logger.store.get_task(workflow_task_id), step)
+
+
+def _status_in(task: dict[str, Any], step: str) -> str:
+    return str(next(s["status"] for s in task["steps"] if s["step_name"] == step))

@@ -70,8 +70,6 @@ def build_dag(server: str, cfg: WorkflowConfig) -> DAG:
         params={name: Param(**schema) for name, schema in param_schemas(server).items()},
         tags=["fuxictr", f"server:{server}"],
         doc_md=DOC,
-        # a run that fails with a stage's step still running (its task instance marked failed,
-        # its process lost) closes that step and stops the stage's job
     ) as dag:
         claim = ClaimTaskOperator(task_id=CLAIM_TASK_ID, execution_timeout=timeout("default"))
         with TaskGroup(Stage.DATA_FETCH.value) as data_fetch:

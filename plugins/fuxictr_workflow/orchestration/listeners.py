@@ -21,16 +21,14 @@ from typing import Any
 
 from airflow.listeners import hookimpl
 
+from fuxictr_workflow.domain.stages import JOB_STEPS
+
 log = logging.getLogger(__name__)
 
-JOB_TASK_IDS = frozenset({"train", "infer"})
 
-
-def _pipeline_dag(dag_id: str) -> bool:
-    from fuxictr_workflow.domain.config import get_config
+def _pipeline_dag(cfg: Any, dag_id: str) -> bool:
     from fuxictr_workflow.orchestration.dag_params import server_of_dag
 
-    cfg = get_config()
     return server_of_dag(dag_id, cfg.servers, cfg.default_server) is not None
 
 
@@ -57,10 +55,10 @@ def _marked(task_instance: Any, state: str) -> None:
     from fuxictr_workflow.domain.config import get_config
     from fuxictr_workflow.orchestration import airflow_stops
 
-    ti = task_instance
-    if ti.task_id not in JOB_TASK_IDS or not _pipeline_dag(ti.dag_id):
+    ti, cfg = task_instance, get_config()
+    if ti.task_id not in JOB_STEPS or not _pipeline_dag(cfg, ti.dag_id):
         return
-    if get_config().task.follow_jobs_from == "triggerer":
+    if cfg.task.follow_jobs_from == "triggerer":
         _in_background(
             f"fxw-marked-{ti.run_id}-{ti.task_id}",
             airflow_stops.stop_marked,
@@ -93,9 +91,10 @@ def on_task_instance_skipped(previous_state: Any, task_instance: Any) -> None:
 
 @hookimpl
 def on_dag_run_failed(dag_run: Any, msg: str) -> None:
+    from fuxictr_workflow.domain.config import get_config
     from fuxictr_workflow.orchestration import airflow_stops
 
-    if _pipeline_dag(dag_run.dag_id):
+    if _pipeline_dag(get_config(), dag_run.dag_id):
         log.info("the workflow follows the failure of DAG run %s of %s", dag_run.run_id, dag_run.dag_id)
         _in_background(
             f"fxw-run-failed-{dag_run.run_id}", airflow_stops.run_failed, dag_run.dag_id, dag_run.run_id

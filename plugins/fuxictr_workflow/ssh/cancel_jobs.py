@@ -18,15 +18,12 @@ from typing import Any
 
 from fuxictr_workflow.domain import paths
 from fuxictr_workflow.domain.config import WorkflowConfig
-from fuxictr_workflow.domain.stages import Stage, StepStatus
+from fuxictr_workflow.domain.stages import JOB_STAGES, JOB_STEPS, StepStatus
 from fuxictr_workflow.ssh.commands import run_command
 from fuxictr_workflow.ssh.runner_bundle import job_py
 from fuxictr_workflow.ssh.runner_job import RemoteJob, job_dir
 from fuxictr_workflow.ssh.servers import endpoint, prepare_remote_root
 from fuxictr_workflow.workflow_log import WorkflowLogger
-
-JOB_STAGES = (Stage.TRAIN, Stage.INFER)
-JOB_STEPS = {stage.value for stage in JOB_STAGES}
 
 
 def stop_task_jobs(
