@@ -11,7 +11,7 @@ import pytest
 from fuxictr_workflow.domain.config import WorkflowConfig
 from fuxictr_workflow.domain.stages import STAGE_NAMES
 from fuxictr_workflow.orchestration import airflow_stops
-from fuxictr_workflow.store import WorkflowStore
+from fuxictr_workflow.store import IllegalTransition, WorkflowStore
 from fuxictr_workflow.workflow_log import WorkflowLogger
 from tests.conftest import SshdInfo, new_task
 
@@ -57,18 +57,66 @@ def test_a_stop_is_announced_before_it_is_made_unless_cancelled(
     assert step(store, task_id, "train")["status"] == "running"  # closing it comes after the stop
 
 
-def test_other_marks_and_closed_steps_leave_the_step_alone(
+def test_a_success_mark_skips_the_step_and_the_task_completes_with_its_last_stage(
+    store: WorkflowStore, wlogger: WorkflowLogger
+) -> None:
+    """Airflow counts a stage marked success (or skipped) done and runs the next: its step is
+    skipped with the mark as its reason, the task runs on and completes with its last stage (a
+    step left running would keep it running after that)."""
+    task_id = running_train(store)
+    airflow_stops.close_step_marked(wlogger, task_id, "train", "success", True)
+    train = step(store, task_id, "train")
+    assert train["status"] == "skipped" and train["completed_at"] is not None
+    assert train["error_message"] == (
+        "train was marked success in Airflow before it finished; its job on the training server was stopped"
+    )
+    assert store.get_task(task_id, with_steps=False)["status"] == "running"
+    airflow_stops.close_step_marked(wlogger, task_id, "infer", "skipped", None)  # before it ran
+    assert (
+        step(store, task_id, "infer")["error_message"] == "infer was marked skipped in Airflow before it ran"
+    )
+    for name in ("result_download", "hive_upload"):
+        store.start_step(task_id, name)
+        store.complete_step(task_id, name, {})
+    task = store.get_task(task_id)
+    assert task["status"] == "completed", task
+    assert [s["status"] for s in task["steps"]] == ["completed"] * 2 + ["skipped"] * 2 + ["completed"] * 2
+    # a mark of a step that completed, or was skipped already, changes nothing and says nothing
+    said = len(store.logs_after(task_id))
+    airflow_stops.close_step_marked(wlogger, task_id, "train", "success", True)
+    airflow_stops.close_step_marked(wlogger, task_id, "hive_upload", "skipped", None)
+    airflow_stops.close_step_marked(wlogger, task_id, "hive_upload", "failed", None)
+    assert store.get_task(task_id)["steps"] == task["steps"]
+    assert len(store.logs_after(task_id)) == said
+
+
+def test_a_stage_that_failed_then_marked_success_lets_the_task_run_on(
     store: WorkflowStore, wlogger: WorkflowLogger
 ) -> None:
     task_id = running_train(store)
-    airflow_stops.close_step_marked(wlogger, task_id, "train", "success", True)
-    assert step(store, task_id, "train")["status"] == "running"
-    assert any("marked success in Airflow" in e["message"] for e in store.logs_after(task_id))
+    store.fail_step(task_id, "train", "the stage's own error")
+    assert store.get_task(task_id, with_steps=False)["status"] == "failed"
+    airflow_stops.close_step_marked(wlogger, task_id, "train", "success", None)
+    assert (
+        step(store, task_id, "train")["error_message"]
+        == "train was marked success in Airflow after it failed"
+    )
+    task = store.get_task(task_id, with_steps=False)
+    assert (task["status"], task["error_message"]) == ("running", None)
+    # the stage's own try, ending after the mark, cannot undo it
+    with pytest.raises(IllegalTransition):
+        store.fail_step(task_id, "train", "killed by signal 15")
+    assert step(store, task_id, "train")["status"] == "skipped"
+
+
+def test_a_failed_mark_fails_only_a_running_step(store: WorkflowStore, wlogger: WorkflowLogger) -> None:
+    task_id = running_train(store)
     store.fail_step(task_id, "train", "the stage's own error")
     airflow_stops.close_step_marked(wlogger, task_id, "train", "failed", True)
     assert step(store, task_id, "train")["error_message"] == "the stage's own error"
     airflow_stops.close_step_marked(wlogger, task_id, "train", airflow_stops.CANCELLED, True)
     assert step(store, task_id, "train")["error_message"] == "the stage's own error"
+    assert store.logs_after(task_id) == []
 
 
 def test_failed_run_closes_its_running_step_and_stops_its_jobs(
@@ -231,3 +279,96 @@ def test_the_failed_run_of_a_cancelled_task_stops_its_jobs(
     airflow_stops.close_steps_of_failed_run(cfg, wlogger, DAG, "run_1")
     assert not any("could not stop" in e["message"] for e in store.logs_after(task_id))
     assert store.get_task(task_id, with_steps=False)["status"] == "cancelled"
+
+
+def test_a_mark_of_a_stage_without_a_job_only_records_it(
+    make_config: Callable[..., WorkflowConfig], store: WorkflowStore, wlogger: WorkflowLogger
+) -> None:
+    """data_upload's task process is stopped by Airflow itself: the listener only records the
+    mark (no training server is reached: the config's server does not exist)."""
+    cfg = make_config()
+    task_id = new_task(store, server="local", dag_id=DAG, dag_run_id="run_1")
+    store.start_step(task_id, "data_fetch")
+    store.complete_step(task_id, "data_fetch", {})
+    store.start_step(task_id, "data_upload")
+    airflow_stops.stop_marked(cfg, wlogger, DAG, "run_1", "data_upload", "success")
+    upload = step(store, task_id, "data_upload")
+    assert upload["status"] == "skipped"
+    assert upload["error_message"] == "data_upload was marked success in Airflow before it finished"
+    assert [e["message"] for e in store.logs_after(task_id)] == [
+        "data_upload was marked success in Airflow before it finished; the step is skipped"
+    ]
+
+
+def states(run_state: str) -> Callable[[str, str], tuple[str | None, list[str | None]]]:
+    return lambda dag_id, run_id: (run_state, ["success"])
+
+
+def test_a_run_marked_success_completes_its_task_with_the_unfinished_steps_skipped(
+    make_config: Callable[..., WorkflowConfig], store: WorkflowStore, wlogger: WorkflowLogger
+) -> None:
+    cfg = make_config()
+    task_id = running_train(store, "run_1")
+    airflow_stops.run_succeeded(cfg, wlogger, DAG, "run_1", read_states=states("success"))
+    task = store.get_task(task_id)
+    assert task["status"] == "completed" and task["completed_at"] is not None, task
+    assert [(s["status"], s["error_message"]) for s in task["steps"]] == [
+        ("completed", None),
+        ("completed", None),
+        ("skipped", "the DAG run run_1 was marked success in Airflow before it finished"),
+        *[("skipped", "the DAG run run_1 was marked success in Airflow before it ran")] * 3,
+    ]
+    assert [e["message"] for e in store.logs_after(task_id)] == [
+        "the DAG run run_1 was marked success in Airflow: train, infer, result_download, hive_upload "
+        "skipped, the task ends completed without their work"
+    ]
+
+
+def test_a_run_that_succeeded_by_itself_or_was_cleared_is_left(
+    make_config: Callable[..., WorkflowConfig], store: WorkflowStore, wlogger: WorkflowLogger
+) -> None:
+    """Every pipeline run's success is followed: a task its last stage completed is not even
+    read from Airflow; a run that never reads as succeeded (cleared again) is left to its try."""
+    cfg = make_config()
+    done = running_train(store, "run_1")
+    for name in ("train", "infer", "result_download", "hive_upload"):
+        store.start_step(done, name)
+        store.complete_step(done, name, {})
+
+    def unread(dag_id: str, run_id: str) -> tuple[str | None, list[str | None]]:
+        raise AssertionError("a completed task's run need not be read")
+
+    airflow_stops.run_succeeded(cfg, wlogger, DAG, "run_1", read_states=unread)
+    cleared = running_train(store, "run_2")
+    airflow_stops.run_succeeded(cfg, wlogger, DAG, "run_2", read_states=states("queued"), wait=1)
+    assert step(store, cleared, "train")["status"] == "running"
+    assert store.logs_after(cleared) == []
+
+
+def test_a_run_failed_between_two_stages_fails_its_task(
+    make_config: Callable[..., WorkflowConfig], sshd: SshdInfo, store: WorkflowStore, wlogger: WorkflowLogger
+) -> None:
+    """No step runs, yet the task reads running: its run failed between two stages, or its stage
+    failed with a retry to come that a mark called off. Nothing will run it: it fails."""
+    cfg = make_config(sshd)
+    between = running_train(store, "run_1")
+    store.complete_step(between, "train", {})
+    airflow_stops.close_steps_of_failed_run(cfg, wlogger, DAG, "run_1")
+    task = store.get_task(between, with_steps=False)
+    assert (task["status"], task["error_message"]) == (
+        "failed",
+        "the DAG run run_1 failed between two stages",
+    )
+    retrying = running_train(store, "run_2")
+    store.fail_step(retrying, "train", "boom", final=False)
+    assert store.get_task(retrying, with_steps=False)["status"] == "running"
+    airflow_stops.close_steps_of_failed_run(cfg, wlogger, DAG, "run_2")
+    task = store.get_task(retrying, with_steps=False)
+    assert (task["status"], task["error_message"]) == (
+        "failed",
+        "the DAG run run_2 failed; train failed: boom",
+    )
+    # a task reset for a retry (pending) waits for the run its retry clears
+    pending = new_task(store, server="local", dag_id=DAG, dag_run_id="run_3")
+    airflow_stops.close_steps_of_failed_run(cfg, wlogger, DAG, "run_3")
+    assert store.get_task(pending, with_steps=False)["status"] == "pending"

@@ -19,7 +19,7 @@ from typing import Any
 
 from fuxictr_workflow.domain.stages import StepStatus, TaskStatus, stage
 from fuxictr_workflow.store import utcnow
-from fuxictr_workflow.store.errors import StaleAttempt
+from fuxictr_workflow.store.errors import IllegalTransition
 from fuxictr_workflow.workflow_log import WorkflowLogger
 
 ERROR_MESSAGE_MAX = 4000
@@ -109,12 +109,13 @@ def _heartbeat(run: StageRun, interval: float, stop: threading.Event) -> None:
 
 @contextmanager
 def _unless_overtaken(run: StageRun, attempt: int) -> Iterator[None]:
-    """A try Airflow has moved on from (marked failed or cleared, its process given seconds to
-    end) can report after the next try started the step again: the step is the later
-    attempt's, and this one's outcome is only logged."""
+    """A try Airflow has moved on from (marked or cleared, its process given seconds to end) can
+    report after the next try started the step again, or after the mark was recorded in the
+    step (airflow_stops): the step is the later attempt's, or the mark's, and this try's
+    outcome is only logged."""
     try:
         yield
-    except StaleAttempt as err:
+    except IllegalTransition as err:  # StaleAttempt is one
         run.warning(f"not recorded: {err}")
 
 

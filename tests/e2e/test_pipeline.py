@@ -241,6 +241,32 @@ def test_mark_failed_in_airflow_stops_the_runner(stack: Stack, launched: Launche
         stack.assert_completed(task_id)
 
 
+def test_run_marked_success_mid_train_stops_the_runner_and_completes_the_task(
+    stack: Stack, launched: Launched
+) -> None:
+    """A user marks the whole run success in Airflow mid-train (its REST API, as the UI does):
+    Airflow sets train (deferred) to success and the stages after it to skipped. The runner on
+    the training server ends (train's own mark, followed in the API server), and the workflow
+    task follows the run: completed, with train and the stages after it skipped, each saying
+    the mark; no later stage runs."""
+    task_id = launched.api_task
+    rerun_train(stack, task_id)
+    runner, group = freeze_followed_runner(stack, task_id, "deferred")
+    try:
+        demo.api(stack.port, stack.token, "PATCH", train_job.run_path(stack, task_id), {"state": "success"})
+        stack.wait_until("the runner to end", lambda: not runner.running(), timeout=180, every=0.5)
+        task = stack.wait_final(task_id, timeout=120)
+        assert task["status"] == "completed", task
+        steps = {s["step_name"]: s for s in task["steps"]}
+        assert [steps[name]["status"] for name in STAGE_NAMES] == ["completed"] * 2 + ["skipped"] * 4, steps
+        for name in STAGE_NAMES[2:]:
+            assert "marked success in Airflow" in steps[name]["error_message"], steps[name]
+        assert not runner_processes(stack, task_id, "infer")
+    finally:
+        if runner.running():
+            os.killpg(group, signal.SIGKILL)
+
+
 def test_cancel_stops_the_runner_on_the_training_server(stack: Stack, launched: Launched) -> None:
     """Cancel during train ends the runner on the training server, not just the Airflow task.
     The runner is frozen (SIGSTOP) once seen, so it cannot finish by itself before the cancel

@@ -265,6 +265,37 @@ def test_a_failed_run_named_after_as_run_leaves_a_alone(stack: ApiServer, task_a
     assert upload()["status"] == "failed" and f"the DAG run {run_a} failed" in upload()["error_message"]
 
 
+def test_a_run_marked_success_completes_only_its_own_task(stack: ApiServer, task_a: tuple[int, str]) -> None:
+    """Marking a run success in Airflow ends its task as completed, the stages that did not
+    finish skipped with the mark as their reason (the listener in the real API server): bob's
+    run on B's DAG, named after A's run, marked success completes bob's task only; A's own run,
+    marked success, completes A."""
+    task_id, run_a = task_a
+    before = state_of(stack.store, task_id)
+    trigger_as(stack, "bob", OTHER, run_a, FIELDS_B)
+    bobs = claim(stack, OTHER, run_a)
+    airflow(stack, "PATCH", run_path(OTHER, run_a), {"state": "success"})
+
+    def completed(task: int) -> bool:
+        deadline = time.monotonic() + 60
+        while stack.store.get_task(task, with_steps=False)["status"] != "completed":
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
+        return True
+
+    assert completed(bobs)
+    assert state_of(stack.store, task_id) == before
+    airflow(stack, "PATCH", run_path(MAIN, run_a), {"state": "success"})
+    assert completed(task_id)
+    marked = f"the DAG run {run_a} was marked success in Airflow"
+    assert [(s["status"], s["error_message"]) for s in stack.store.get_task(task_id)["steps"]] == [
+        ("completed", None),
+        ("skipped", f"{marked} before it finished"),
+        *[("skipped", f"{marked} before it ran")] * 4,
+    ]
+
+
 def test_cancel_stops_only_the_tasks_own_run(stack: ApiServer, task_a: tuple[int, str]) -> None:
     """Cancelling A fails A's run in A's DAG; bob's run with the same id in B's DAG goes on."""
     task_id, run_a = task_a

@@ -15,15 +15,15 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from fuxictr_workflow.domain.config import WorkflowConfig
-from fuxictr_workflow.domain.stages import FINAL_TASK_STATUSES, StepStatus, TaskStatus
+from fuxictr_workflow.domain.stages import FINAL_TASK_STATUSES, JOB_STEPS, STAGE_NAMES, StepStatus, TaskStatus
 from fuxictr_workflow.store import IllegalTransition, WorkflowStore
 from fuxictr_workflow.workflow_log import WorkflowLogger
 
 # task instance states after which nothing will follow the job again
 ENDED_TI_STATES = ("failed", "success", "skipped", "upstream_failed", "removed")
 CANCELLED = "cancelled"
-# how long run_failed waits to see the run's failure committed (see there)
-FAILURE_VISIBLE_WAIT_S = 30.0
+# how long the run's end may take to be committed (see _reads_as)
+STATE_VISIBLE_WAIT_S = 30.0
 
 
 def ti_state(ti_ref: tuple[str, str, str]) -> str | None:
@@ -62,55 +62,71 @@ def announce_stop(logger: WorkflowLogger, workflow_task_id: int, step: str, why:
 
 
 def close_step_marked(
-    logger: WorkflowLogger, workflow_task_id: int, step: str, why: str, stopped: bool
+    logger: WorkflowLogger, workflow_task_id: int, step: str, why: str, stopped: bool | None
 ) -> None:
-    """Close the step of a task instance a user marked ended in Airflow, after stopping its
-    job (`stopped` says whether that worked). Marked failed: the step fails as cancelled (the
-    task fails with it, so clearing the task instance in Airflow runs the stage again). Any
-    other mark is only logged: the pipeline run goes on as Airflow decides."""
+    """Record what a user's mark in Airflow means for a stage's step, after its job was stopped
+    (`stopped` says whether that worked; None when this caller stopped no job: a stage without
+    one, or a job its worker's own task process stops).
+
+    Marked failed: a running step fails as cancelled (the task fails with it, so clearing the
+    task instance in Airflow runs the stage again). Marked success or skipped: Airflow counts the
+    stage done and goes on to the next, so the step, unless it completed, is skipped with the
+    mark as its reason; left running, it would keep the task running after its last stage."""
     if why == CANCELLED:
         return  # cancel_task closed the step already
-    job = (
-        "its job on the training server was stopped"
-        if stopped
-        else "its job on the training server could not be stopped (see the task's log)"
-    )
-    logger.warning(workflow_task_id, step, f"{step} was marked {why} in Airflow; {job}")
-    if why != "failed":
-        return
-    if _step_status(logger, workflow_task_id, step) != StepStatus.RUNNING:
-        return  # the stage's own code closed it first
-    with contextlib.suppress(IllegalTransition):  # ... or between the check and this write
-        logger.store.fail_step(
-            workflow_task_id, step, f"cancelled: {step} was marked failed in Airflow; {job}"
-        )
+    job = {
+        True: "; its job on the training server was stopped",
+        False: "; its job on the training server could not be stopped (see the task's log)",
+        None: "",
+    }[stopped]
+    status = _step_status(logger, workflow_task_id, step)
+    if why == "failed" and status == StepStatus.RUNNING:
+        logger.warning(workflow_task_id, step, f"{step} was marked failed in Airflow{job}")
+        with contextlib.suppress(IllegalTransition):  # the stage's own code closed it meanwhile
+            logger.store.fail_step(
+                workflow_task_id, step, f"cancelled: {step} was marked failed in Airflow{job}"
+            )
+    elif why != "failed" and status in _UNFINISHED:
+        reason = f"{step} was marked {why} in Airflow {_UNFINISHED[status]}{job}"
+        logger.warning(workflow_task_id, step, f"{reason}; the step is skipped")
+        logger.store.skip_steps(workflow_task_id, {step: reason}, run_goes_on=step != STAGE_NAMES[-1])
+
+
+# what a step skipped by a mark in Airflow had done, by its status then
+_UNFINISHED = {
+    StepStatus.PENDING: "before it ran",
+    StepStatus.RUNNING: "before it finished",
+    StepStatus.FAILED: "after it failed",
+}
 
 
 def stop_marked(
     cfg: WorkflowConfig, logger: WorkflowLogger, dag_id: str, run_id: str, step: str, state: str
 ) -> None:
-    """A user set the train/infer task instance `step` of run (dag_id, run_id) to `state` in
-    Airflow (its UI or REST API, or by marking the run): stop that stage's job, and while its
-    step runs, say so first and close it after (:func:`close_step_marked`). A task that was
-    cancelled is left to its run's failure, which stops all its jobs (:func:`run_failed`)."""
+    """A user set the task instance of stage `step` in run (dag_id, run_id) to `state` in
+    Airflow (its UI or REST API, or by marking the run): stop that stage's job when this process
+    is the one to (a job followed from the triggerer; a worker's task process stops its own),
+    saying so first while the step runs, then record the mark in the step
+    (:func:`close_step_marked`). A task that was cancelled is left to its run's failure, which
+    stops all its jobs (:func:`run_failed`)."""
     from fuxictr_workflow.ssh.cancel_jobs import stop_task_jobs
 
     task = _task_of_run(cfg, logger.store, dag_id, run_id)
     if task is None or task["status"] == TaskStatus.CANCELLED:
         return
     task_id = int(task["id"])
-    running = _status_in(task, step) == StepStatus.RUNNING
-    if running:
-        announce_stop(logger, task_id, step, state)
-    try:
-        stop_task_jobs(cfg, task_id, task["server"] or cfg.default_server, stages=(step,))
-    except Exception as err:  # the step is still closed, its error saying what is left running
-        logger.warning(task_id, step, f"could not stop the {step} job: {type(err).__name__}: {err}")
-        stopped = False
-    else:
-        stopped = True
-    if running:
-        close_step_marked(logger, task_id, step, state, stopped)
+    stopped: bool | None = None
+    if step in JOB_STEPS and cfg.task.follow_jobs_from == "triggerer":
+        if _status_in(task, step) == StepStatus.RUNNING:
+            announce_stop(logger, task_id, step, state)
+        try:
+            stop_task_jobs(cfg, task_id, task["server"] or cfg.default_server, stages=(step,))
+        except Exception as err:  # the step is still closed, its error saying what is left running
+            logger.warning(task_id, step, f"could not stop the {step} job: {type(err).__name__}: {err}")
+            stopped = False
+        else:
+            stopped = True
+    close_step_marked(logger, task_id, step, state, stopped)
 
 
 def _task_of_run(
@@ -131,25 +147,74 @@ def run_failed(
     dag_id: str,
     run_id: str,
     read_states: Callable[[str, str], tuple[str | None, list[str | None]]] | None = None,
-    wait: float = FAILURE_VISIBLE_WAIT_S,
+    wait: float = STATE_VISIBLE_WAIT_S,
 ) -> None:
     """Airflow failed the run (dag_id, run_id): :func:`close_steps_of_failed_run` once the
-    failure can be read. The scheduler tells its listeners before it commits the run's state,
-    so the run is read (`read_states`: the run's state and its task instances' states, from
-    Airflow's metadata DB) until it shows failed; one that does not within `wait` seconds was
+    failure can be read (see :func:`_reads_as`); one that does not within `wait` seconds was
     taken up again (a user cleared it) and is left to its new try."""
     read = read_states or _states_in_airflow
-    deadline = time.monotonic() + wait
-    while read(dag_id, run_id)[0] != "failed":
-        if time.monotonic() >= deadline:
-            return
-        time.sleep(0.5)
+    if not _reads_as(read, dag_id, run_id, "failed", wait):
+        return
 
     def resumed() -> bool:
         run_state, ti_states = read(dag_id, run_id)
         return run_state != "failed" or taken_up_again(ti_states)
 
     close_steps_of_failed_run(cfg, logger, dag_id, run_id, resumed=resumed)
+
+
+def run_succeeded(
+    cfg: WorkflowConfig,
+    logger: WorkflowLogger,
+    dag_id: str,
+    run_id: str,
+    read_states: Callable[[str, str], tuple[str | None, list[str | None]]] | None = None,
+    wait: float = STATE_VISIBLE_WAIT_S,
+) -> None:
+    """Airflow counts the run (dag_id, run_id) successful. A run that got there through its
+    stages completed its task in its last stage; one a user marked success (Airflow sets its
+    running task instances to success and its unfinished ones to skipped) leaves the task's
+    unfinished steps to this: each is skipped with the mark as its reason, and the task
+    completes, as the run did. The jobs of running stages are stopped by those task instances'
+    own marks (:func:`stop_marked`)."""
+    store = logger.store
+    task = _task_of_run(cfg, store, dag_id, run_id)
+    if task is None or task["status"] in FINAL_TASK_STATUSES:
+        return
+    if not _reads_as(read_states or _states_in_airflow, dag_id, run_id, "success", wait):
+        return
+    task = store.get_task(int(task["id"]))
+    reasons = {
+        s["step_name"]: f"the DAG run {run_id} was marked success in Airflow {_UNFINISHED[s['status']]}"
+        for s in task["steps"]
+        if s["status"] in _UNFINISHED
+    }
+    skipped = store.skip_steps(int(task["id"]), reasons, run_goes_on=False)
+    if skipped:
+        logger.warning(
+            int(task["id"]),
+            None,
+            f"the DAG run {run_id} was marked success in Airflow: {', '.join(skipped)} skipped, "
+            "the task ends completed without their work",
+        )
+
+
+def _reads_as(
+    read: Callable[[str, str], tuple[str | None, list[str | None]]],
+    dag_id: str,
+    run_id: str,
+    state: str,
+    wait: float,
+) -> bool:
+    """Whether the run reads as `state` within `wait` seconds. The scheduler tells its listeners
+    of a run's end before it commits it (an API request's session may commit after its
+    hooks ran too), so the hook's thread reads the run from Airflow's metadata DB until it shows."""
+    deadline = time.monotonic() + wait
+    while read(dag_id, run_id)[0] != state:
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.5)
+    return True
 
 
 def _states_in_airflow(dag_id: str, run_id: str) -> tuple[str | None, list[str | None]]:
@@ -211,9 +276,10 @@ def close_steps_of_failed_run(
             )
         return
     running = {s["step_name"]: s["retry_count"] for s in task["steps"] if s["status"] == StepStatus.RUNNING}
-    if not running or resumed():
+    if resumed():
         return
-    stop_jobs_of(cfg, task, logger, why="the DAG run failed")
+    if running:
+        stop_jobs_of(cfg, task, logger, why="the DAG run failed")
     for step, attempt in running.items():
         # the stage's own on_kill may have closed the step while the jobs were being stopped,
         # or a new try of the cleared run started it again (IllegalTransition, StaleAttempt)
@@ -225,6 +291,22 @@ def close_steps_of_failed_run(
                 "failed, or its process was lost on its last try); its job on the training server was stopped",
                 attempt=attempt,
             )
+    _fail_if_still_open(store, task_id, run_id)
+
+
+def _fail_if_still_open(store: WorkflowStore, task_id: int, run_id: str) -> None:
+    """The run failed, yet its task reads running with no step running: it failed between two
+    stages (a user marked the run failed), or its last stage failed with a retry to come that a
+    mark in Airflow then called off. Nothing will run it now: it fails, naming its failed stage
+    if any. (A pending task is left: a retry through the API resets it before it clears the run.)"""
+    task = store.get_task(task_id)
+    if task["status"] != TaskStatus.RUNNING or any(s["status"] == StepStatus.RUNNING for s in task["steps"]):
+        return
+    failed = next((s for s in task["steps"] if s["status"] == StepStatus.FAILED), None)
+    reason = f"the DAG run {run_id} failed" + (
+        f"; {failed['step_name']} failed: {failed['error_message']}" if failed else " between two stages"
+    )
+    store.fail_task(task_id, reason)
 
 
 def taken_up_again(ti_states: Iterable[str | None]) -> bool:

@@ -21,7 +21,7 @@ from typing import Any
 
 from airflow.listeners import hookimpl
 
-from fuxictr_workflow.domain.stages import JOB_STEPS
+from fuxictr_workflow.domain.stages import JOB_STEPS, STAGE_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -48,25 +48,28 @@ def _in_background(name: str, work: Callable[..., None], *args: Any) -> None:
 
 
 def _marked(task_instance: Any, state: str) -> None:
-    """A job stage's task instance set to `state` by hand. With jobs followed from the triggerer
-    (the default) no process of the task instance may be left to see it: the deferred trigger
-    is cancelled, and a try that died is not retried after a mark. With jobs followed from a
-    worker, the worker's task process follows the job and its on_kill acts on the mark."""
+    """A stage's task instance set to `state` by hand: the store follows (see
+    airflow_stops.stop_marked). A job's stop is this hook's when the job is followed from the
+    triggerer (the default): the deferred trigger is cancelled, and a try that died is not
+    retried after a mark, so no process of the task instance may be left to see it. With jobs
+    followed from a worker, the worker's task process follows the job, and its on_kill stops it
+    and records a failed mark (with whether the stop worked); this hook records the other marks."""
     from fuxictr_workflow.domain.config import get_config
     from fuxictr_workflow.orchestration import airflow_stops
 
     ti, cfg = task_instance, get_config()
-    if ti.task_id not in JOB_STEPS or not _pipeline_dag(cfg, ti.dag_id):
+    if ti.task_id not in STAGE_NAMES or not _pipeline_dag(cfg, ti.dag_id):
         return
-    if cfg.task.follow_jobs_from == "triggerer":
-        _in_background(
-            f"fxw-marked-{ti.run_id}-{ti.task_id}",
-            airflow_stops.stop_marked,
-            ti.dag_id,
-            ti.run_id,
-            ti.task_id,
-            state,
-        )
+    if ti.task_id in JOB_STEPS and cfg.task.follow_jobs_from == "worker" and state == "failed":
+        return
+    _in_background(
+        f"fxw-marked-{ti.run_id}-{ti.task_id}",
+        airflow_stops.stop_marked,
+        ti.dag_id,
+        ti.run_id,
+        ti.task_id,
+        state,
+    )
 
 
 # previous_state is None for a state set by hand (Airflow's task instance and DAG run PATCH
@@ -98,4 +101,18 @@ def on_dag_run_failed(dag_run: Any, msg: str) -> None:
         log.info("the workflow follows the failure of DAG run %s of %s", dag_run.run_id, dag_run.dag_id)
         _in_background(
             f"fxw-run-failed-{dag_run.run_id}", airflow_stops.run_failed, dag_run.dag_id, dag_run.run_id
+        )
+
+
+@hookimpl
+def on_dag_run_success(dag_run: Any, msg: str) -> None:
+    from fuxictr_workflow.domain.config import get_config
+    from fuxictr_workflow.orchestration import airflow_stops
+
+    if _pipeline_dag(get_config(), dag_run.dag_id):
+        _in_background(
+            f"fxw-run-succeeded-{dag_run.run_id}",
+            airflow_stops.run_succeeded,
+            dag_run.dag_id,
+            dag_run.run_id,
         )

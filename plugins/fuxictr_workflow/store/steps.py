@@ -7,7 +7,7 @@ write rows directly.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -28,7 +28,8 @@ _STEP_TRANSITIONS: dict[str, frozenset[str]] = {
     StepStatus.RUNNING: frozenset(
         {StepStatus.RUNNING, StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.PENDING}
     ),
-    StepStatus.FAILED: frozenset({StepStatus.RUNNING, StepStatus.PENDING}),
+    # failed -> skipped: a user marked the stage's task instance success (or skipped) in Airflow
+    StepStatus.FAILED: frozenset({StepStatus.RUNNING, StepStatus.PENDING, StepStatus.SKIPPED}),
     # completed -> running: an explicit re-run of one stage (`airflow tasks test ... -t '{"task_id": N}'`)
     StepStatus.COMPLETED: frozenset({StepStatus.PENDING, StepStatus.RUNNING}),
     StepStatus.SKIPPED: frozenset({StepStatus.PENDING, StepStatus.RUNNING}),
@@ -191,6 +192,30 @@ class Steps:
             self._settle_task(conn, task_id, step_name, run_goes_on=False)
 
         self.db.write(run)
+
+    def skip_steps(self, task_id: int, reasons: Mapping[str, str], *, run_goes_on: bool) -> list[str]:
+        """Airflow counts these stages done though their work did not finish (a user marked their
+        task instances, or the whole run, success or skipped): each step not completed becomes
+        skipped, its reason in error_message, and the task settles as for :meth:`complete_step`
+        (``run_goes_on``: the pipeline run goes on to later stages). Returns the steps skipped."""
+        now = utcnow()
+
+        def run(conn: Connection) -> list[str]:
+            steps = {s["step_name"]: s for s in self.tasks.steps(conn, task_id)}
+            skipped = [
+                name
+                for name in STAGE_NAMES
+                if name in reasons and steps[name]["status"] not in (StepStatus.COMPLETED, StepStatus.SKIPPED)
+            ]
+            for name in skipped:
+                self._transition(
+                    conn, task_id, name, StepStatus.SKIPPED, error_message=reasons[name], completed_at=now
+                )
+            if skipped:
+                self._settle_task(conn, task_id, skipped[-1], run_goes_on=run_goes_on)
+            return skipped
+
+        return self.db.write(run)
 
     @staticmethod
     def _to_pending(

@@ -52,6 +52,7 @@ class WorkflowStore:
         self.complete_step = self.steps.complete_step
         self.fail_step = self.steps.fail_step
         self.pause_step = self.steps.pause_step
+        self.skip_steps = self.steps.skip_steps
         self.reset_from_step = self.steps.reset_from_step
         self.step_result = self.steps.step_result
         self.step_results = self.steps.step_results
