@@ -116,8 +116,10 @@ def stop_marked(
         return
     task_id = int(task["id"])
     stopped: bool | None = None
-    if step in JOB_STEPS and cfg.task.follow_jobs_from == "triggerer":
-        if _status_in(task, step) == StepStatus.RUNNING:
+    status = _status_in(task, step)
+    # a completed stage's job has ended (the API's retry marks such task instances succeeded)
+    if step in JOB_STEPS and cfg.task.follow_jobs_from == "triggerer" and status != StepStatus.COMPLETED:
+        if status == StepStatus.RUNNING:
             announce_stop(logger, task_id, step, state)
         try:
             stop_task_jobs(cfg, task_id, task["server"] or cfg.default_server, stages=(step,))
