@@ -36,7 +36,7 @@ def test_marked_failed_fails_the_step_as_cancelled(
     store: WorkflowStore, wlogger: WorkflowLogger, stopped: bool
 ) -> None:
     task_id = running_train(store)
-    airflow_stops.close_step_marked(wlogger, task_id, "train", "failed", stopped)
+    airflow_stops.record_mark(wlogger, task_id, "train", "failed", stopped)
     train = step(store, task_id, "train")
     assert train["status"] == "failed"
     assert train["error_message"].startswith("cancelled: train was marked failed in Airflow; its job")
@@ -64,14 +64,14 @@ def test_a_success_mark_skips_the_step_and_the_task_completes_with_its_last_stag
     skipped with the mark as its reason, the task runs on and completes with its last stage (a
     step left running would keep it running after that)."""
     task_id = running_train(store)
-    airflow_stops.close_step_marked(wlogger, task_id, "train", "success", True)
+    airflow_stops.record_mark(wlogger, task_id, "train", "success", True)
     train = step(store, task_id, "train")
     assert train["status"] == "skipped" and train["completed_at"] is not None
     assert train["error_message"] == (
         "train was marked success in Airflow before it finished; its job on the training server was stopped"
     )
     assert store.get_task(task_id, with_steps=False)["status"] == "running"
-    airflow_stops.close_step_marked(wlogger, task_id, "infer", "skipped", None)  # before it ran
+    airflow_stops.record_mark(wlogger, task_id, "infer", "skipped", None)  # before it ran
     assert (
         step(store, task_id, "infer")["error_message"] == "infer was marked skipped in Airflow before it ran"
     )
@@ -83,9 +83,9 @@ def test_a_success_mark_skips_the_step_and_the_task_completes_with_its_last_stag
     assert [s["status"] for s in task["steps"]] == ["completed"] * 2 + ["skipped"] * 2 + ["completed"] * 2
     # a mark of a step that completed, or was skipped already, changes nothing and says nothing
     said = len(store.logs_after(task_id))
-    airflow_stops.close_step_marked(wlogger, task_id, "train", "success", True)
-    airflow_stops.close_step_marked(wlogger, task_id, "hive_upload", "skipped", None)
-    airflow_stops.close_step_marked(wlogger, task_id, "hive_upload", "failed", None)
+    airflow_stops.record_mark(wlogger, task_id, "train", "success", True)
+    airflow_stops.record_mark(wlogger, task_id, "hive_upload", "skipped", None)
+    airflow_stops.record_mark(wlogger, task_id, "hive_upload", "failed", None)
     assert store.get_task(task_id)["steps"] == task["steps"]
     assert len(store.logs_after(task_id)) == said
 
@@ -96,7 +96,7 @@ def test_a_stage_that_failed_then_marked_success_lets_the_task_run_on(
     task_id = running_train(store)
     store.fail_step(task_id, "train", "the stage's own error")
     assert store.get_task(task_id, with_steps=False)["status"] == "failed"
-    airflow_stops.close_step_marked(wlogger, task_id, "train", "success", None)
+    airflow_stops.record_mark(wlogger, task_id, "train", "success", None)
     assert (
         step(store, task_id, "train")["error_message"]
         == "train was marked success in Airflow after it failed"
@@ -112,9 +112,9 @@ def test_a_stage_that_failed_then_marked_success_lets_the_task_run_on(
 def test_a_failed_mark_fails_only_a_running_step(store: WorkflowStore, wlogger: WorkflowLogger) -> None:
     task_id = running_train(store)
     store.fail_step(task_id, "train", "the stage's own error")
-    airflow_stops.close_step_marked(wlogger, task_id, "train", "failed", True)
+    airflow_stops.record_mark(wlogger, task_id, "train", "failed", True)
     assert step(store, task_id, "train")["error_message"] == "the stage's own error"
-    airflow_stops.close_step_marked(wlogger, task_id, "train", airflow_stops.CANCELLED, True)
+    airflow_stops.record_mark(wlogger, task_id, "train", airflow_stops.CANCELLED, True)
     assert step(store, task_id, "train")["error_message"] == "the stage's own error"
     assert store.logs_after(task_id) == []
 
@@ -165,7 +165,7 @@ def test_failed_run_leaves_a_step_closed_meanwhile(
     def get_task_then_closed(*args: object, **kwargs: object) -> dict:
         task = real_get_task(*args, **kwargs)
         store.get_task = real_get_task  # type: ignore[method-assign]
-        airflow_stops.close_step_marked(wlogger, task_id, "train", "failed", True)
+        airflow_stops.record_mark(wlogger, task_id, "train", "failed", True)
         return task
 
     store.get_task = get_task_then_closed  # type: ignore[method-assign]
@@ -227,7 +227,7 @@ def test_a_mark_stops_the_stages_job_then_closes_its_running_step(
     cancelled task (its run's failure stops its jobs), gets no such step change."""
     cfg = make_config(sshd)
     task_id = running_train(store, "run_1")
-    airflow_stops.stop_marked(cfg, wlogger, DAG, "run_1", "train", "failed")
+    airflow_stops.follow_mark(cfg, wlogger, DAG, "run_1", "train", "failed")
     said = [e["message"] for e in store.logs_after(task_id)]
     assert said[0] == "train was marked failed in Airflow; stopping its job on the training server", said
     assert not any("could not stop" in m for m in said), said
@@ -236,15 +236,15 @@ def test_a_mark_stops_the_stages_job_then_closes_its_running_step(
     assert train["error_message"] == (
         "cancelled: train was marked failed in Airflow; its job on the training server was stopped"
     )
-    airflow_stops.stop_marked(cfg, wlogger, DAG, "run_1", "train", "failed")  # the step is closed now
+    airflow_stops.follow_mark(cfg, wlogger, DAG, "run_1", "train", "failed")  # the step is closed now
     assert len(store.logs_after(task_id)) == len(said)
 
     cancelled = running_train(store, "run_2")
     store.cancel_task(cancelled)
     logged = len(store.logs_after(cancelled))
-    airflow_stops.stop_marked(cfg, wlogger, DAG, "run_2", "train", "failed")
+    airflow_stops.follow_mark(cfg, wlogger, DAG, "run_2", "train", "failed")
     assert len(store.logs_after(cancelled)) == logged
-    airflow_stops.stop_marked(cfg, wlogger, "fuxictr_workflow__nope", "run_2", "train", "failed")
+    airflow_stops.follow_mark(cfg, wlogger, "fuxictr_workflow__nope", "run_2", "train", "failed")
 
 
 def test_a_failed_run_is_acted_on_once_its_failure_can_be_read(
@@ -291,7 +291,7 @@ def test_a_mark_of_a_stage_without_a_job_only_records_it(
     store.start_step(task_id, "data_fetch")
     store.complete_step(task_id, "data_fetch", {})
     store.start_step(task_id, "data_upload")
-    airflow_stops.stop_marked(cfg, wlogger, DAG, "run_1", "data_upload", "success")
+    airflow_stops.follow_mark(cfg, wlogger, DAG, "run_1", "data_upload", "success")
     upload = step(store, task_id, "data_upload")
     assert upload["status"] == "skipped"
     assert upload["error_message"] == "data_upload was marked success in Airflow before it finished"

@@ -36,9 +36,9 @@ def test_a_mark_by_hand_of_a_job_stage_is_acted_on(
     listeners.on_task_instance_success(previous_state=None, task_instance=ti("infer"))
     listeners.on_task_instance_skipped(previous_state=None, task_instance=ti("train"))
     assert started == [
-        (airflow_stops.stop_marked, DAG, "run_1", "train", "failed"),
-        (airflow_stops.stop_marked, DAG, "run_1", "infer", "success"),
-        (airflow_stops.stop_marked, DAG, "run_1", "train", "skipped"),
+        (airflow_stops.follow_mark, DAG, "run_1", "train", "failed"),
+        (airflow_stops.follow_mark, DAG, "run_1", "infer", "success"),
+        (airflow_stops.follow_mark, DAG, "run_1", "train", "skipped"),
     ]
 
 
@@ -62,8 +62,8 @@ def test_a_mark_by_hand_of_any_stage_is_recorded(
     listeners.on_task_instance_success(previous_state=None, task_instance=ti("data_upload"))
     listeners.on_task_instance_failed(previous_state=None, task_instance=ti("hive_upload"), error="x")
     assert started == [
-        (airflow_stops.stop_marked, DAG, "run_1", "data_upload", "success"),
-        (airflow_stops.stop_marked, DAG, "run_1", "hive_upload", "failed"),
+        (airflow_stops.follow_mark, DAG, "run_1", "data_upload", "success"),
+        (airflow_stops.follow_mark, DAG, "run_1", "hive_upload", "failed"),
     ]
 
 
@@ -75,7 +75,7 @@ def test_with_jobs_followed_from_a_worker_a_failed_mark_is_the_worker_operators(
     make_config(task={"follow_jobs_from": "worker"})
     listeners.on_task_instance_failed(previous_state=None, task_instance=ti("train"), error="marked")
     listeners.on_task_instance_success(previous_state=None, task_instance=ti("train"))
-    assert started == [(airflow_stops.stop_marked, DAG, "run_1", "train", "success")]
+    assert started == [(airflow_stops.follow_mark, DAG, "run_1", "train", "success")]
 
 
 def test_every_ended_pipeline_run_is_followed(

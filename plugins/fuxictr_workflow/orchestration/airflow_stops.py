@@ -1,10 +1,10 @@
 """When Airflow, not a stage's own code, ends a stage: what happens to its job and its step.
 
-A user acts on a train/infer task instance in Airflow (mark failed or succeeded, clear), or
-the DAG run fails while a stage was running (a task instance or the run marked failed, the
-plugin's cancel, a task process lost on its last try). The stage's code never sees its end in
-these cases, so the step would stay "running" and the job would go on training. Airflow's
-listener hooks (listeners.py) call :func:`stop_marked` and :func:`run_failed`.
+A user marks a stage's task instance in Airflow (failed, success or skipped), or the whole
+run (success, failed; the plugin's cancel marks it failed), or the run fails while a stage was
+running (a task process lost on its last try). The stage's code never sees its end in these
+cases, so the step would stay "running" and a job would go on training. Airflow's listener
+hooks (listeners.py) call :func:`follow_mark`, :func:`run_failed` and :func:`run_succeeded`.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def announce_stop(logger: WorkflowLogger, workflow_task_id: int, step: str, why:
         )
 
 
-def close_step_marked(
+def record_mark(
     logger: WorkflowLogger, workflow_task_id: int, step: str, why: str, stopped: bool | None
 ) -> None:
     """Record what a user's mark in Airflow means for a stage's step, after its job was stopped
@@ -100,14 +100,14 @@ _UNFINISHED = {
 }
 
 
-def stop_marked(
+def follow_mark(
     cfg: WorkflowConfig, logger: WorkflowLogger, dag_id: str, run_id: str, step: str, state: str
 ) -> None:
     """A user set the task instance of stage `step` in run (dag_id, run_id) to `state` in
     Airflow (its UI or REST API, or by marking the run): stop that stage's job when this process
     is the one to (a job followed from the triggerer; a worker's task process stops its own),
     saying so first while the step runs, then record the mark in the step
-    (:func:`close_step_marked`). A task that was cancelled is left to its run's failure, which
+    (:func:`record_mark`). A task that was cancelled is left to its run's failure, which
     stops all its jobs (:func:`run_failed`)."""
     from fuxictr_workflow.ssh.cancel_jobs import stop_task_jobs
 
@@ -128,7 +128,7 @@ def stop_marked(
             stopped = False
         else:
             stopped = True
-    close_step_marked(logger, task_id, step, state, stopped)
+    record_mark(logger, task_id, step, state, stopped)
 
 
 def _task_of_run(
@@ -178,7 +178,7 @@ def run_succeeded(
     running task instances to success and its unfinished ones to skipped) leaves the task's
     unfinished steps to this: each is skipped with the mark as its reason, and the task
     completes, as the run did. The jobs of running stages are stopped by those task instances'
-    own marks (:func:`stop_marked`)."""
+    own marks (:func:`follow_mark`)."""
     store = logger.store
     task = _task_of_run(cfg, store, dag_id, run_id)
     if task is None or task["status"] in FINAL_TASK_STATUSES:

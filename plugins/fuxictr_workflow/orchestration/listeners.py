@@ -49,7 +49,7 @@ def _in_background(name: str, work: Callable[..., None], *args: Any) -> None:
 
 def _marked(task_instance: Any, state: str) -> None:
     """A stage's task instance set to `state` by hand: the store follows (see
-    airflow_stops.stop_marked). A job's stop is this hook's when the job is followed from the
+    airflow_stops.follow_mark). A job's stop is this hook's when the job is followed from the
     triggerer (the default): the deferred trigger is cancelled, and a try that died is not
     retried after a mark, so no process of the task instance may be left to see it. With jobs
     followed from a worker, the worker's task process follows the job, and its on_kill stops it
@@ -64,7 +64,7 @@ def _marked(task_instance: Any, state: str) -> None:
         return
     _in_background(
         f"fxw-marked-{ti.run_id}-{ti.task_id}",
-        airflow_stops.stop_marked,
+        airflow_stops.follow_mark,
         ti.dag_id,
         ti.run_id,
         ti.task_id,

@@ -268,7 +268,7 @@ class FuxiCTRStageOperator(WorkflowStageMixin, SSHOperator):
             self.log.warning("could not stop the %s job on the training server: %s", self.command_name, err)
             stopped = False
         if why is not None:
-            airflow_stops.close_step_marked(logger, task_id, self.command_name, why, stopped)
+            airflow_stops.record_mark(logger, task_id, self.command_name, why, stopped)
 
 
 class TrainOperator(FuxiCTRStageOperator):
