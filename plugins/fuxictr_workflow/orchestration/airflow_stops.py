@@ -22,6 +22,8 @@ from fuxictr_workflow.workflow_log import WorkflowLogger
 # task instance states after which nothing will follow the job again
 ENDED_TI_STATES = ("failed", "success", "skipped", "upstream_failed", "removed")
 CANCELLED = "cancelled"
+# (dag_id, run_id) -> the run's state and its task instances' states, as Airflow has them
+ReadStates = Callable[[str, str], tuple[str | None, list[str | None]]]
 # how long the run's end may take to be committed (see _reads_as)
 STATE_VISIBLE_WAIT_S = 30.0
 
@@ -148,7 +150,7 @@ def run_failed(
     logger: WorkflowLogger,
     dag_id: str,
     run_id: str,
-    read_states: Callable[[str, str], tuple[str | None, list[str | None]]] | None = None,
+    read_states: ReadStates | None = None,
     wait: float = STATE_VISIBLE_WAIT_S,
 ) -> None:
     """Airflow failed the run (dag_id, run_id): :func:`close_steps_of_failed_run` once the
@@ -170,7 +172,7 @@ def run_succeeded(
     logger: WorkflowLogger,
     dag_id: str,
     run_id: str,
-    read_states: Callable[[str, str], tuple[str | None, list[str | None]]] | None = None,
+    read_states: ReadStates | None = None,
     wait: float = STATE_VISIBLE_WAIT_S,
 ) -> None:
     """Airflow counts the run (dag_id, run_id) successful. A run that got there through its
@@ -202,7 +204,7 @@ def run_succeeded(
 
 
 def _reads_as(
-    read: Callable[[str, str], tuple[str | None, list[str | None]]],
+    read: ReadStates,
     dag_id: str,
     run_id: str,
     state: str,
