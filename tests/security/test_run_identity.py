@@ -266,10 +266,10 @@ def test_a_failed_run_named_after_as_run_leaves_a_alone(stack: ApiServer, task_a
 
 
 def test_a_run_marked_success_completes_only_its_own_task(stack: ApiServer, task_a: tuple[int, str]) -> None:
-    """Marking a run success in Airflow ends its task as completed, the stages that did not
-    finish skipped with the mark as their reason (the listener in the real API server): bob's
-    run on B's DAG, named after A's run, marked success completes bob's task only; A's own run,
-    marked success, completes A."""
+    """Marks in Airflow, followed by the listener in the real API server: a stage marked success
+    is skipped with the mark as its reason, and a run marked success ends its task completed,
+    the stages that did not finish skipped. bob's run on B's DAG, named after A's run, marked
+    success completes bob's task only; A's own run, marked success, completes A."""
     task_id, run_a = task_a
     before = state_of(stack.store, task_id)
     trigger_as(stack, "bob", OTHER, run_a, FIELDS_B)
@@ -286,12 +286,18 @@ def test_a_run_marked_success_completes_only_its_own_task(stack: ApiServer, task
 
     assert completed(bobs)
     assert state_of(stack.store, task_id) == before
+    # A's running stage marked success: skipped, and the task runs on
+    airflow(stack, "PATCH", f"{run_path(MAIN, run_a)}/taskInstances/data_upload", {"new_state": "success"})
+    deadline = time.monotonic() + 60
+    while stack.store.get_task(task_id)["steps"][1]["status"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert stack.store.get_task(task_id, with_steps=False)["status"] == "running"
     airflow(stack, "PATCH", run_path(MAIN, run_a), {"state": "success"})
     assert completed(task_id)
     marked = f"the DAG run {run_a} was marked success in Airflow"
     assert [(s["status"], s["error_message"]) for s in stack.store.get_task(task_id)["steps"]] == [
         ("completed", None),
-        ("skipped", f"{marked} before it finished"),
+        ("skipped", "data_upload was marked success in Airflow before it finished"),
         *[("skipped", f"{marked} before it ran")] * 4,
     ]
 
