@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
@@ -159,6 +159,21 @@ def state_of(store: WorkflowStore, task_id: int) -> tuple[Any, ...]:
     return json.dumps(task, default=str, sort_keys=True), steps, store.logs_after(task_id)
 
 
+def settled(check: Callable[[], bool], timeout: float = 60) -> bool:
+    """Whether `check` holds within `timeout` s: the listener's work runs in a thread of the API
+    server, after the request that set it off has answered."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def upload_status(store: WorkflowStore, task_id: int) -> str:
+    return str(store.get_task(task_id)["steps"][1]["status"])
+
+
 @pytest.fixture
 def task_a(stack: ApiServer) -> Iterator[tuple[int, str]]:
     """A's task, created through the API by alice, with data_upload running (so the
@@ -208,6 +223,7 @@ def test_a_conf_task_id_adopts_no_task_the_api_did_not_start_the_run_for(
     task id that does not exist, in the same words."""
     task_id, run_a = task_a
     airflow(stack, "PATCH", run_path(MAIN, run_a), {"state": "failed"})
+    assert settled(lambda: upload_status(stack.store, task_id) == "failed")  # the run-failed listener
     before = state_of(stack.store, task_id)
     attempts = [
         ("bob", OTHER, run_a),
@@ -256,13 +272,9 @@ def test_a_failed_run_named_after_as_run_leaves_a_alone(stack: ApiServer, task_a
     assert state_of(stack.store, task_id) == before
     airflow(stack, "PATCH", run_path(MAIN, run_a), {"state": "failed"})
 
-    def upload() -> dict[str, Any]:
-        return next(s for s in stack.store.get_task(task_id)["steps"] if s["step_name"] == "data_upload")
-
-    deadline = time.monotonic() + 60
-    while upload()["status"] == "running" and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert upload()["status"] == "failed" and f"the DAG run {run_a} failed" in upload()["error_message"]
+    assert settled(lambda: upload_status(stack.store, task_id) != "running")
+    upload = stack.store.get_task(task_id)["steps"][1]
+    assert upload["status"] == "failed" and f"the DAG run {run_a} failed" in upload["error_message"]
 
 
 def test_a_run_marked_success_completes_only_its_own_task(stack: ApiServer, task_a: tuple[int, str]) -> None:
@@ -277,20 +289,13 @@ def test_a_run_marked_success_completes_only_its_own_task(stack: ApiServer, task
     airflow(stack, "PATCH", run_path(OTHER, run_a), {"state": "success"})
 
     def completed(task: int) -> bool:
-        deadline = time.monotonic() + 60
-        while stack.store.get_task(task, with_steps=False)["status"] != "completed":
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.2)
-        return True
+        return settled(lambda: stack.store.get_task(task, with_steps=False)["status"] == "completed")
 
     assert completed(bobs)
     assert state_of(stack.store, task_id) == before
     # A's running stage marked success: skipped, and the task runs on
     airflow(stack, "PATCH", f"{run_path(MAIN, run_a)}/taskInstances/data_upload", {"new_state": "success"})
-    deadline = time.monotonic() + 60
-    while stack.store.get_task(task_id)["steps"][1]["status"] == "running" and time.monotonic() < deadline:
-        time.sleep(0.2)
+    assert settled(lambda: upload_status(stack.store, task_id) == "skipped")
     assert stack.store.get_task(task_id, with_steps=False)["status"] == "running"
     airflow(stack, "PATCH", run_path(MAIN, run_a), {"state": "success"})
     assert completed(task_id)
