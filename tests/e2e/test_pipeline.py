@@ -234,7 +234,7 @@ def test_mark_failed_in_airflow_stops_the_runner(stack: Stack, launched: Launche
             if runner.running():
                 os.killpg(group, signal.SIGKILL)
             if follower == "none":
-                airflow_stack.start_one(home, "triggerer", stack.services.env)
+                train_job.restart_triggerer_after_a_mark(stack)
     if follower == "triggerer":
         # what the failed step promises: clearing train (and what follows) in Airflow runs it again
         rerun_train(stack, task_id)

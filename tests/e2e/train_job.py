@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 from pathlib import Path
 from urllib.parse import quote
 
 from fuxictr_workflow.domain import paths
 from fuxictr_workflow.orchestration.dag_params import dag_id_for
 from fuxictr_workflow.ssh import runner_job
-from scripts import demo
+from scripts import airflow_stack, demo
 from scripts.processes import ProcessRef
 from tests.e2e.stack import Stack
 
@@ -188,3 +189,22 @@ def airflow_task_process(stack: Stack, task_id: int, stage: str) -> ProcessRef |
         except OSError:
             continue
     return None
+
+
+def restart_triggerer_after_a_mark(stack: Stack) -> None:
+    """Start the triggerer again after a test stopped it while train was deferred and then
+    ended that deferral by a mark. The trigger's row outlives its task instance until a
+    triggerer's clean-up deletes it, and Airflow on SQLite gives the next trigger row the same
+    id; a triggerer still running the old trigger under that id takes the new row for it (it
+    keys its triggers by id) and hands the next deferral the old job's event, which fails that
+    try. So this waits until the row is gone and nothing follows a job any more (a trigger
+    holds an SSH connection to the training server while it runs)."""
+    airflow_stack.start_one(stack.services.airflow_home, "triggerer", stack.services.env)
+    db = stack.services.airflow_home / "airflow.db"
+
+    def left() -> bool:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
+            rows = conn.execute("SELECT count(*) FROM trigger").fetchone()[0]
+        return rows == 0 and not stack.services.sshd.sessions()
+
+    stack.wait_until("the ended deferral's trigger to be cleaned up", left, 120, 0.5)
