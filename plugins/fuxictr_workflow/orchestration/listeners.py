@@ -92,27 +92,24 @@ def on_task_instance_skipped(previous_state: Any, task_instance: Any) -> None:
         _marked(task_instance, "skipped")
 
 
-@hookimpl
-def on_dag_run_failed(dag_run: Any, msg: str) -> None:
+def _run_ended(dag_run: Any, outcome: str, work: Callable[..., None]) -> None:
+    """A pipeline run failed or succeeded (`outcome`): `work` follows it in the background."""
     from fuxictr_workflow.domain.config import get_config
-    from fuxictr_workflow.orchestration import airflow_stops
 
     if _pipeline_dag(get_config(), dag_run.dag_id):
-        log.info("the workflow follows the failure of DAG run %s of %s", dag_run.run_id, dag_run.dag_id)
-        _in_background(
-            f"fxw-run-failed-{dag_run.run_id}", airflow_stops.run_failed, dag_run.dag_id, dag_run.run_id
-        )
+        log.info("the workflow follows the %s of DAG run %s of %s", outcome, dag_run.run_id, dag_run.dag_id)
+        _in_background(f"fxw-{work.__name__}-{dag_run.run_id}", work, dag_run.dag_id, dag_run.run_id)
+
+
+@hookimpl
+def on_dag_run_failed(dag_run: Any, msg: str) -> None:
+    from fuxictr_workflow.orchestration import airflow_stops
+
+    _run_ended(dag_run, "failure", airflow_stops.run_failed)
 
 
 @hookimpl
 def on_dag_run_success(dag_run: Any, msg: str) -> None:
-    from fuxictr_workflow.domain.config import get_config
     from fuxictr_workflow.orchestration import airflow_stops
 
-    if _pipeline_dag(get_config(), dag_run.dag_id):
-        _in_background(
-            f"fxw-run-succeeded-{dag_run.run_id}",
-            airflow_stops.run_succeeded,
-            dag_run.dag_id,
-            dag_run.run_id,
-        )
+    _run_ended(dag_run, "success", airflow_stops.run_succeeded)
